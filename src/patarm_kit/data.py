@@ -1,0 +1,673 @@
+"""Preference pairs: one record type, a loader per source, validation, task tags and splits.
+
+Every source ends as `PreferencePair` records. Loaders read rows one at a time and convert
+them with a small function that raises `RowProblem(field, message)` on bad input; the
+driver turns that into one error line naming the file, the row and the field, or, when the
+source is configured with `bad_rows: skip`, drops the row and counts the reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ROOT, SourceConfig
+
+TASKS = ("chat", "math", "code", "safety")
+DATA_DIR_ENV = "PATARM_DATA_DIR"
+SPLITS = ("train", "dev", "test")
+
+
+class DataError(ValueError):
+    """Bad input: the message names the file, the row and the field, and says what to do."""
+
+
+class RowProblem(ValueError):
+    """Raised by a row converter; the loader adds the file and row number."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A prompt with a preferred (chosen) and a dispreferred (rejected) response.
+
+    `prompt` is a list of chat messages ending with a user turn. RM-Bench pairs also carry
+    the three style variants of each side (0 concise, 1 detailed, 2 detailed markdown);
+    `chosen` and `rejected` then hold the concise variant.
+    """
+
+    id: str
+    source: str
+    task: str
+    prompt: tuple[dict[str, str], ...]
+    chosen: str
+    rejected: str
+    subset: str = ""
+    chosen_variants: tuple[str, ...] = ()
+    rejected_variants: tuple[str, ...] = ()
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as one string, for hashing and display."""
+        return "\n\n".join(f"{m['role']}: {m['content']}" for m in self.prompt)
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["prompt"] = list(self.prompt)
+        row["chosen_variants"] = list(self.chosen_variants)
+        row["rejected_variants"] = list(self.rejected_variants)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "PreferencePair":
+        return cls(
+            id=row["id"],
+            source=row["source"],
+            task=row["task"],
+            prompt=tuple(dict(m) for m in row["prompt"]),
+            chosen=row["chosen"],
+            rejected=row["rejected"],
+            subset=row.get("subset", ""),
+            chosen_variants=tuple(row.get("chosen_variants") or ()),
+            rejected_variants=tuple(row.get("rejected_variants") or ()),
+        )
+
+
+@dataclass
+class SourceReport:
+    """What a load read and kept: the manifest records it, the `data` command prints it."""
+
+    source: str
+    data_dir: str | None = None  # built-in sources: file keys below are relative to it
+    files: dict[str, str] = field(default_factory=dict)  # file -> sha256
+    missing_files: list[str] = field(default_factory=list)
+    rows: int = 0
+    pairs: int = 0
+    duplicates: int = 0
+    limited_to: int | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_examples: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if len(self.skipped_examples) < 5:
+            self.skipped_examples.append(where)
+
+
+# ---------------------------------------------------------------- locating the data
+
+
+def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The data directory: explicit argument, else $PATARM_DATA_DIR, else ../shared/data."""
+    candidates = [
+        ("the data_dir parameter", explicit),
+        (f"${DATA_DIR_ENV}", os.environ.get(DATA_DIR_ENV)),
+    ]
+    for origin, value in candidates:
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_dir():
+                raise DataError(f"data directory {path} (from {origin}) does not exist")
+            return path.resolve()
+    default = REPO_ROOT.parent / "shared" / "data"
+    if default.is_dir():
+        return default.resolve()
+    raise DataError(
+        "no data directory: pass data_dir, or set PATARM_DATA_DIR to a folder laid out as "
+        "described in data/README.md, or use hub dataset ids (hub:allenai/reward-bench, ...)"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """Rows of a JSON array or a (gzipped) JSON-lines file, numbered from 1."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    is_lines = ".jsonl" in path.suffixes
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            if not is_lines:
+                data = json.load(handle)
+                if not isinstance(data, list):
+                    raise DataError(f"{path}: expected a JSON array of rows")
+                yield from enumerate(data, start=1)
+                return
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}: row {number}: not valid JSON ({err.msg})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON at line {err.lineno} ({err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read ({err})") from None
+
+
+# ---------------------------------------------------------------- field checks
+
+
+def _text(row: Any, name: str) -> str:
+    if not isinstance(row, dict):
+        raise RowProblem("(row)", f"expected an object, got {type(row).__name__}")
+    if name not in row:
+        raise RowProblem(name, "missing field")
+    value = row[name]
+    if not isinstance(value, str):
+        raise RowProblem(name, f"expected text, got {type(value).__name__}")
+    if not value.strip():
+        raise RowProblem(name, "empty text")
+    return value
+
+
+def _check_task(task: Any) -> str:
+    if task not in TASKS:
+        raise RowProblem("task", f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    return task
+
+
+def _distinct(chosen: str, rejected: str, name: str = "rejected") -> None:
+    if chosen.strip() == rejected.strip():
+        raise RowProblem(name, "chosen and rejected responses are identical")
+
+
+def _user_prompt(text: str) -> tuple[dict[str, str], ...]:
+    return ({"role": "user", "content": text},)
+
+
+# ---------------------------------------------------------------- converters per source
+
+RMBENCH_DOMAINS = {
+    "chat": "chat",
+    "code": "code",
+    "math": "math",
+    "safety-refuse": "safety",
+    "safety-response": "safety",
+}
+
+
+def _variants(row: dict, name: str) -> tuple[str, ...]:
+    value = row.get(name)
+    if not isinstance(value, list) or len(value) != 3:
+        raise RowProblem(name, "expected a list of 3 responses (concise, detailed, markdown)")
+    for i, text in enumerate(value):
+        if not isinstance(text, str) or not text.strip():
+            raise RowProblem(f"{name}[{i}]", "empty or non-text response")
+    return tuple(value)
+
+
+def rmbench_pair(row: Any, domain: str) -> PreferencePair:
+    prompt = _text(row, "prompt")
+    chosen, rejected = _variants(row, "chosen"), _variants(row, "rejected")
+    for i in range(3):
+        _distinct(chosen[i], rejected[i], f"rejected[{i}]")
+    if "id" not in row:
+        raise RowProblem("id", "missing field")
+    return PreferencePair(
+        id=f"rm-bench/{domain}/{row['id']}",
+        source="rm-bench",
+        task=RMBENCH_DOMAINS[domain],
+        prompt=_user_prompt(prompt),
+        chosen=chosen[0],
+        rejected=rejected[0],
+        subset=domain,
+        chosen_variants=chosen,
+        rejected_variants=rejected,
+    )
+
+
+LLMBAR_FILES = ("Natural", "Adversarial_Neighbor", "Adversarial_GPTInst", "Adversarial_GPTOut", "Adversarial_Manual")
+
+
+def llmbar_pair(row: Any, subset: str, number: int) -> PreferencePair:
+    instruction = _text(row, "input")
+    outputs = (_text(row, "output_1"), _text(row, "output_2"))
+    try:
+        label = int(row.get("label"))
+    except (TypeError, ValueError):
+        raise RowProblem("label", f"expected 1 or 2, got {row.get('label')!r}") from None
+    if label not in (1, 2):
+        raise RowProblem("label", f"expected 1 or 2, got {label}")
+    chosen, rejected = outputs[label - 1], outputs[2 - label]
+    _distinct(chosen, rejected, "output_2")
+    return PreferencePair(
+        id=f"llmbar/{subset}/{number}",
+        source="llmbar",
+        task="chat",
+        prompt=_user_prompt(instruction),
+        chosen=chosen,
+        rejected=rejected,
+        subset=subset,
+    )
+
+
+_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+def hh_dialogue(text: str, field_name: str) -> list[dict[str, str]]:
+    """Split an HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into chat messages."""
+    parts = _TURN.split(text)
+    if parts[0].strip() or len(parts) < 5:
+        raise RowProblem(field_name, "not a '\\n\\nHuman: ... \\n\\nAssistant: ...' dialogue")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[who], "content": said.strip()} for who, said in zip(parts[1::2], parts[2::2])]
+
+
+def hh_pair(row: Any, subset: str, number: int) -> PreferencePair:
+    chosen_dialogue = hh_dialogue(_text(row, "chosen"), "chosen")
+    rejected_dialogue = hh_dialogue(_text(row, "rejected"), "rejected")
+    for name, dialogue in (("chosen", chosen_dialogue), ("rejected", rejected_dialogue)):
+        if dialogue[-1]["role"] != "assistant":
+            raise RowProblem(name, "the dialogue does not end with an assistant turn")
+        if not dialogue[-1]["content"]:
+            raise RowProblem(name, "empty final assistant response")
+    if chosen_dialogue[:-1] != rejected_dialogue[:-1]:
+        raise RowProblem("rejected", "chosen and rejected dialogues differ before the final turn")
+    chosen, rejected = chosen_dialogue[-1]["content"], rejected_dialogue[-1]["content"]
+    _distinct(chosen, rejected)
+    return PreferencePair(
+        id=f"hh-rlhf/{subset}/{number}",
+        source="hh-rlhf",
+        task="safety" if subset.startswith("harmless") else "chat",
+        prompt=tuple(chosen_dialogue[:-1]),
+        chosen=chosen,
+        rejected=rejected,
+        subset=subset,
+    )
+
+
+FINEGRAINED_ORDER = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))
+
+
+def finegrained_pairs(row: Any, subset: str, number: int, report: SourceReport) -> list[PreferencePair]:
+    """Each strict preference among the 4 predictions becomes a pair; ties are counted, not kept."""
+    question = _text(row, "question")
+    predictions = {k: _text(row, f"prediction {k}") for k in range(1, 5)}
+    preference = row.get("preference")
+    if not isinstance(preference, list) or len(preference) != 6:
+        raise RowProblem("preference", "expected a list of 6 comparisons (1v2, 1v3, 1v4, 2v3, 2v4, 3v4)")
+    pairs = []
+    for (a, b), value in zip(FINEGRAINED_ORDER, preference):
+        if value not in (0, 1, 2) or isinstance(value, bool):
+            raise RowProblem("preference", f"comparison {a}v{b} is {value!r}; expected 0, 1 or 2")
+        if value == 0:
+            report.skip("tie (no preference)", f"row {number} {a}v{b}")
+            continue
+        chosen, rejected = (predictions[a], predictions[b]) if value == 1 else (predictions[b], predictions[a])
+        _distinct(chosen, rejected, f"prediction {b}")
+        pairs.append(
+            PreferencePair(
+                id=f"finegrained-qa/{subset}/{number}/{a}v{b}",
+                source="finegrained-qa",
+                task="chat",
+                prompt=_user_prompt(question),
+                chosen=chosen,
+                rejected=rejected,
+                subset=subset,
+            )
+        )
+    return pairs
+
+
+def _last_content(value: Any, name: str) -> str:
+    """A response given as text or as a chat transcript (take the final assistant message)."""
+    if isinstance(value, list):
+        if not value or not isinstance(value[-1], dict) or "content" not in value[-1]:
+            raise RowProblem(name, "expected text or a list of {role, content} messages")
+        value = value[-1]["content"]
+    if not isinstance(value, str) or not value.strip():
+        raise RowProblem(name, "empty or non-text response")
+    return value
+
+
+def generic_pair(row: Any, source: str, number: int, default_task: str = "chat") -> PreferencePair:
+    """A row with prompt/chosen/rejected columns (text or chat messages); optional id, task, subset."""
+    if not isinstance(row, dict):
+        raise RowProblem("(row)", f"expected an object, got {type(row).__name__}")
+    for name in ("prompt", "chosen", "rejected"):
+        if name not in row:
+            raise RowProblem(name, "missing field")
+    prompt_value = row["prompt"]
+    if isinstance(prompt_value, str):
+        if not prompt_value.strip():
+            raise RowProblem("prompt", "empty text")
+        prompt = _user_prompt(prompt_value)
+    elif isinstance(prompt_value, list) and prompt_value and all(
+        isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt_value
+    ):
+        prompt = tuple({"role": m["role"], "content": m["content"]} for m in prompt_value)
+    else:
+        raise RowProblem("prompt", "expected text or a non-empty list of {role, content} messages")
+    chosen, rejected = _last_content(row["chosen"], "chosen"), _last_content(row["rejected"], "rejected")
+    _distinct(chosen, rejected)
+    task = _check_task(row.get("task", default_task))
+    return PreferencePair(
+        id=f"{source}/{row.get('id', number)}",
+        source=source,
+        task=task,
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        subset=str(row.get("subset", "")),
+    )
+
+
+# ---------------------------------------------------------------- the load driver
+
+
+def _convert_rows(
+    rows: Iterable[tuple[int, Any]],
+    where: str,
+    convert: Callable[[Any, int], PreferencePair | list[PreferencePair]],
+    report: SourceReport,
+    bad_rows: str,
+) -> list[PreferencePair]:
+    pairs: list[PreferencePair] = []
+    for number, row in rows:
+        report.rows += 1
+        try:
+            converted = convert(row, number)
+        except RowProblem as problem:
+            message = f"{where}: row {number}: field {problem.field}: {problem}"
+            if bad_rows != "skip":
+                raise DataError(message + " (fix the row, or set bad_rows: skip for this source)") from None
+            report.skip(f"{problem.field}: {problem}", message)
+            continue
+        pairs.extend(converted if isinstance(converted, list) else [converted])
+    return pairs
+
+
+def _local_files(report: SourceReport, folder: Path, names: Iterable[str]) -> Iterator[tuple[str, Path]]:
+    """The files of a built-in source that exist; the missing ones are recorded, not fatal."""
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            report.files[str(path.relative_to(report.data_dir or "/"))] = sha256_of(path)
+            yield name, path
+        else:
+            report.missing_files.append(str(path))
+
+
+def _load_builtin(name: str, data_dir: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
+    pairs: list[PreferencePair] = []
+    if name == "rm-bench":
+        files = [f"{d}_filtered.json" for d in RMBENCH_DOMAINS]
+        for file_name, path in _local_files(report, data_dir / "rm-bench", files):
+            domain = file_name.removesuffix("_filtered.json")
+            pairs += _convert_rows(_read_json_rows(path), str(path), lambda r, n: rmbench_pair(r, domain), report, bad_rows)
+    elif name == "llmbar":
+        for file_name, path in _local_files(report, data_dir / "llmbar", [f"{s}.json" for s in LLMBAR_FILES]):
+            subset = file_name.removesuffix(".json")
+            pairs += _convert_rows(_read_json_rows(path), str(path), lambda r, n: llmbar_pair(r, subset, n), report, bad_rows)
+    elif name == "hh-rlhf":
+        subsets = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
+        files = [f"{s}_{split}.jsonl.gz" for s in subsets for split in ("train", "test")]
+        for file_name, path in _local_files(report, data_dir / "hh-rlhf", files):
+            subset = file_name.removesuffix(".jsonl.gz")
+            pairs += _convert_rows(_read_json_rows(path), str(path), lambda r, n: hh_pair(r, subset, n), report, bad_rows)
+        report.missing_files = [f for f in report.missing_files if not f.endswith("_train.jsonl.gz")]
+    elif name == "finegrained-qa":
+        folder = data_dir / "finegrained-rlhf-qa-feedback"
+        for file_name, path in _local_files(report, folder, ["train_feedback.json", "dev_feedback.json"]):
+            subset = file_name.removesuffix("_feedback.json")
+            pairs += _convert_rows(
+                _read_json_rows(path), str(path), lambda r, n: finegrained_pairs(r, subset, n, report), report, bad_rows
+            )
+        report.missing_files = [f for f in report.missing_files if not f.endswith("train_feedback.json")]
+    else:  # pragma: no cover - guarded by BUILTIN_SOURCES
+        raise AssertionError(name)
+    if not report.files:
+        raise DataError(f"source {name}: no files found under {data_dir} (see data/README.md for the layout)")
+    return pairs
+
+
+BUILTIN_SOURCES = ("rm-bench", "llmbar", "hh-rlhf", "finegrained-qa")
+
+# Hub datasets: id -> (load_dataset kwargs, row converter). Only used by people who have a hub.
+HUB_DATASETS: dict[str, dict[str, Any]] = {
+    "allenai/reward-bench": {"split": "filtered"},
+    "THU-KEG/RM-Bench": {"split": "train"},
+    "Anthropic/hh-rlhf": {"split": "test"},
+    "AIJian/PaTaRM": {"data_files": "rl_train_mix_41.7k.jsonl", "split": "train"},
+    "Skywork/Skywork-Reward-Preference-80K-v0.2": {"split": "train"},
+}
+
+
+def _rewardbench_task(subset: str) -> str:
+    if subset == "math-prm":
+        return "math"
+    if subset.startswith("hep-"):
+        return "code"
+    if subset.startswith(("refusals", "xstest", "donotanswer")):
+        return "safety"
+    return "chat"
+
+
+def _hub_converter(hub_id: str) -> Callable[[Any, int], PreferencePair]:
+    source = hub_id
+    if hub_id == "allenai/reward-bench":
+        def convert(row: Any, number: int) -> PreferencePair:
+            pair = generic_pair(row, source, number, default_task=_rewardbench_task(str(row.get("subset", ""))))
+            return pair
+        return convert
+    if hub_id == "THU-KEG/RM-Bench":
+        return lambda row, number: rmbench_pair(row, str(row.get("domain", "")))
+    if hub_id == "Anthropic/hh-rlhf":
+        return lambda row, number: hh_pair(row, "hub", number)
+    return lambda row, number: generic_pair(row, source, number)
+
+
+def _load_hub(hub_id: str, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
+    import datasets  # imported here: loading local files needs no Arrow
+
+    kwargs = HUB_DATASETS.get(hub_id, {"split": "train"})
+    try:
+        dataset = datasets.load_dataset(hub_id, **kwargs)
+    except Exception as err:  # the hub raises many kinds; one clear line is what the user needs
+        raise DataError(f"hub dataset {hub_id}: cannot be loaded ({type(err).__name__}: {err})") from None
+    report.files[f"hub:{hub_id}"] = getattr(dataset, "_fingerprint", "")
+    rows = enumerate(dataset, start=1)
+    return _convert_rows(rows, f"hub:{hub_id}", _hub_converter(hub_id), report, bad_rows)
+
+
+def _load_file(path: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
+    report.files[str(path)] = sha256_of(path)
+    if path.suffix == ".parquet":
+        import datasets
+
+        rows: Iterable[tuple[int, Any]] = enumerate(datasets.Dataset.from_parquet(str(path)), start=1)
+    elif path.suffix in (".json", ".jsonl", ".gz"):
+        rows = _read_json_rows(path)
+    else:
+        raise DataError(f"{path}: unsupported file type (use .json, .jsonl, .jsonl.gz or .parquet)")
+    source = path.stem.split(".")[0]
+    return _convert_rows(rows, str(path), lambda r, n: generic_pair(r, source, n), report, bad_rows)
+
+
+def _subsample(pairs: list[PreferencePair], limit: int) -> list[PreferencePair]:
+    """A deterministic, well-mixed subset: the `limit` pairs whose id hashes lowest."""
+    return sorted(pairs, key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())[:limit]
+
+
+def load_source(
+    spec: SourceConfig | str, data_dir: str | os.PathLike | None = None
+) -> tuple[list[PreferencePair], SourceReport]:
+    """Load one source: a built-in name, a file path, or a hub id (`hub:owner/name` or a known id)."""
+    spec = SourceConfig(name=spec) if isinstance(spec, str) else spec
+    if spec.role not in ("train", "bench"):
+        raise DataError(f"source {spec.name}: role must be 'train' or 'bench', not {spec.role!r}")
+    if spec.bad_rows not in ("error", "skip"):
+        raise DataError(f"source {spec.name}: bad_rows must be 'error' or 'skip', not {spec.bad_rows!r}")
+    report = SourceReport(source=spec.name)
+    name = spec.name
+    hub_id = name.removeprefix("hub:")
+    if name in BUILTIN_SOURCES:
+        report.data_dir = str(resolve_data_dir(data_dir))
+        pairs = _load_builtin(name, Path(report.data_dir), report, spec.bad_rows)
+    elif name.startswith("hub:") or hub_id in HUB_DATASETS:
+        pairs = _load_hub(hub_id, report, spec.bad_rows)
+    elif Path(name).is_file():
+        pairs = _load_file(Path(name), report, spec.bad_rows)
+    else:
+        raise DataError(
+            f"source {name!r} is not a built-in source ({', '.join(BUILTIN_SOURCES)}), "
+            "an existing file, or a hub dataset id (hub:owner/name)"
+        )
+    pairs = _dedupe(pairs, report)
+    if spec.limit is not None and spec.limit < len(pairs):
+        pairs = _subsample(pairs, spec.limit)
+        report.limited_to = spec.limit
+    report.pairs = len(pairs)
+    return pairs, report
+
+
+def _dedupe(pairs: list[PreferencePair], report: SourceReport) -> list[PreferencePair]:
+    seen: set[tuple[str, str, str]] = set()
+    kept = []
+    for pair in pairs:
+        key = (pair.prompt_text, pair.chosen, pair.rejected)
+        if key in seen:
+            report.duplicates += 1
+            continue
+        seen.add(key)
+        kept.append(pair)
+    return kept
+
+
+# ---------------------------------------------------------------- splits and summaries
+
+
+def split_of(pair: PreferencePair, fractions: dict[str, float]) -> str:
+    """train/dev/test from a hash of the prompt text, so one prompt never crosses splits."""
+    total = sum(fractions.values())
+    point = int(hashlib.sha256(pair.prompt_text.encode()).hexdigest()[:12], 16) / 16**12
+    cumulative = 0.0
+    for name, share in fractions.items():
+        cumulative += share / total
+        if point < cumulative:
+            return name
+    return list(fractions)[-1]
+
+
+def count_pairs(pairs: Iterable[PreferencePair], fractions: dict[str, float]) -> dict[str, dict[str, int]]:
+    """Counts by task, subset and split: what notebook 01 and `patarm-kit data` show."""
+    counts: dict[str, collections.Counter] = {"task": collections.Counter(), "subset": collections.Counter(), "split": collections.Counter()}
+    for pair in pairs:
+        counts["task"][pair.task] += 1
+        counts["subset"][pair.subset] += 1
+        counts["split"][split_of(pair, fractions)] += 1
+    return {k: dict(sorted(v.items())) for k, v in counts.items()}
+
+
+def save_pairs(pairs: Iterable[PreferencePair], path: Path) -> None:
+    """Write pairs as JSON lines (readable by `datasets.load_dataset("json", ...)`), atomically."""
+    from .results import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(p.to_row(), ensure_ascii=False) + "\n" for p in pairs))
+
+
+def read_pairs(path: Path) -> list[PreferencePair]:
+    return [PreferencePair.from_row(row) for _, row in _read_json_rows(Path(path))]
+
+
+# ---------------------------------------------------------------- IFEval prompts (downstream stage)
+
+
+@dataclass(frozen=True)
+class InstructionPrompt:
+    key: int
+    prompt: str
+    instruction_id_list: tuple[str, ...]
+    kwargs: tuple[dict[str, Any], ...]
+
+
+def load_ifeval(data_dir: str | os.PathLike | None = None) -> tuple[list[InstructionPrompt], SourceReport]:
+    """IFEval's 541 prompts with their instruction ids and checker arguments."""
+    report = SourceReport(source="ifeval", data_dir=str(resolve_data_dir(data_dir)))
+    prompts = []
+    for _, path in _local_files(report, Path(report.data_dir) / "ifeval", ["input_data.jsonl"]):
+        for number, row in _read_json_rows(path):
+            report.rows += 1
+            where = f"{path}: row {number}"
+            try:
+                ids, kwargs = row.get("instruction_id_list"), row.get("kwargs")
+                if not isinstance(ids, list) or not isinstance(kwargs, list) or len(ids) != len(kwargs):
+                    raise RowProblem("kwargs", "instruction_id_list and kwargs must be lists of equal length")
+                prompts.append(InstructionPrompt(int(row["key"]), _text(row, "prompt"), tuple(ids), tuple(kwargs)))
+            except RowProblem as problem:
+                raise DataError(f"{where}: field {problem.field}: {problem}") from None
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{where}: field key: missing or not an integer") from None
+    if not report.files:
+        raise DataError(f"ifeval: {report.missing_files[0]} not found (see data/README.md)")
+    report.pairs = len(prompts)
+    return prompts, report
+
+
+# ---------------------------------------------------------------- stage 01: the pairs every later stage reads
+
+
+@dataclass
+class LoadedSource:
+    spec: SourceConfig
+    pairs: list[PreferencePair]
+    report: SourceReport
+
+
+def load_sources(sources: Iterable[SourceConfig], data_dir: str | None = None) -> list[LoadedSource]:
+    """Load and validate every source first, so a bad row stops the stage before anything is written."""
+    return [LoadedSource(spec, *load_source(spec, data_dir)) for spec in sources]
+
+
+def write_stage_pairs(loaded: list[LoadedSource], fractions: dict[str, float], out_dir: Path) -> dict[str, Path]:
+    """Training sources go to pairs/{train,dev,test}.jsonl; benchmark sources to pairs/bench-<name>.jsonl."""
+    by_file: dict[str, list[PreferencePair]] = {f"{split}.jsonl": [] for split in fractions}
+    for source in loaded:
+        if source.spec.role == "bench":
+            by_file[f"bench-{Path(source.spec.name).stem.replace('/', '_')}.jsonl"] = source.pairs
+        else:
+            for pair in source.pairs:
+                by_file[f"{split_of(pair, fractions)}.jsonl"].append(pair)
+    written = {}
+    for file_name, pairs in by_file.items():
+        save_pairs(pairs, Path(out_dir) / file_name)
+        written[file_name] = Path(out_dir) / file_name
+    return written
+
+
+def summary_rows(loaded: list[LoadedSource], fractions: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per source: rows read, pairs kept, what was dropped and why, counts by task and split."""
+    rows = []
+    for source in loaded:
+        counts = count_pairs(source.pairs, fractions)
+        rows.append(
+            {
+                "source": source.spec.name,
+                "role": source.spec.role,
+                "rows read": source.report.rows,
+                "pairs": source.report.pairs,
+                "duplicates": source.report.duplicates,
+                "skipped": sum(source.report.skipped.values()),
+                **{f"task {k}": v for k, v in counts["task"].items()},
+                **({f"split {k}": v for k, v in counts["split"].items()} if source.spec.role == "train" else {}),
+            }
+        )
+    return rows

