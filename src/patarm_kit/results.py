@@ -109,9 +109,9 @@ class Run:
         return self.dir / "manifest.json"
 
     @classmethod
-    def create(cls, name: str, config: RunConfig, results_dir: Path = RESULTS_DIR, resume: bool = False) -> "Run":
+    def create(cls, name: str, config: RunConfig, results_dir: Path | None = None, resume: bool = False) -> "Run":
         """Start a run; an existing run of that name is reused only when `resume` is set."""
-        run = cls(Path(results_dir) / name)
+        run = cls(Path(results_dir or RESULTS_DIR) / name)
         if run.manifest_path.exists():
             if not resume:
                 raise RunExistsError(

@@ -1,0 +1,95 @@
+"""Each kind of bad input: one clear line naming file, row and field; non-zero exit; nothing written."""
+
+import gzip
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from patarm_kit.cli import app
+from patarm_kit.config import SourceConfig
+from patarm_kit.data import DataError, load_source, load_sources, write_stage_pairs
+
+GOOD = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No.", "task": "chat"}
+
+BAD_JSONL = {
+    "bad JSON line": ('{"prompt": "x", "chosen": ', r"row 2: not valid JSON"),
+    "missing field": (json.dumps({"prompt": "x", "chosen": "a"}), "row 2: field rejected: missing field"),
+    "wrong type": (json.dumps({**GOOD, "chosen": 42}), "row 2: field chosen: empty or non-text response"),
+    "empty response": (json.dumps({**GOOD, "rejected": "  "}), "row 2: field rejected: empty or non-text"),
+    "identical responses": (json.dumps({**GOOD, "rejected": "Hi!"}), "row 2: field rejected: chosen and rejected responses are identical"),
+    "unknown task": (json.dumps({**GOOD, "task": "poetry"}), "row 2: field task: unknown task 'poetry'"),
+    "prompt of wrong type": (json.dumps({**GOOD, "prompt": 3}), "row 2: field prompt: expected text"),
+}
+
+
+def write_jsonl(path, bad_line):
+    path.write_text(json.dumps(GOOD) + "\n" + bad_line + "\n" + json.dumps({**GOOD, "prompt": "other"}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_JSONL))
+def test_cli_names_file_row_and_field_and_exits_nonzero(kind, tmp_path):
+    bad_line, expected = BAD_JSONL[kind]
+    path = write_jsonl(tmp_path / "pairs.jsonl", bad_line)
+    result = CliRunner().invoke(app, ["data", "--source", str(path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(path) in lines[0] and expected in lines[0], result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
+
+
+def test_label_outside_its_range(tmp_path):
+    folder = tmp_path / "llmbar"
+    folder.mkdir()
+    rows = [{"input": "q", "output_1": "a", "output_2": "b", "label": 3}]
+    (folder / "Natural.json").write_text(json.dumps(rows))
+    with pytest.raises(DataError, match=r"Natural.json: row 1: field label: expected 1 or 2, got 3"):
+        load_source("llmbar", tmp_path)
+
+
+def test_finegrained_preference_out_of_range(tmp_path, data_dir):
+    rows = json.loads((data_dir / "finegrained-rlhf-qa-feedback" / "dev_feedback.json").read_text())[:3]
+    rows[2]["preference"] = [0, 1, 7, 1, 0, 2]
+    folder = tmp_path / "finegrained-rlhf-qa-feedback"
+    folder.mkdir()
+    (folder / "dev_feedback.json").write_text(json.dumps(rows))
+    with pytest.raises(DataError, match=r"dev_feedback.json: row 3: field preference: comparison 1v4 is 7"):
+        load_source("finegrained-qa", tmp_path)
+
+
+def test_bad_gzip_jsonl_row_in_hh_rlhf(tmp_path):
+    folder = tmp_path / "hh-rlhf"
+    folder.mkdir()
+    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    with gzip.open(folder / "helpful-base_test.jsonl.gz", "wt") as out:
+        out.write(json.dumps(good) + "\n" + json.dumps({"chosen": good["chosen"]}) + "\n")
+    with pytest.raises(DataError, match=r"helpful-base_test.jsonl.gz: row 2: field rejected: missing field"):
+        load_source("hh-rlhf", tmp_path)
+
+
+def test_a_bad_source_stops_the_stage_before_anything_is_written(tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", BAD_JSONL["identical responses"][0])
+    out = tmp_path / "out"
+    with pytest.raises(DataError):
+        write_stage_pairs(load_sources([SourceConfig(str(path))]), {"train": 1.0}, out)
+    assert not out.exists()
+
+
+def test_skip_mode_reports_how_many_and_why(tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", BAD_JSONL["unknown task"][0])
+    pairs, report = load_source(SourceConfig(str(path), bad_rows="skip"))
+    assert len(pairs) == 2 and report.rows == 3
+    assert report.skipped == {"task: unknown task 'poetry' (known: chat, math, code, safety)": 1}
+    assert "pairs.jsonl: row 2: field task" in report.skipped_examples[0]
+
+
+def test_cli_data_json_counts_match_sources_md(data_dir):
+    result = CliRunner().invoke(app, ["data", "--profile", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)
+    assert counts["rm-bench"]["pairs"] == 798
+    assert counts["rm-bench"]["task"] == {"chat": 129, "code": 228, "safety": 441}
+    assert counts["llmbar"]["pairs"] == 419
+    assert counts["hh-rlhf"]["rows"] == 8552
+    assert counts["finegrained-qa"]["pairs"] == 2616

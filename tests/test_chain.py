@@ -1,0 +1,39 @@
+"""The headless chain: papermill runs the notebooks into the run folder and names a failing cell."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from patarm_kit.chain import ChainError, run_chain
+from patarm_kit.cli import app
+
+
+@pytest.mark.slow
+def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
+    import patarm_kit.results as results
+
+    run = run_chain("smoke", "chain-test", only=["01_data_pairing"])
+    assert run.dir.parent == results.RESULTS_DIR
+    manifest = run.manifest()
+    assert manifest["stages"]["01_data_pairing"]["status"] == "done"
+    assert manifest["finished"] is not None
+    assert manifest["data"]["llmbar"]["pairs"] == 419
+    executed = json.loads((run.dir / "notebooks" / "01_data_pairing.ipynb").read_text())
+    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+    assert sum(1 for _ in open(run.dir / "pairs" / "bench-rm-bench.jsonl")) == 798
+    assert (run.dir / "figures" / "01_length_distributions.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_chain_stops_at_the_failing_notebook_and_names_the_cell(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "same", "rejected": "same"}\n')
+    overrides = {"data.sources": [{"name": str(bad)}]}
+    with pytest.raises(ChainError, match=r"notebook 01_data_pairing failed at cell \d+ \(DataError: .*bad.jsonl: row 1"):
+        run_chain("smoke", "chain-fail", overrides=overrides)
+
+
+def test_chain_rejects_unknown_notebooks():
+    result = CliRunner().invoke(app, ["run", "--profile", "smoke", "--run-name", "x", "--only", "99_nothing"])
+    assert result.exit_code == 2 and "not in this profile's chain" in result.output

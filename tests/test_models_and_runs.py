@@ -1,0 +1,65 @@
+"""The real SmolLM2-135M loads offline, keeps its chat template and generates; runs keep provenance."""
+
+import json
+
+import pytest
+import torch
+
+from patarm_kit.config import ModelConfig, load_config
+from patarm_kit.models import ModelError, load_tokenizer, materialize_bundled
+from patarm_kit.results import Run, RunExistsError, atomic_write_text
+
+
+@pytest.mark.model
+def test_bundled_smollm2_loads_and_generates(smollm):
+    model, tokenizer = smollm
+    assert model.config.model_type == "llama" and model.dtype == torch.bfloat16
+    assert not getattr(model, "is_quantized", False), "GGUF quantizer marks must be cleared"
+    messages = [{"role": "user", "content": "What is the capital of France? One word."}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert "<|im_start|>assistant" in tokenizer.decode(inputs["input_ids"][0])
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in text
+
+
+@pytest.mark.model
+def test_materialized_checkpoint_is_plain_safetensors():
+    folder = materialize_bundled("smollm2-135m-instruct", ModelConfig().cache_dir)
+    assert (folder / "model.safetensors").stat().st_size > 200_000_000
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert load_tokenizer(ModelConfig()).padding_side == "left"
+
+
+def test_unknown_model_gives_a_clear_error():
+    from patarm_kit.models import load_model
+
+    with pytest.raises(ModelError, match="cannot load model"):
+        load_model(ModelConfig(name="/nonexistent/model-folder"))
+
+
+def test_run_manifest_records_provenance_and_is_never_overwritten(tmp_path):
+    config = load_config("smoke")
+    run = Run.create("demo", config, results_dir=tmp_path)
+    manifest = run.manifest()
+    assert manifest["config"]["model"]["name"] == "smollm2-135m-instruct"
+    assert manifest["packages"]["torch"].startswith("2.13.0")
+    assert manifest["git"]["commit"] is None or len(manifest["git"]["commit"]) == 40
+    assert manifest["config_fingerprint"] == config.fingerprint()
+    with pytest.raises(RunExistsError, match="--resume"):
+        Run.create("demo", config, results_dir=tmp_path)
+    assert Run.create("demo", config, results_dir=tmp_path, resume=True).manifest()["started"] == manifest["started"]
+    run.update("stages", "x", {"status": "done"})
+    assert run.config() == config
+
+
+def test_atomic_write_leaves_nothing_half_written(tmp_path):
+    target = tmp_path / "a.json"
+    atomic_write_text(target, "old")
+
+
+    with pytest.raises(TypeError):
+        atomic_write_text(target, 42)  # a write that fails midway
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
