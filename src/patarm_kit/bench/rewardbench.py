@@ -46,7 +46,13 @@ SUBSET_SIZES: dict[str, int] = {
 EXAMPLE_COUNTS: dict[str, int] = {**SUBSET_SIZES, "math-prm": 984}
 
 SUBSET_MAPPING: dict[str, list[str]] = {
-    "Chat": ["alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"],
+    "Chat": [
+        "alpacaeval-easy",
+        "alpacaeval-length",
+        "alpacaeval-hard",
+        "mt-bench-easy",
+        "mt-bench-med",
+    ],
     "Chat Hard": [
         "mt-bench-hard",
         "llmbar-natural",
@@ -83,6 +89,7 @@ TIE_VALUES: dict[str, float] = {"zero": 0.0, "half": 0.5}
 
 
 def tie_value(ties: str) -> float:
+    """The value of a tie under a named policy; the kit's default is "half" (PAPER.md)."""
     if ties not in TIE_VALUES:
         raise ValueError(f"unknown tie policy {ties!r}; allowed: {', '.join(TIE_VALUES)}")
     return TIE_VALUES[ties]

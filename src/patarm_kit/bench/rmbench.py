@@ -55,12 +55,14 @@ def _outcome_cube(chosen_scores: ArrayLike, rejected_scores: ArrayLike, ties: st
     return pair_outcomes(chosen[:, :, None], rejected[:, None, :], ties)
 
 
-def style_matrix(chosen_scores: ArrayLike, rejected_scores: ArrayLike, ties: str = "half") -> np.ndarray:
+def style_matrix(
+    chosen_scores: ArrayLike, rejected_scores: ArrayLike, ties: str = "half"
+) -> np.ndarray:
     """The 3x3 matrix M[i][j] = mean over prompts of 1[score(chosen_i) > score(rejected_j)].
 
-    `ties="zero"` is RM-Bench's own strict `>`; `ties="half"` counts an equal pair 0.5, which
-    matters for a judge with integer scores. A comparison involving an invalid (NaN/None)
-    score counts as a tie under the same policy.
+    `ties="zero"` is RM-Bench's own strict `>`; `ties="half"` (the kit's default, PAPER.md)
+    counts an equal pair 0.5, which matters for a judge with integer scores: report both.
+    A comparison involving an invalid (NaN/None) score counts as a tie under the same policy.
     """
     return _outcome_cube(chosen_scores, rejected_scores, ties).mean(axis=0)
 
@@ -99,19 +101,18 @@ def _check_consistency(domains: dict[str, dict], overall: dict[str, float]) -> N
                 )
 
 
+def _domain_interval(cube: np.ndarray, key: str, n_boot: int, seed: int) -> list[float]:
+    def statistic(idx: np.ndarray) -> float:
+        return difficulty_scores(cube[idx].mean(axis=0))[key]
+
+    return list(bootstrap_ci_of(statistic, len(cube), n_boot=n_boot, seed=seed))
+
+
 def _add_intervals(cubes: dict[str, np.ndarray], result: dict, n_boot: int, seed: int) -> None:
     """Bootstrap 95% intervals by resampling prompts, within each domain for the overall avg."""
     for domain, cube in cubes.items():
         result["domains"][domain]["ci95"] = {
-            key: list(
-                bootstrap_ci_of(
-                    lambda idx, cube=cube, key=key: difficulty_scores(cube[idx].mean(axis=0))[key],
-                    len(cube),
-                    n_boot=n_boot,
-                    seed=seed,
-                )
-            )
-            for key in SCORE_KEYS
+            key: _domain_interval(cube, key, n_boot, seed) for key in SCORE_KEYS
         }
     all_prompts = np.concatenate(list(cubes.values()))
     labels = np.repeat(list(cubes), [len(cube) for cube in cubes.values()])
@@ -146,10 +147,10 @@ def score_rmbench(
         raise ValueError("no RM-Bench items to score")
 
     cubes = {d: _outcome_cube(*grouped[d], ties) for d in DOMAINS if d in grouped}
-    domains = {
-        d: {**difficulty_scores(cube.mean(axis=0)), "n": len(cube), "matrix": cube.mean(axis=0).tolist()}
-        for d, cube in cubes.items()
-    }
+    domains = {}
+    for domain, cube in cubes.items():
+        matrix = cube.mean(axis=0)
+        domains[domain] = {**difficulty_scores(matrix), "n": len(cube), "matrix": matrix.tolist()}
     overall = {key: float(np.mean([d[key] for d in domains.values()])) for key in SCORE_KEYS}
     _check_consistency(domains, overall)
     result = {
