@@ -14,7 +14,6 @@ import yaml
 from patarm_kit.prompts import (
     format_judgment,
     pairwise_messages,
-    parse_judgment,
     pointwise_messages,
     render_chat,
 )
@@ -147,13 +146,12 @@ def test_pointwise_template_holds_every_part_in_order(rubrics):
         "<rubrics>\n" + render_rubric(rubrics["math"]) + "\n</rubrics>",
         "<conversation>\nUser: Name a prime number.\n\nAssistant: 7.\n\nUser: Another one?\n</conversation>",
         "<response>\n11 is prime.\n</response>",
-        "<criteria>",
-        "<evaluation>",
-        "<score>N</score>",
     ]
     positions = [text.index(part) for part in parts]
     assert positions == sorted(positions)
-    assert "2-4 criteria" in text and "1 (worst) to 10 (best)" in text
+    instructions = text.split("</response>")[1]
+    asked = ["First write 2-4 criteria", "<criteria>", "<evaluation>", "<score>N</score>", "1 (worst) to 10 (best)"]
+    assert all(part in instructions for part in asked)
 
 
 def test_pairwise_template_asks_for_a_verdict(rubrics):
@@ -223,9 +221,6 @@ def test_render_chat_passes_enable_thinking_to_a_qwen3_like_template(smollm_toke
         assert render_chat(qwen3_like, messages, enable_thinking=enable_thinking).endswith(
             "<|im_start|>assistant\n"
         )
-    # The thinking-off prompt still yields a parsable judgment once the model answers.
-    answer = format_judgment([("Primality", "Is prime.")], "Yes.", 8)
-    assert parse_judgment(answer).score == 8
 
 
 def test_render_chat_leaves_enable_thinking_out_when_none():

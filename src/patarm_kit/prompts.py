@@ -159,9 +159,11 @@ class ParsedJudgment:
         return self.invalid_reason is None
 
 
-_THINK_OPEN = re.compile(r"<think\s*>", re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"</think\s*>", re.IGNORECASE)
-_CRITERIA_BLOCK = re.compile(r"<criteria\s*>(.*?)</criteria\s*>", re.IGNORECASE | re.DOTALL)
+# Tags match ASCII only: under Unicode case folding "<ſcore>" would count as "<score>".
+_TAG_FLAGS = re.IGNORECASE | re.ASCII
+_THINK_OPEN = re.compile(r"<think\s*>", _TAG_FLAGS)
+_THINK_CLOSE = re.compile(r"</think\s*>", _TAG_FLAGS)
+_CRITERIA_BLOCK = re.compile(r"<criteria\s*>(.*?)</criteria\s*>", _TAG_FLAGS | re.DOTALL)
 _BULLET = re.compile(r"^(?:[-*•]|\d+[.)])(?:\s+|$)")
 # "8", "+8", "-3", "8/10", " 8 / 10 "; the denominator is checked against the scale.
 _SCORE_VALUE = re.compile(r"([+-]?[0-9]+)(?:\s*/\s*([0-9]+))?")
@@ -188,11 +190,13 @@ def _answer_part(text: str, truncated: bool) -> tuple[str, str | None, InvalidRe
     return answer, thinking, None
 
 
-def _final_tag(answer: str, tag: str, truncated: bool, missing: InvalidReason) -> tuple[set[str], InvalidReason | None]:
+def _final_tag(
+    answer: str, tag: str, truncated: bool, missing: InvalidReason
+) -> tuple[set[str], InvalidReason | None]:
     """The distinct contents of every complete <tag>...</tag>, or why there is none to use."""
-    complete = re.compile(rf"<{tag}\s*>(.*?)</{tag}\s*>", re.IGNORECASE | re.DOTALL)
+    complete = re.compile(rf"<{tag}\s*>(.*?)</{tag}\s*>", _TAG_FLAGS | re.DOTALL)
     contents = {content.strip() for content in complete.findall(answer)}
-    left_open = re.search(rf"<{tag}\s*>", complete.sub("", answer), re.IGNORECASE)
+    left_open = re.search(rf"<{tag}\s*>", complete.sub("", answer), _TAG_FLAGS)
     if left_open or (truncated and not contents):
         return set(), InvalidReason.TRUNCATED
     if not contents:
