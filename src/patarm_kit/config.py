@@ -67,6 +67,7 @@ class JudgeConfig:
     max_response_tokens: int = 256
     backend: str = "hf"  # "hf" (transformers generate) or "vllm"
     voting: str = "mean"  # "mean" or "majority"
+    preview_pairs: int = 4  # notebook 02: training pairs the base judge scores before any training
 
 
 @dataclass

@@ -502,7 +502,7 @@ def _load_file(path: Path, report: SourceReport, bad_rows: str) -> list[Preferen
     return _convert_rows(rows, str(path), lambda r, n: generic_pair(r, source, n), report, bad_rows)
 
 
-def _subsample(pairs: list[PreferencePair], limit: int) -> list[PreferencePair]:
+def subsample(pairs: list[PreferencePair], limit: int) -> list[PreferencePair]:
     """A deterministic, well-mixed subset: the `limit` pairs whose id hashes lowest."""
     return sorted(pairs, key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())[:limit]
 
@@ -533,7 +533,7 @@ def load_source(
         )
     pairs = _dedupe(pairs, report)
     if spec.limit is not None and spec.limit < len(pairs):
-        pairs = _subsample(pairs, spec.limit)
+        pairs = subsample(pairs, spec.limit)
         report.limited_to = spec.limit
     report.pairs = len(pairs)
     return pairs, report

@@ -44,6 +44,7 @@ class Judgment:
 
     pair_id: str
     side: str
+    task: str
     sample: int
     text: str
     score: int | None
@@ -245,6 +246,7 @@ class Judge:
         return Judgment(
             pair_id=request.pair_id,
             side=request.side,
+            task=request.task,
             sample=sample,
             text=completion.text,
             score=parsed.score,
@@ -303,3 +305,19 @@ def judging_summary(judgments: Sequence[Judgment]) -> dict[str, Any]:
         "generation_seconds": seconds,
         "tokens_per_second": tokens / seconds if seconds else None,
     }
+
+
+def save_judgments(judgments: Iterable[Judgment], path: Any) -> None:
+    """Per-judgment records as JSON lines: metrics can be recomputed later without the model."""
+    import json
+
+    from .results import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(j.to_row(), ensure_ascii=False) + "\n" for j in judgments))
+
+
+def read_judgments(path: Any) -> list[Judgment]:
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        return [Judgment(**json.loads(line)) for line in handle if line.strip()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 import yaml
@@ -96,3 +97,26 @@ def _criteria_from_data(items: Any, file_name: str, task: str) -> tuple[Criterio
             _fail(file_name, f"{key}.name", f"duplicate criterion {name!r}")
         criteria.append(Criterion(name, item["description"].strip()))
     return tuple(criteria)
+
+
+def criteria_summary(judgments: Iterable[Any], rubrics: Mapping[str, Rubric]) -> dict[str, Any]:
+    """How much the judge's instance-specific criteria add beyond the primary rubric.
+
+    `judgments` are records with `.criteria` (lines) and `.task`. A criterion "repeats the
+    rubric" when its name (the text before the first colon) names a criterion of the primary
+    rubric the judge was shown.
+    """
+    counts, repeats, total = [], 0, 0
+    for judgment in judgments:
+        names = {c.name.casefold() for c in rubrics[judgment.task].criteria}
+        counts.append(len(judgment.criteria))
+        for line in judgment.criteria:
+            total += 1
+            repeats += line.split(":", 1)[0].strip().casefold() in names
+    return {
+        "judgments": len(counts),
+        "with_criteria": sum(1 for c in counts if c),
+        "mean_criteria_per_judgment": sum(counts) / len(counts) if counts else None,
+        "criteria": total,
+        "share_repeating_rubric": repeats / total if total else None,
+    }

@@ -1,0 +1,126 @@
+"""Batched judging: request order, sampling per request, truncation, voting; the real model end to end."""
+
+import dataclasses
+
+import pytest
+
+from patarm_kit.config import JudgeConfig, SourceConfig
+from patarm_kit.data import load_source
+from patarm_kit.judge import (
+    Completion,
+    Judge,
+    judging_summary,
+    read_judgments,
+    requests_for_pairs,
+    requests_for_style_variants,
+    save_judgments,
+    vote,
+    voted_scores,
+)
+from patarm_kit.models import load_tokenizer
+from patarm_kit.config import ModelConfig
+from patarm_kit.rubrics import load_rubrics
+
+
+class ScriptedBackend:
+    """Answers each prompt with a judgment whose score is the prompt's length mod 10 + 1.
+
+    Lets the tests check that results come back in request order whatever the batching.
+    """
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, n, seed):
+        self.calls.append((len(prompts), seed))
+        return [[Completion(f"<criteria>\n- a: b\n</criteria><score>{len(p) % 10 + 1}</score>", 12, True)] * n for p in prompts]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def pairs(data_dir):
+    return load_source(SourceConfig("hh-rlhf", bad_rows="skip", limit=6), data_dir)[0]
+
+
+def test_requests_keep_both_sides_adjacent(pairs):
+    requests = requests_for_pairs(pairs)
+    assert [r.side for r in requests[:4]] == ["chosen", "rejected", "chosen", "rejected"]
+    assert requests[1].response == pairs[0].rejected and requests[1].pair_id == pairs[0].id
+
+
+def test_rmbench_requests_cover_all_six_styles(data_dir):
+    pairs = load_source("rm-bench", data_dir)[0][:2]
+    requests = requests_for_style_variants(pairs)
+    assert [r.side for r in requests[:6]] == ["chosen_0", "chosen_1", "chosen_2", "rejected_0", "rejected_1", "rejected_2"]
+    assert requests[5].response == pairs[0].rejected_variants[2]
+
+
+def test_results_come_back_in_request_order_with_n_samples(tokenizer, pairs):
+    backend = ScriptedBackend()
+    config = JudgeConfig(n_samples=3, batch_size=6)
+    judge = Judge(tokenizer, backend, config, load_rubrics())
+    requests = requests_for_pairs(pairs)
+    judgments = judge.judge(requests, progress=False)
+    assert len(judgments) == 3 * len(requests)
+    assert [(j.pair_id, j.side) for j in judgments[::3]] == [(r.pair_id, r.side) for r in requests]
+    assert [j.sample for j in judgments[:3]] == [0, 1, 2]
+    expected = [len(judge.prompt_text(r)[0]) % 10 + 1 for r in requests]
+    assert [j.score for j in judgments[::3]] == expected
+    assert all(n == 2 for n, _ in backend.calls), "batch_size counts sequences: 6 // 3 samples = 2 prompts"
+    assert [seed for _, seed in backend.calls] == list(range(len(backend.calls)))
+    assert all(j.criteria == ["a: b"] and j.task in ("chat", "safety") for j in judgments)
+
+
+def test_inputs_are_cut_to_their_token_budgets(tokenizer, pairs):
+    config = JudgeConfig(max_prompt_tokens=8, max_response_tokens=5)
+    judge = Judge(tokenizer, ScriptedBackend(), config, load_rubrics())
+    long = dataclasses.replace(requests_for_pairs(pairs)[0], response="word " * 50)
+    text, truncated = judge.prompt_text(long)
+    assert truncated == ["prompt", "response"] and "word word word word word [...]" in text
+    assert "word " * 6 not in text
+
+
+def test_voting():
+    assert vote([7, None, 9]) == 8.0
+    assert vote([None, None]) is None
+    assert vote([3, 3, 9], "majority") == 3
+    assert vote([3, 9], "majority") == 6.0
+    with pytest.raises(ValueError, match="voting"):
+        vote([1], "median")
+
+
+def test_voted_scores_respect_the_vote_budget(tokenizer, pairs):
+    judge = Judge(tokenizer, ScriptedBackend(), JudgeConfig(n_samples=4), load_rubrics())
+    judgments = judge.judge(requests_for_pairs(pairs[:1]), progress=False)
+    judgments[0].score = 1
+    one = voted_scores(judgments, votes=1)
+    assert one[(pairs[0].id, "chosen")] == 1
+    assert voted_scores(judgments)[(pairs[0].id, "chosen")] == pytest.approx((1 + 3 * judgments[1].score) / 4)
+
+
+def test_judgments_round_trip(tmp_path, tokenizer, pairs):
+    judge = Judge(tokenizer, ScriptedBackend(), JudgeConfig(n_samples=2), load_rubrics())
+    judgments = judge.judge(requests_for_pairs(pairs[:2]), progress=False)
+    save_judgments(judgments, tmp_path / "j.jsonl")
+    assert read_judgments(tmp_path / "j.jsonl") == judgments
+
+
+@pytest.mark.model
+def test_real_model_judges_and_records_every_sample(smollm, pairs):
+    model, tokenizer = smollm
+    config = JudgeConfig(n_samples=2, max_new_tokens=24, batch_size=4, temperature=1.0)
+    judge = Judge.from_model(model, tokenizer, config, load_rubrics(), seed=7)
+    requests = requests_for_pairs(pairs[:2])
+    first = judge.judge(requests, progress=False)
+    again = judge.judge(requests, progress=False)
+    assert [j.text for j in first] == [j.text for j in again], "seeded sampling repeats exactly"
+    assert len(first) == 8 and all(0 < j.completion_tokens <= 24 for j in first)
+    assert all(j.completion_tokens == 24 for j in first if j.truncated), "truncated means the limit was hit"
+    for j in first:
+        assert (j.score is None) == (j.invalid_reason is not None)
+    summary = judging_summary(first)
+    assert summary["judgments"] == 8 and summary["tokens_per_second"] > 0
