@@ -82,6 +82,70 @@ def data(
             typer.echo(f"  by {key}: " + ", ".join(f"{k} {v}" for k, v in facts[key].items()))
 
 
+@app.command("eval")
+def evaluate_command(
+    judge: str = typer.Option(..., help="length | random | base | adapter:PATH | pairwise | bt:PATH"),
+    bench: str = typer.Option(..., help="rmbench | rewardbench | pairs:SOURCE"),
+    out: str = typer.Option(..., help="metrics JSON; the per-item judgments go beside it"),
+    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
+    limit: Optional[str] = typer.Option(None, help="items per domain/subset, or 'all'; default: the profile's eval.limit"),
+    ties: Optional[str] = typer.Option(None, help="half | zero (default: the profile's eval.ties)"),
+    votes: Optional[int] = typer.Option(None, help="judgments per response, averaged (generative judges)"),
+    data_dir: Optional[str] = typer.Option(None, help="data directory"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
+) -> None:
+    """Score one judge on one benchmark with the benchmark's own rules and 95% intervals."""
+    from pathlib import Path
+
+    from .evaluate import EvalError, evaluate
+
+    try:
+        overrides = parse_overrides(set_ or [])
+        if data_dir:
+            overrides["data.data_dir"] = data_dir
+        config = load_config(profile, overrides)
+        if ties not in (None, "half", "zero"):
+            raise EvalError(f"--ties must be half or zero, not {ties!r}")
+        if limit is None:
+            limit_items = config.eval.limit
+        elif limit == "all":
+            limit_items = None
+        elif limit.isdigit() and int(limit) > 0:
+            limit_items = int(limit)
+        else:
+            raise EvalError(f"--limit must be a positive number or 'all', not {limit!r}")
+        metrics = evaluate(config, judge, bench, Path(out), limit_items, ties, votes)
+    except (*KNOWN_ERRORS, EvalError) as err:
+        _fail(err)
+    typer.echo(format_metrics(metrics))
+
+
+def format_metrics(metrics: dict) -> str:
+    """A short human summary of a metrics file (the JSON holds everything)."""
+    def pct(value, interval=None) -> str:
+        if value is None:
+            return "n/a"
+        text = f"{100 * value:.1f}"
+        return text + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval and interval[0] is not None else "")
+
+    lines = [f"{metrics['judge']} on {metrics['bench']} (ties={metrics['ties']}, votes={metrics['votes']}): "
+             f"accuracy {pct(metrics['acc'], metrics['ci95']['acc'])}; invalid judgments "
+             f"{metrics['invalid']['judgments']}/{metrics['invalid']['of']}"]
+    for domain, facts in metrics.get("domains", {}).items():
+        ci = facts.get("ci95", {})
+        lines.append(f"  {domain:8s} n={facts['n']:4d} easy {pct(facts['easy'], ci.get('easy'))}  normal "
+                     f"{pct(facts['normal'], ci.get('normal'))}  hard {pct(facts['hard'], ci.get('hard'))}  avg {pct(facts['avg'], ci.get('avg'))}")
+    for subset, facts in metrics.get("subsets", {}).items():
+        lines.append(f"  {subset:24s} n={facts['n']:4d} acc {pct(facts['acc'], facts.get('ci95'))}")
+    for section, facts in metrics.get("sections", {}).items():
+        if facts["score"] is not None:
+            state = "complete" if facts["complete"] else f"partial, missing {len(facts['missing'])} subsets"
+            lines.append(f"  section {section}: {pct(facts['score'], facts.get('ci95'))} ({state})")
+    if "sections" in metrics:
+        lines.append(f"  RewardBench score: {pct(metrics['score'])}" + ("" if metrics["score"] is not None else " (not all four sections complete)"))
+    return "\n".join(lines)
+
+
 def main() -> None:
     try:
         app()

@@ -82,30 +82,46 @@ class LoraConfig:
 class SftConfig:
     enabled: bool = True
     targets: str = "format"  # "format", "labels" or "paper"
-    n_pairs: int = 64
+    n_pairs: int | None = 64  # training pairs (2 examples each), or paper rows; None: all
     max_steps: int = 40
     learning_rate: float = 2e-4
+    warmup_steps: int = 0
     batch_size: int = 8
-    max_length: int = 768
+    max_length: int = 1024  # longer examples are dropped and counted, never cut
+    n_check_pairs: int = 16  # held-out (dev) pairs for the warm-up checks
 
 
 @dataclass
 class ParConfig:
+    """PAR training (GRPO). Every setting whose TRL default has moved between versions is set here."""
+
     enabled: bool = True
     mode: str = "binary"  # "binary" or "graded"
     format_weight: float = 0.1
-    n_pairs: int = 16
+    n_pairs: int | None = 16  # None: every training pair
     max_steps: int = 4
-    pairs_per_step: int = 2
-    num_generations: int = 4
-    learning_rate: float = 1e-5
-    beta: float = 0.0
+    pairs_per_step: int = 2  # both sides of each pair are judged in the same step
+    num_generations: int = 4  # rollouts per (pair, side): one GRPO group
+    gradient_accumulation_steps: int = 1  # splits a step's completions into micro-batches (memory)
+    learning_rate: float = 1e-5  # TRL's advice for LoRA (1e-6 is its full fine-tuning default)
+    lr_scheduler_type: str = "linear"
+    beta: float = 0.0  # KL weight; 0 needs no reference model
     loss_type: str = "dapo"
-    scale_rewards: str = "group"
+    scale_rewards: str = "group"  # "group", "batch" or "none"
+    epsilon: float = 0.2
+    num_iterations: int = 1
+    mask_truncated_completions: bool = False
     temperature: float = 1.0
+    top_p: float = 1.0
     max_completion_length: int = 160
+    bf16: bool = False  # mixed precision on GPUs
+    gradient_checkpointing: bool = False
     save_steps: int = 2
     logging_steps: int = 1
+    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"] (pip install tensorboard)
+    use_vllm: bool = False  # GPU rollouts with vLLM
+    vllm_mode: str = "colocate"  # "colocate" (inside the trainer) or "server" (trl vllm-serve)
+    vllm_gpu_memory_utilization: float = 0.3
 
 
 @dataclass
@@ -116,6 +132,10 @@ class EvalConfig:
     votes: int = 1
     ties: str = "half"
     n_boot: int = 1000
+    temperature: float = 0.0  # one vote: greedy decoding, as RewardBench's generative runner
+    vote_temperature: float = 1.0  # several votes need sampling
+    max_new_tokens: int = 128
+    votes_curve: list[int] = field(default_factory=list)  # accuracy vs number of votes (notebook 04)
 
 
 @dataclass

@@ -21,10 +21,11 @@ from typing import Any, Protocol
 
 from .config import JudgeConfig
 from .data import PreferencePair
-from .prompts import parse_judgment, pointwise_messages, render_chat
+from .prompts import pairwise_messages, parse_judgment, parse_verdict, pointwise_messages, render_chat
 from .rubrics import Rubric
 
 TRUNCATION_MARK = " [...]"
+PAIRWISE_ORDERS = ("AB", "BA")  # AB: the chosen response is shown as response A
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Judgment:
     task: str
     sample: int
     text: str
-    score: int | None
+    score: float | None  # judge scores are integers 1..10; length, random and BT scores are reals
     invalid_reason: str | None
     criteria: list[str]
     prompt_tokens: int
@@ -182,14 +183,14 @@ class Judge:
 
     # ------------------------------------------------------------ prompts
 
-    def _clip(self, text: str, budget: int) -> tuple[str, bool]:
+    def clip(self, text: str, budget: int) -> tuple[str, bool]:
         """Keep the first `budget` tokens of `text`; say whether anything was cut."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) <= budget:
             return text, False
         return self.tokenizer.decode(ids[:budget]) + TRUNCATION_MARK, True
 
-    def _fit_conversation(self, prompt: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, str]], bool]:
+    def fit_conversation(self, prompt: Sequence[Mapping[str, str]]) -> tuple[list[dict[str, str]], bool]:
         """Drop the earliest turns, then clip the last one, until the conversation fits its budget."""
         messages = [dict(m) for m in prompt]
         budget = self.config.max_prompt_tokens
@@ -197,7 +198,7 @@ class Judge:
         while len(messages) > 1 and self._tokens("\n".join(m["content"] for m in messages)) > budget:
             messages.pop(0)
             cut = True
-        messages[-1]["content"], clipped = self._clip(messages[-1]["content"], budget)
+        messages[-1]["content"], clipped = self.clip(messages[-1]["content"], budget)
         return messages, cut or clipped
 
     def _tokens(self, text: str) -> int:
@@ -205,8 +206,8 @@ class Judge:
 
     def prompt_text(self, request: JudgeRequest) -> tuple[str, list[str]]:
         """The chat-formatted judge prompt for one request, and which inputs were truncated."""
-        conversation, prompt_cut = self._fit_conversation(request.prompt)
-        response, response_cut = self._clip(request.response, self.config.max_response_tokens)
+        conversation, prompt_cut = self.fit_conversation(request.prompt)
+        response, response_cut = self.clip(request.response, self.config.max_response_tokens)
         messages = pointwise_messages(conversation, response, request.task, self.rubrics[request.task])
         truncated = [name for name, cut in (("prompt", prompt_cut), ("response", response_cut)) if cut]
         return render_chat(self.tokenizer, messages, self.enable_thinking), truncated
@@ -238,6 +239,42 @@ class Judge:
             bar.set_postfix(per_min=f"{bar.n / max(time.monotonic() - started, 1e-9) * 60:.0f}")
         bar.close()
         return [judgment for i in range(len(requests)) for judgment in results[i]]
+
+    def judge_pairwise(self, pairs: Sequence[PreferencePair], progress: bool = True) -> list[Judgment]:
+        """The pairwise baseline: each pair in both orders; score 1.0 when the verdict picks the chosen.
+
+        Showing (chosen, rejected) and (rejected, chosen) cancels the judge's position bias.
+        The record's `side` is the order ("AB": chosen shown as A); an unreadable verdict is
+        invalid, as for pointwise judgments.
+        """
+        from tqdm.auto import tqdm
+
+        prompts, keys = [], []
+        for pair in pairs:
+            conversation, _ = self.fit_conversation(pair.prompt)
+            chosen, _ = self.clip(pair.chosen, self.config.max_response_tokens)
+            rejected, _ = self.clip(pair.rejected, self.config.max_response_tokens)
+            for order in PAIRWISE_ORDERS:
+                a, b = (chosen, rejected) if order == "AB" else (rejected, chosen)
+                messages = pairwise_messages(conversation, a, b, pair.task, self.rubrics[pair.task])
+                prompts.append(render_chat(self.tokenizer, messages, self.enable_thinking))
+                keys.append((pair, order))
+        judgments = []
+        size = self.config.batch_size
+        for batch_number, start in enumerate(tqdm(range(0, len(prompts), size), desc="pairwise judging", disable=not progress)):
+            tick = time.monotonic()
+            outputs = self.backend.generate(prompts[start:start + size], 1, self.seed + batch_number)
+            share = (time.monotonic() - tick) / len(outputs)
+            for index, (completion,) in enumerate(outputs, start=start):
+                pair, order = keys[index]
+                verdict, reason = parse_verdict(completion.text, truncated=not completion.finished)
+                picked_chosen = None if verdict is None else float((verdict == "A") == (order == "AB"))
+                judgments.append(Judgment(
+                    pair.id, order, pair.task, 0, completion.text, picked_chosen,
+                    None if reason is None else str(reason), [], self._tokens(prompts[index]), completion.tokens,
+                    not completion.finished, [], share,
+                ))
+        return judgments
 
     def _record(self, request: JudgeRequest, sample: int, completion: Completion, prompt_tokens: int,
                 input_truncated: list[str], seconds: float) -> Judgment:
