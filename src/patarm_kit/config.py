@@ -136,6 +136,9 @@ class EvalConfig:
     vote_temperature: float = 1.0  # several votes need sampling
     max_new_tokens: int = 128
     votes_curve: list[int] = field(default_factory=list)  # accuracy vs number of votes (notebook 04)
+    votes_curve_judge: str = "par"
+    votes_curve_bench: str = "pairs:hh-rlhf"
+    paired: list[list[str]] = field(default_factory=list)  # [judge A, judge B]: A - B on the same items
 
 
 @dataclass

@@ -28,7 +28,7 @@ from .bench import rewardbench, rmbench
 from .config import RunConfig, SourceConfig
 from .data import PreferencePair, load_source, split_of, subsample
 from .judge import PAIRWISE_ORDERS, Judge, Judgment, JudgeRequest, read_judgments, requests_for_pairs, requests_for_style_variants, save_judgments, voted_scores
-from .results import package_versions, git_commit, now, read_json, write_json
+from .results import git_commit, package_versions, read_json, write_json
 from .stats import bootstrap_ci, bootstrap_ci_of
 
 
@@ -221,8 +221,11 @@ def judgments_path(out: Path) -> Path:
 
 
 def evaluate(config: RunConfig, judge: str, bench: str, out: Path, limit: int | None = None,
-             ties: str | None = None, votes: int | None = None) -> dict[str, Any]:
-    """Judge a benchmark's items, write the metrics JSON and the per-item judgments beside it."""
+             ties: str | None = None, votes: int | None = None, label: str | None = None) -> dict[str, Any]:
+    """Judge a benchmark's items, write the metrics JSON and the per-item judgments beside it.
+
+    `label` names the judge in tables (e.g. "par" for adapter:<run>/par/adapter).
+    """
     ties = ties or config.eval.ties
     votes = votes or config.eval.votes
     items = load_bench(bench, config, limit)
@@ -234,11 +237,10 @@ def evaluate(config: RunConfig, judge: str, bench: str, out: Path, limit: int | 
     metrics = compute_metrics(bench, judgments, items.groups, ties, votes, config.judge.voting, pairwise,
                               config.eval.n_boot, config.seed)
     metrics.update(
-        judge=judge, limit=limit, data_files=items.files, config=config.to_dict(),
-        config_fingerprint=config.fingerprint(), packages=package_versions(), git=git_commit(), created=now(),
+        judge=label or judge, judge_spec=judge, limit=limit, data_files=items.files, config=config.to_dict(),
+        config_fingerprint=config.fingerprint(), packages=package_versions(), git=git_commit(),
         judgments_file=judgments_path(out).name,
-        generation_seconds=sum(j.seconds for j in judgments),
-    )
+    )  # no times in here: two runs of the same config on the same machine give identical files
     save_judgments(judgments, judgments_path(out))
     write_json(out, metrics)
     return metrics
@@ -250,7 +252,7 @@ def recompute_metrics(metrics_file: Path) -> dict[str, Any]:
     judgments = read_judgments(Path(metrics_file).parent / stored["judgments_file"])
     groups = {item["pair_id"]: item["group"] for item in stored["items"]}
     return compute_metrics(stored["bench"], judgments, groups, stored["ties"], stored["votes"], stored["voting"],
-                           stored["judge"] == "pairwise", stored["config"]["eval"]["n_boot"], stored["config"]["seed"])
+                           stored["judge_spec"] == "pairwise", stored["config"]["eval"]["n_boot"], stored["config"]["seed"])
 
 
 # ---------------------------------------------------------------- comparing judges
@@ -285,3 +287,61 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
     if metrics["bench"] == "rmbench":
         row.update({f"rm_{k}": metrics["overall"][k] for k in ("easy", "normal", "hard")})
     return row
+
+
+# ---------------------------------------------------------------- the benchmark stage (notebook 04)
+
+
+def metrics_file(out_dir: Path, judge: str, bench: str) -> Path:
+    """results/<run>/eval/<judge>__<bench>.json, with file-safe names (aliases, not adapter paths)."""
+    safe = lambda text: text.replace(":", "-").replace("/", "_")  # noqa: E731
+    return Path(out_dir) / f"{safe(judge)}__{safe(bench)}.json"
+
+
+def run_suite(config: RunConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Every judge of the profile on every benchmark of the profile, into <run>/eval/.
+
+    The pairwise judge is not run on RM-Bench: it would need 9 comparisons in 2 orders per
+    prompt instead of 6 pointwise judgments, which the CPU budget does not allow.
+    """
+    results = []
+    for bench in config.eval.benches:
+        for judge in config.eval.judges:
+            if judge == "pairwise" and bench == "rmbench":
+                continue
+            spec = resolve_judge(judge, run_dir)
+            if ":" in spec and not Path(spec.split(":", 1)[1]).exists():
+                raise EvalError(f"judge {judge}: {spec.split(':', 1)[1]} does not exist; run the training stage first")
+            print(f"[eval] {judge} on {bench}", flush=True)
+            out = metrics_file(Path(run_dir) / "eval", judge, bench)
+            results.append(evaluate(config, spec, bench, out, config.eval.limit, label=judge))
+    return results
+
+
+def votes_curve(config: RunConfig, judge: str, bench: str, run_dir: Path) -> list[dict[str, Any]]:
+    """Accuracy against the number of votes: max(k) sampled judgments once, scored with the first k."""
+    ks = sorted(config.eval.votes_curve)
+    if not ks:
+        return []
+    out = metrics_file(Path(run_dir) / "eval", f"{judge}-votes{ks[-1]}", bench)
+    stored = evaluate(config, resolve_judge(judge, run_dir), bench, out, config.eval.limit, votes=ks[-1], label=judge)
+    judgments = read_judgments(judgments_path(out))
+    groups = {item["pair_id"]: item["group"] for item in stored["items"]}
+    curve = []
+    for k in ks:
+        metrics = compute_metrics(bench, judgments, groups, stored["ties"], k, config.judge.voting, n_boot=config.eval.n_boot, seed=config.seed)
+        curve.append({"judge": judge, "bench": bench, "votes": k, "acc": metrics["acc"],
+                      "ci95_low": metrics["ci95"]["acc"][0], "ci95_high": metrics["ci95"]["acc"][1],
+                      "invalid_share": metrics["invalid"]["share"]})
+    return curve
+
+
+def paired_differences(results: Sequence[dict[str, Any]], comparisons: Sequence[Sequence[str]], n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """A - B with paired intervals, for every configured comparison on every bench both judges ran."""
+    by_key = {(m["judge"], m["bench"]): m for m in results}
+    rows = []
+    for a, b in comparisons:
+        for bench in dict.fromkeys(m["bench"] for m in results):
+            if (a, bench) in by_key and (b, bench) in by_key:
+                rows.append(paired_difference(by_key[(a, bench)], by_key[(b, bench)], n_boot, seed))
+    return rows
