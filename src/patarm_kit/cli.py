@@ -146,6 +146,39 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+@app.command()
+def verify(
+    run_dir: str = typer.Argument(..., help="a run folder (results/<run-name>)"),
+    data_dir: Optional[str] = typer.Option(None, help="data directory (default: the one the run recorded)"),
+) -> None:
+    """Recompute every metric from the stored judgments and check the data hashes; exit 1 on any difference."""
+    from .verify import verify_run
+
+    try:
+        report = verify_run(run_dir, data_dir)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def compare(
+    run_a: str = typer.Argument(..., help="first run folder"),
+    run_b: str = typer.Argument(..., help="second run folder"),
+) -> None:
+    """Differences between two runs: accuracy and interval per judge and bench, and config keys."""
+    from .verify import compare_runs
+
+    try:
+        differences = compare_runs(run_a, run_b)
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    typer.echo(f"A = {run_a}\nB = {run_b}")
+    typer.echo("\n".join(f"  {d}" for d in differences) if differences else "  no differences in metrics or config")
+
+
 def main() -> None:
     try:
         app()

@@ -326,14 +326,17 @@ def votes_curve(config: RunConfig, judge: str, bench: str, run_dir: Path) -> lis
     out = metrics_file(Path(run_dir) / "eval", f"{judge}-votes{ks[-1]}", bench)
     stored = evaluate(config, resolve_judge(judge, run_dir), bench, out, config.eval.limit, votes=ks[-1], label=judge)
     judgments = read_judgments(judgments_path(out))
+    return [votes_point(stored, judgments, k) for k in ks]
+
+
+def votes_point(stored: dict[str, Any], judgments: Sequence[Judgment], votes: int) -> dict[str, Any]:
+    """One point of the votes curve: a stored evaluation rescored with the first `votes` samples per response."""
     groups = {item["pair_id"]: item["group"] for item in stored["items"]}
-    curve = []
-    for k in ks:
-        metrics = compute_metrics(bench, judgments, groups, stored["ties"], k, config.judge.voting, n_boot=config.eval.n_boot, seed=config.seed)
-        curve.append({"judge": judge, "bench": bench, "votes": k, "acc": metrics["acc"],
-                      "ci95_low": metrics["ci95"]["acc"][0], "ci95_high": metrics["ci95"]["acc"][1],
-                      "invalid_share": metrics["invalid"]["share"]})
-    return curve
+    metrics = compute_metrics(stored["bench"], judgments, groups, stored["ties"], votes, stored["voting"],
+                              n_boot=stored["config"]["eval"]["n_boot"], seed=stored["config"]["seed"])
+    low, high = metrics["ci95"]["acc"]
+    return {"judge": stored["judge"], "bench": stored["bench"], "votes": votes, "acc": metrics["acc"],
+            "ci95_low": low, "ci95_high": high, "invalid_share": metrics["invalid"]["share"]}
 
 
 def paired_differences(results: Sequence[dict[str, Any]], comparisons: Sequence[Sequence[str]], n_boot: int, seed: int) -> list[dict[str, Any]]:
