@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from .config import REPO_ROOT
 from .data import PreferencePair
+from .evaluate import metrics_file, summary_row
+from .judge import Judgment, read_judgments
+from .results import Run, atomic_write_text, read_json
+from .train import METRIC_PREFIX
 
 
 def plot_length_distributions(pairs_by_source: Mapping[str, Sequence[PreferencePair]]) -> Any:
@@ -53,3 +61,341 @@ def plot_score_distributions(judgments_by_label: Mapping[str, Sequence[Any]], ti
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- notebook 05: figures and tables from results files
+#
+# Each function below reads one kind of results file of a run folder, draws or tabulates it,
+# saves it (figures: PNG + SVG in <run>/figures/, tables: CSV + Markdown in <run>/tables/)
+# and returns the figure or table. When its input does not exist (a stage that was not run)
+# it prints a note and returns None: a missing result is shown as missing, never filled in.
+
+REFERENCE_FILE = REPO_ROOT / "results" / "paper" / "reference.yaml"
+JUDGE_ORDER = ("length", "random", "bt", "pairwise", "base", "sft", "par")  # baselines first, ours last
+STYLE_LABELS = ("concise", "detailed", "markdown")  # RM-Bench's three response styles, in order
+PAR_CURVES = {  # key in par/metrics.jsonl (written by train.py) -> panel title
+    f"{METRIC_PREFIX}reward_mean": "mean PAR reward",
+    f"{METRIC_PREFIX}pair_accuracy": "rollout pair accuracy",
+    f"{METRIC_PREFIX}parse_rate": "parse rate",
+    f"{METRIC_PREFIX}completion_length_mean": "completion length (tokens)",
+    f"{METRIC_PREFIX}group_reward_std_mean": "reward std within a group",
+    f"{METRIC_PREFIX}zero_std_group_share": "zero-variance group share",
+    "seconds_per_step": "seconds per step",
+}
+
+
+def skip(what: str, reason: str) -> None:
+    """Say why a figure or table is not drawn: its input is missing."""
+    print(f"[05] skipped {what}: {reason}")
+
+
+def save_figure(fig: Any, run_dir: Path | str, name: str) -> list[Path]:
+    """<run>/figures/<name>.png and .svg (the SVG without a date, so a rerun writes the same file)."""
+    png, svg = (Path(run_dir) / "figures" / f"{name}.{ext}" for ext in ("png", "svg"))
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
+    return [png, svg]
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def markdown_table(table: Any) -> str:
+    """A GitHub Markdown table with empty cells left empty (pandas' to_markdown needs tabulate)."""
+    def cell(value: Any) -> str:
+        if _empty(value):
+            return ""
+        return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def save_table(table: Any, run_dir: Path | str, name: str) -> list[Path]:
+    """<run>/tables/<name>.csv (for tools) and .md (for reading)."""
+    csv, md = (Path(run_dir) / "tables" / f"{name}.{ext}" for ext in ("csv", "md"))
+    atomic_write_text(csv, table.to_csv(index=False))
+    atomic_write_text(md, markdown_table(table))
+    return [csv, md]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def bench_label(bench: str) -> str:
+    return {"rmbench": "RM-Bench", "rewardbench": "RewardBench"}.get(bench, bench.replace("pairs:", "held-out "))
+
+
+def suite_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
+    """The benchmark stage's files eval/<judge>__<bench>.json (the votes-curve files are named otherwise)."""
+    eval_dir = Path(run_dir) / "eval"
+    found = []
+    for path in sorted(eval_dir.glob("*.json")):
+        metrics = read_json(path)
+        if path.name == metrics_file(eval_dir, metrics["judge"], metrics["bench"]).name:
+            found.append(metrics)
+    rank = {judge: i for i, judge in enumerate(JUDGE_ORDER)}
+    return sorted(found, key=lambda m: (m["bench"], rank.get(m["judge"], len(rank)), m["judge"]))
+
+
+def _grid(n_panels: int, columns: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
+    """A figure with n panels in rows of `columns` (constrained layout: titles never overlap); unused axes hidden."""
+    import matplotlib.pyplot as plt
+
+    rows = math.ceil(n_panels / columns)
+    columns = min(columns, n_panels)
+    fig, axes = plt.subplots(rows, columns, figsize=(size[0] * columns, size[1] * rows), squeeze=False, layout="constrained")
+    flat = list(axes.flat)
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, flat[:n_panels]
+
+
+def plot_par_curves(run_dir: Path | str) -> Any:
+    """PAR training, step by step: is the reward rising, does the judge keep its format, do groups carry signal?"""
+    from matplotlib.ticker import MaxNLocator
+
+    path = Path(run_dir) / "par" / "metrics.jsonl"
+    rows = read_jsonl(path) if path.is_file() else []
+    if not rows:
+        return skip("PAR training curves", f"{path} not found or empty (PAR training not run)")
+    logged = {key: title for key, title in PAR_CURVES.items() if any(key in row for row in rows)}
+    for key in PAR_CURVES.keys() - logged.keys():
+        print(f"[05] PAR curves: {key} was never logged")
+    fig, axes = _grid(len(logged), 4, (3.4, 2.6))
+    for ax, (key, title) in zip(axes, logged.items()):
+        points = [(row["step"], row[key]) for row in rows if row.get(key) is not None]
+        ax.plot(*zip(*points), marker="o", markersize=3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"PAR training ({len(rows)} logged steps)", fontsize=10)
+    save_figure(fig, run_dir, "05_par_curves")
+    return fig
+
+
+def plot_benchmark_bars(run_dir: Path | str) -> Any:
+    """One panel per benchmark, one bar per judge with its 95% bootstrap interval; 0.5 is chance."""
+    import numpy as np
+
+    results = suite_metrics(run_dir)
+    if not results:
+        return skip("benchmark bars", f"no metrics files in {Path(run_dir) / 'eval'} (benchmark stage not run)")
+    benches = list(dict.fromkeys(m["bench"] for m in results))
+    fig, axes = _grid(len(benches), 3, (4.2, 3.2))
+    for ax, bench in zip(axes, benches):
+        rows = [summary_row(m) for m in results if m["bench"] == bench]
+        acc = np.array([r["acc"] for r in rows])
+        low = np.array([r["acc"] if r["ci95_low"] is None else r["ci95_low"] for r in rows])
+        high = np.array([r["acc"] if r["ci95_high"] is None else r["ci95_high"] for r in rows])
+        ax.bar([r["judge"] for r in rows], acc, yerr=[acc - low, high - acc], capsize=4, color="tab:blue", alpha=0.75)
+        for x, value in enumerate(acc):
+            ax.text(x, 0.02, f"{value:.2f}", ha="center", fontsize=8, color="white")
+        ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{bench_label(bench)} (n={rows[0]['n']})", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    axes[0].set_ylabel("accuracy (95% interval)")
+    save_figure(fig, run_dir, "05_benchmark_bars")
+    return fig
+
+
+def plot_rmbench_matrices(run_dir: Path | str) -> Any:
+    """RM-Bench's 3x3 style matrix per judge and domain: upper triangle = Hard (the right answer is plainer)."""
+    import numpy as np
+
+    results = [m for m in suite_metrics(run_dir) if m["bench"] == "rmbench"]
+    if not results:
+        return skip("RM-Bench matrices", f"no eval/*__rmbench.json in {run_dir} (RM-Bench not evaluated)")
+    domains = list(dict.fromkeys(d for m in results for d in m["domains"]))
+    columns = [*domains, "overall"]
+    fig, axes = _grid(len(results) * len(columns), len(columns), (2.6, 2.6))
+    for row, metrics in enumerate(results):
+        for column, domain in enumerate(columns):
+            ax = axes[row * len(columns) + column]
+            if domain == "overall":  # RM-Bench's overall scores average the domains present
+                facts = {**metrics["overall"], "n": sum(d["n"] for d in metrics["domains"].values()),
+                         "matrix": np.mean([d["matrix"] for d in metrics["domains"].values()], axis=0)}
+            elif domain in metrics["domains"]:
+                facts = metrics["domains"][domain]
+            else:
+                ax.set_axis_off()
+                ax.set_title(f"{metrics['judge']} · {domain}: not scored", fontsize=8)
+                continue
+            matrix = np.asarray(facts["matrix"])
+            image = ax.imshow(matrix, vmin=0, vmax=1, cmap="RdYlGn")
+            for (i, j), value in np.ndenumerate(matrix):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
+            ax.set_xticks(range(3), STYLE_LABELS, fontsize=7, rotation=30)
+            ax.set_yticks(range(3), STYLE_LABELS if column == 0 else [""] * 3, fontsize=7)
+            ax.set_title(f"{metrics['judge']} · {domain} (n={facts['n']})\n"
+                         f"hard {facts['hard']:.2f} · normal {facts['normal']:.2f} · easy {facts['easy']:.2f}", fontsize=8)
+        axes[row * len(columns)].set_ylabel("chosen style")
+    for ax in axes[-len(columns):]:
+        ax.set_xlabel("rejected style", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="chosen scored higher (share)")
+    save_figure(fig, run_dir, "05_rmbench_matrices")
+    return fig
+
+
+def plot_votes_curve(run_dir: Path | str) -> Any:
+    """Accuracy against the number of sampled judgments averaged per response (test-time voting)."""
+    path = Path(run_dir) / "metrics" / "04_benchmarks.json"
+    curve = read_json(path).get("votes_curve", []) if path.is_file() else []
+    if not curve:
+        return skip("votes curve", f"no votes_curve rows in {path} (eval.votes_curve empty, or stage 04 not run)")
+    fig, (ax,) = _grid(1, 1, (4.5, 3.2))
+    for judge, bench in dict.fromkeys((r["judge"], r["bench"]) for r in curve):
+        rows = sorted((r for r in curve if (r["judge"], r["bench"]) == (judge, bench)), key=lambda r: r["votes"])
+        votes = [r["votes"] for r in rows]
+        ax.plot(votes, [r["acc"] for r in rows], marker="o", label=f"{judge} on {bench_label(bench)}")
+        ax.fill_between(votes, [r["ci95_low"] for r in rows], [r["ci95_high"] for r in rows], alpha=0.2)
+        ax.set_xticks(votes)
+    ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
+    ax.set_xlabel("votes (judgments averaged per response)")
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.legend(fontsize=8)
+    save_figure(fig, run_dir, "05_votes_curve")
+    return fig
+
+
+def score_judgments(run_dir: Path | str) -> dict[str, list[Judgment]]:
+    """Every stored set of 1..10 judge scores of a run, before and after training, labelled by origin."""
+    run_dir = Path(run_dir)
+    found: dict[str, list[Judgment]] = {}
+    base_train = run_dir / "judgments" / "02_base_train.jsonl"
+    if base_train.is_file():
+        found["before: base, train pairs (02)"] = read_judgments(base_train)
+    checks = run_dir / "sft" / "check_judgments.jsonl"
+    if checks.is_file():
+        rows = read_jsonl(checks)
+        for judge in dict.fromkeys(row["judge"] for row in rows):
+            when = "before" if judge == "base" else "after warm-up"
+            found[f"{when}: {judge}, dev pairs (sft checks)"] = [
+                Judgment(**{k: v for k, v in row.items() if k != "judge"}) for row in rows if row["judge"] == judge]
+    for metrics in suite_metrics(run_dir):
+        if metrics["judge"] in ("base", "sft", "par") and metrics["bench"].startswith("pairs:"):
+            when = {"base": "before", "sft": "after warm-up", "par": "after PAR"}[metrics["judge"]]
+            label = f"{when}: {metrics['judge']}, {bench_label(metrics['bench'])}"
+            found[label] = read_judgments(run_dir / "eval" / metrics["judgments_file"])
+    return found
+
+
+def plot_score_shift(run_dir: Path | str) -> Any:
+    """Chosen vs rejected score histograms before and after training: PAR should pull them apart."""
+    found = score_judgments(run_dir)
+    if not found:
+        return skip("score distributions", "no base judgments (02), no sft checks and no base/sft/par eval on held-out pairs")
+    if not any(label.startswith("after PAR") for label in found):
+        print("[05] score distributions: no PAR judgments on held-out pairs yet (evaluate the par judge on pairs:SOURCE)")
+    fig = plot_score_distributions(found, title="chosen vs rejected scores, before and after training")
+    save_figure(fig, run_dir, "05_score_shift")
+    return fig
+
+
+def benchmark_table(run_dir: Path | str) -> Any:
+    """Every judge on every benchmark: accuracy, 95% interval, invalid share (and RM-Bench's easy/normal/hard)."""
+    import pandas as pd
+
+    results = suite_metrics(run_dir)
+    if not results:
+        return skip("benchmark table", f"no metrics files in {Path(run_dir) / 'eval'} (benchmark stage not run)")
+    table = pd.DataFrame([summary_row(m) for m in results])
+    save_table(table, run_dir, "05_benchmarks")
+    return table
+
+
+# ---------------------------------------------------------------- paper versus ours
+
+
+def relative_improvement(results: Sequence[dict[str, Any]], benches: Sequence[str], trained: str = "par",
+                         base: str = "base") -> tuple[float | None, str]:
+    """(acc_trained - acc_base) / acc_base in percent, averaged over the benches both judges ran; and its source."""
+    accuracy = {(m["judge"], m["bench"]): m["acc"] for m in results}
+    present = [b for b in benches if (trained, b) in accuracy and accuracy.get((base, b))]  # a zero base cannot divide
+    if not present:
+        return None, f"empty: no {trained} and {base} evaluations on {', '.join(map(bench_label, benches))} in this run"
+    gains = [100 * (accuracy[(trained, b)] - accuracy[(base, b)]) / accuracy[(base, b)] for b in present]
+    missing = [bench_label(b) for b in benches if b not in present]
+    return sum(gains) / len(gains), (f"({trained} - {base}) / {base}, mean over {', '.join(map(bench_label, present))}"
+                                     + (f"; {', '.join(missing)} not in this run" if missing else ""))
+
+
+def _our_value(claim: Mapping[str, Any], results: Sequence[dict[str, Any]]) -> tuple[float | None, str]:
+    """Our number for the quantity a paper claim measures (see reference.yaml), with where it comes from."""
+    if claim["quantity"] == "judge_relative_improvement":
+        return relative_improvement(results, claim["benches"])
+    if claim["quantity"] == "judge_accuracy":
+        accuracy = [100 * m["acc"] for m in results if m["judge"] == "par" and m["bench"] in claim["benches"]]
+        if not accuracy:
+            return None, "empty: the par judge was not evaluated on this benchmark in this run"
+        return sum(accuracy) / len(accuracy), f"par accuracy on {', '.join(map(bench_label, claim['benches']))}"
+    if claim["quantity"] == "policy_relative_improvement":
+        return None, "empty: no downstream RLHF results (IFEval, InFoBench) in this run"
+    raise ValueError(f"{REFERENCE_FILE.name}: claim {claim['id']}: unknown quantity {claim['quantity']!r}")
+
+
+def _coverage(metrics: Mapping[str, Any]) -> str:
+    """What part of a benchmark a metrics file covers, read from the file itself."""
+    if metrics["bench"] == "rmbench":
+        domains = ", ".join(f"{d} (n={f['n']})" for d, f in metrics["domains"].items())
+        missing = f"; {', '.join(metrics['domains_missing'])} missing" if metrics.get("domains_missing") else ""
+        return f"RM-Bench: {domains}{missing}"
+    if metrics["bench"] == "rewardbench":
+        subsets = ", ".join(f"{s} (n={f['n']})" for s, f in metrics["subsets"].items())
+        partial = [s for s, f in metrics["sections"].items() if not f["complete"]]
+        note = f"; sections incomplete: {', '.join(partial)}, so no RewardBench score" if partial else ""
+        return f"RewardBench subsets {subsets}{note}"
+    return f"{bench_label(metrics['bench'])} (n={metrics['n']}, not a benchmark of the paper)"
+
+
+def _our_training(manifest: Mapping[str, Any]) -> str:
+    """Our judge's training data and steps, from the run's config and manifest."""
+    config = manifest["config"]
+    sources = ", ".join(s["name"] + (f" (limit {s['limit']})" if s["limit"] else "")
+                        for s in config["data"]["sources"] if s["role"] == "train")
+    sft = "SFT warm-up run" if "sft" in manifest.get("stages", {}) else "no SFT warm-up in this run"
+    par = manifest.get("training", {}).get("par")
+    par_text = f"PAR: {par.get('n_pairs')} pairs, {par.get('global_step')} steps" if par else "no PAR training in this run"
+    return f"local data: {sources}; {sft}; {par_text}"
+
+
+def paper_table(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> Any:
+    """The paper's numbers (reference.yaml: value, version, place) beside ours, and both settings.
+
+    Every paper cell comes from the reference file; a claim the paper does not give stays empty
+    and says why. Our cells come from this run's metrics files; missing ones say what is missing.
+    """
+    import pandas as pd
+    import yaml
+
+    paper = yaml.safe_load(Path(reference).read_text(encoding="utf-8"))
+    results = suite_metrics(run_dir)
+    manifest = Run.open(run_dir).manifest()
+    rows = []
+    for claim in paper["claims"]:
+        ours, our_source = _our_value(claim, results)
+        if claim["value"] is None:
+            paper_source = f"empty: {claim['why']}"
+        else:
+            paper_source = f"{claim['version']}, {claim['place']}" + (f"; reference: {claim['reference']}" if claim.get("reference") else "")
+        rows.append({"row": claim["claim"], "paper": claim["value"], "paper source": paper_source,
+                     "ours": ours, "ours source": our_source})
+    coverage = {m["bench"]: _coverage(m) for m in results}  # the files of one bench share its items
+    rows += [
+        {"row": "setting: judge model", "paper": ", ".join(paper["paper"]["models"]), "paper source": "paper",
+         "ours": manifest["config"]["model"]["name"], "ours source": "manifest.json config.model"},
+        {"row": "setting: training data", "paper": paper["paper"]["data"], "paper source": "paper, hub repo AIJian/PaTaRM",
+         "ours": _our_training(manifest), "ours source": "manifest.json"},
+        {"row": "setting: benchmarks", "paper": paper["paper"]["benches"], "paper source": "paper",
+         "ours": " · ".join(coverage.values()) or None,
+         "ours source": "eval/*.json" if coverage else "empty: no benchmark stage in this run"},
+    ]
+    table = pd.DataFrame(rows)
+    save_table(table, run_dir, "05_paper_vs_ours")
+    return table
