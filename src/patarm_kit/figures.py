@@ -13,7 +13,6 @@ from .data import PreferencePair
 from .evaluate import metrics_file, summary_row
 from .judge import Judgment, read_judgments
 from .results import Run, atomic_write_text, read_json
-from .train import METRIC_PREFIX
 
 
 def plot_length_distributions(pairs_by_source: Mapping[str, Sequence[PreferencePair]]) -> Any:
@@ -73,13 +72,13 @@ def plot_score_distributions(judgments_by_label: Mapping[str, Sequence[Any]], ti
 REFERENCE_FILE = REPO_ROOT / "results" / "paper" / "reference.yaml"
 JUDGE_ORDER = ("length", "random", "bt", "pairwise", "base", "sft", "par")  # baselines first, ours last
 STYLE_LABELS = ("concise", "detailed", "markdown")  # RM-Bench's three response styles, in order
-PAR_CURVES = {  # key in par/metrics.jsonl (written by train.py) -> panel title
-    f"{METRIC_PREFIX}reward_mean": "mean PAR reward",
-    f"{METRIC_PREFIX}pair_accuracy": "rollout pair accuracy",
-    f"{METRIC_PREFIX}parse_rate": "parse rate",
-    f"{METRIC_PREFIX}completion_length_mean": "completion length (tokens)",
-    f"{METRIC_PREFIX}group_reward_std_mean": "reward std within a group",
-    f"{METRIC_PREFIX}zero_std_group_share": "zero-variance group share",
+PAR_CURVES = {  # key in par/metrics.jsonl (one JSON line per step, written by train.py) -> panel title
+    "par/reward_mean": "mean PAR reward",
+    "par/pair_accuracy": "rollout pair accuracy",
+    "par/parse_rate": "parse rate",
+    "par/completion_length_mean": "completion length (tokens)",
+    "par/group_reward_std_mean": "reward std within a group",
+    "par/zero_std_group_share": "zero-variance group share",
     "seconds_per_step": "seconds per step",
 }
 
