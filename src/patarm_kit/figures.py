@@ -6,13 +6,17 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import REPO_ROOT
 from .data import PreferencePair
 from .evaluate import metrics_file, summary_row
 from .judge import Judgment, read_judgments
 from .results import Run, atomic_write_text, read_json
+
+if TYPE_CHECKING:  # imported for the annotations only: importing this module stays light
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 
 def plot_length_distributions(pairs_by_source: Mapping[str, Sequence[PreferencePair]]) -> Any:
@@ -88,7 +92,7 @@ def skip(what: str, reason: str) -> None:
     print(f"[05] skipped {what}: {reason}")
 
 
-def save_figure(fig: Any, run_dir: Path | str, name: str) -> list[Path]:
+def save_figure(fig: Figure, run_dir: Path | str, name: str) -> list[Path]:
     """<run>/figures/<name>.png and .svg (the SVG without a date, so a rerun writes the same file)."""
     png, svg = (Path(run_dir) / "figures" / f"{name}.{ext}" for ext in ("png", "svg"))
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +105,7 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def markdown_table(table: Any) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub Markdown table with empty cells left empty (pandas' to_markdown needs tabulate)."""
     def cell(value: Any) -> str:
         if _empty(value):
@@ -113,7 +117,7 @@ def markdown_table(table: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_table(table: Any, run_dir: Path | str, name: str) -> list[Path]:
+def save_table(table: pd.DataFrame, run_dir: Path | str, name: str) -> list[Path]:
     """<run>/tables/<name>.csv (for tools) and .md (for reading)."""
     csv, md = (Path(run_dir) / "tables" / f"{name}.{ext}" for ext in ("csv", "md"))
     atomic_write_text(csv, table.to_csv(index=False))
@@ -142,7 +146,7 @@ def suite_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda m: (m["bench"], rank.get(m["judge"], len(rank)), m["judge"]))
 
 
-def _grid(n_panels: int, columns: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
+def _grid(n_panels: int, columns: int, size: tuple[float, float]) -> tuple[Figure, list[Any]]:
     """A figure with n panels in rows of `columns` (constrained layout: titles never overlap); unused axes hidden."""
     import matplotlib.pyplot as plt
 
@@ -155,7 +159,7 @@ def _grid(n_panels: int, columns: int, size: tuple[float, float]) -> tuple[Any, 
     return fig, flat[:n_panels]
 
 
-def plot_par_curves(run_dir: Path | str) -> Any:
+def plot_par_curves(run_dir: Path | str) -> Figure | None:
     """PAR training, step by step: is the reward rising, does the judge keep its format, do groups carry signal?"""
     from matplotlib.ticker import MaxNLocator
 
@@ -178,7 +182,7 @@ def plot_par_curves(run_dir: Path | str) -> Any:
     return fig
 
 
-def plot_benchmark_bars(run_dir: Path | str) -> Any:
+def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
     """One panel per benchmark, one bar per judge with its 95% bootstrap interval; 0.5 is chance."""
     import numpy as np
 
@@ -204,7 +208,7 @@ def plot_benchmark_bars(run_dir: Path | str) -> Any:
     return fig
 
 
-def plot_rmbench_matrices(run_dir: Path | str) -> Any:
+def plot_rmbench_matrices(run_dir: Path | str) -> Figure | None:
     """RM-Bench's 3x3 style matrix per judge and domain: upper triangle = Hard (the right answer is plainer)."""
     import numpy as np
 
@@ -242,7 +246,7 @@ def plot_rmbench_matrices(run_dir: Path | str) -> Any:
     return fig
 
 
-def plot_votes_curve(run_dir: Path | str) -> Any:
+def plot_votes_curve(run_dir: Path | str) -> Figure | None:
     """Accuracy against the number of sampled judgments averaged per response (test-time voting)."""
     path = Path(run_dir) / "metrics" / "04_benchmarks.json"
     curve = read_json(path).get("votes_curve", []) if path.is_file() else []
@@ -285,7 +289,7 @@ def score_judgments(run_dir: Path | str) -> dict[str, list[Judgment]]:
     return found
 
 
-def plot_score_shift(run_dir: Path | str) -> Any:
+def plot_score_shift(run_dir: Path | str) -> Figure | None:
     """Chosen vs rejected score histograms before and after training: PAR should pull them apart."""
     found = score_judgments(run_dir)
     if not found:
@@ -297,7 +301,7 @@ def plot_score_shift(run_dir: Path | str) -> Any:
     return fig
 
 
-def benchmark_table(run_dir: Path | str) -> Any:
+def benchmark_table(run_dir: Path | str) -> pd.DataFrame | None:
     """Every judge on every benchmark: accuracy, 95% interval, invalid share (and RM-Bench's easy/normal/hard)."""
     import pandas as pd
 
@@ -336,7 +340,7 @@ def _our_value(claim: Mapping[str, Any], results: Sequence[dict[str, Any]]) -> t
         return sum(accuracy) / len(accuracy), f"par accuracy on {', '.join(map(bench_label, claim['benches']))}"
     if claim["quantity"] == "policy_relative_improvement":
         return None, "empty: no downstream RLHF results (IFEval, InFoBench) in this run"
-    raise ValueError(f"{REFERENCE_FILE.name}: claim {claim['id']}: unknown quantity {claim['quantity']!r}")
+    raise ValueError(f"reference claim {claim['id']}: unknown quantity {claim['quantity']!r}")
 
 
 def _coverage(metrics: Mapping[str, Any]) -> str:
@@ -358,13 +362,14 @@ def _our_training(manifest: Mapping[str, Any]) -> str:
     config = manifest["config"]
     sources = ", ".join(s["name"] + (f" (limit {s['limit']})" if s["limit"] else "")
                         for s in config["data"]["sources"] if s["role"] == "train")
-    sft = "SFT warm-up run" if "sft" in manifest.get("stages", {}) else "no SFT warm-up in this run"
+    sft = manifest.get("stages", {}).get("sft")
     par = manifest.get("training", {}).get("par")
+    sft_text = f"SFT warm-up: {sft.get('steps')} steps" if sft else "no SFT warm-up in this run"
     par_text = f"PAR: {par.get('n_pairs')} pairs, {par.get('global_step')} steps" if par else "no PAR training in this run"
-    return f"local data: {sources}; {sft}; {par_text}"
+    return f"local data: {sources}; {sft_text}; {par_text}"
 
 
-def paper_table(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> Any:
+def paper_table(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> pd.DataFrame:
     """The paper's numbers (reference.yaml: value, version, place) beside ours, and both settings.
 
     Every paper cell comes from the reference file; a claim the paper does not give stays empty
@@ -383,13 +388,13 @@ def paper_table(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> 
             paper_source = f"empty: {claim['why']}"
         else:
             paper_source = f"{claim['version']}, {claim['place']}" + (f"; reference: {claim['reference']}" if claim.get("reference") else "")
-        rows.append({"row": claim["claim"], "paper": claim["value"], "paper source": paper_source,
+        rows.append({"row": f"{claim['claim']} (%)", "paper": claim["value"], "paper source": paper_source,
                      "ours": ours, "ours source": our_source})
     coverage = {m["bench"]: _coverage(m) for m in results}  # the files of one bench share its items
     rows += [
         {"row": "setting: judge model", "paper": ", ".join(paper["paper"]["models"]), "paper source": "paper",
          "ours": manifest["config"]["model"]["name"], "ours source": "manifest.json config.model"},
-        {"row": "setting: training data", "paper": paper["paper"]["data"], "paper source": "paper, hub repo AIJian/PaTaRM",
+        {"row": "setting: training data", "paper": paper["paper"]["data"], "paper source": "model card of AIJian/PaTaRM",
          "ours": _our_training(manifest), "ours source": "manifest.json"},
         {"row": "setting: benchmarks", "paper": paper["paper"]["benches"], "paper source": "paper",
          "ours": " · ".join(coverage.values()) or None,

@@ -87,7 +87,7 @@ def _field_differences(a: Any, b: Any, path: str, tolerance: float) -> Iterator[
     elif _is_number(a) and _is_number(b):
         if not abs(a - b) <= tolerance:
             yield path, a, b
-    elif a != b:
+    elif a != b or isinstance(a, bool) != isinstance(b, bool):  # JSON true is not 1
         yield path, a, b
 
 

@@ -1,0 +1,98 @@
+"""Notebook 05's figures and tables: drawn from results files, skipped (never invented) when one is missing."""
+
+import json
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+import yaml
+
+from patarm_kit import figures
+from patarm_kit.config import load_config
+from patarm_kit.evaluate import evaluate, metrics_file
+from patarm_kit.results import Run, read_json
+
+FIGURES = {
+    "05_par_curves": figures.plot_par_curves,
+    "05_benchmark_bars": figures.plot_benchmark_bars,
+    "05_rmbench_matrices": figures.plot_rmbench_matrices,
+    "05_votes_curve": figures.plot_votes_curve,
+    "05_score_shift": figures.plot_score_shift,
+}
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def trained_run(run_copy):
+    """The small run plus what training would add: a PAR metrics file in train.py's format, and
+    judges labelled base and par. Their scores here come from the random and length judges, so
+    the files are real evaluations; only the names stand in for the trained models."""
+    rows = [{"step": step, "seconds_per_step": 2.0, "par/reward_mean": 0.25 * step, "par/pair_accuracy": 0.5,
+             "par/parse_rate": 0.9, "par/completion_length_mean": 80.0, "par/group_reward_std_mean": 0.3,
+             "par/zero_std_group_share": 0.5} for step in (1, 2, 3)]
+    (run_copy / "par").mkdir()
+    (run_copy / "par" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = Run.open(run_copy).config()
+    for label, judge in (("base", "random"), ("par", "length")):
+        for bench in ("rmbench", "rewardbench", "pairs:hh-rlhf"):
+            evaluate(config, judge, bench, metrics_file(run_copy / "eval", label, bench), 4, label=label)
+    return run_copy
+
+
+def test_every_figure_writes_png_and_svg(trained_run):
+    for name, draw in FIGURES.items():
+        assert draw(trained_run) is not None, name
+        for ext in ("png", "svg"):
+            assert (trained_run / "figures" / f"{name}.{ext}").stat().st_size > 1000, (name, ext)
+    table = figures.benchmark_table(trained_run)
+    assert set(table["judge"]) == {"length", "random", "base", "par"} and len(table) == 12
+    for ext in ("csv", "md"):
+        assert (trained_run / "tables" / f"05_benchmarks.{ext}").is_file()
+
+
+def test_figures_skip_cleanly_when_their_inputs_are_missing(tmp_path, capsys):
+    empty = Run.create("empty", load_config("smoke"), results_dir=tmp_path).dir
+    for name, draw in {**FIGURES, "05_benchmarks": figures.benchmark_table}.items():
+        assert draw(empty) is None, name
+    assert capsys.readouterr().out.count("[05] skipped") == len(FIGURES) + 1
+    assert not (empty / "figures").exists() and not (empty / "tables").exists()
+
+
+def test_paper_table_holds_the_papers_numbers_and_ours(trained_run):
+    table = figures.paper_table(trained_run).set_index("row")
+    claims = {c["id"]: {**c, "claim": c["claim"] + " (%)"} for c in yaml.safe_load(figures.REFERENCE_FILE.read_text())["claims"]}
+    assert {c["value"] for c in claims.values() if c["value"] is not None} == {8.7, 4.7, 13.6}
+
+    headline = table.loc[claims["judge_avg_v2"]["claim"]]
+    assert headline["paper"] == 8.7 and headline["paper source"].startswith("v2, abstract")
+    assert table.loc[claims["judge_avg_v1"]["claim"], "paper source"].startswith("v1, abstract")
+    assert table.loc[claims["policy_avg"]["claim"], "paper"] == 13.6
+    for unknown in ("judge_rewardbench", "judge_rmbench", "judge_accuracy_rewardbench", "judge_accuracy_rmbench"):
+        row = table.loc[claims[unknown]["claim"]]
+        assert row["paper"] is None or math.isnan(row["paper"])
+        assert row["paper source"].startswith("empty: per-benchmark tables")
+
+    eval_dir = trained_run / "eval"
+    acc = {(j, b): read_json(metrics_file(eval_dir, j, b))["acc"] for j in ("base", "par") for b in ("rewardbench", "rmbench")}
+    gains = [100 * (acc[("par", b)] - acc[("base", b)]) / acc[("base", b)] for b in ("rewardbench", "rmbench")]
+    assert headline["ours"] == pytest.approx(sum(gains) / 2)
+    assert table.loc[claims["judge_rmbench"]["claim"], "ours"] == pytest.approx(gains[1])
+    assert table.loc[claims["policy_avg"]["claim"], "ours source"].startswith("empty: no downstream")
+    coverage = table.loc["setting: benchmarks", "ours"]
+    assert "math missing" in coverage and "no RewardBench score" in coverage
+    assert table.loc["setting: judge model", "ours"] == "smollm2-135m-instruct"
+    markdown = (trained_run / "tables" / "05_paper_vs_ours.md").read_text()
+    assert "| 8.7 | v2, abstract" in markdown and "|  | empty: per-benchmark tables" in markdown
+
+
+def test_paper_table_without_evaluations_keeps_our_cells_empty(tmp_path):
+    empty = Run.create("empty", load_config("smoke"), results_dir=tmp_path).dir
+    table = figures.paper_table(empty)
+    claim_rows = table[~table["row"].str.startswith("setting:")]
+    assert claim_rows["ours"].isna().all() and claim_rows["ours source"].str.startswith("empty:").all()
+    assert claim_rows["paper"].dropna().tolist() == [8.7, 4.7, 13.6]
