@@ -1,0 +1,436 @@
+"""Cold start before PAR: LoRA SFT that teaches the judge its output format.
+
+An untrained small judge almost never ends with a parseable `<score>N</score>`, so every
+judgment of a GRPO group earns the same PAR reward and GRPO has nothing to learn from. This
+stage fine-tunes a LoRA adapter with TRL's SFTTrainer on judge prompts built by the judge
+itself (`Judge.prompt_text`, truncation included), with the loss on the judgment only. PAR
+training then starts from this adapter.
+
+Training targets (`sft.targets`):
+- `format` (default, offline): judgments in the kit's format (`prompts.format_judgment`) with
+  2-3 criteria templated from the primary rubric and the prompt's topic words, a one-sentence
+  evaluation, and a score drawn uniformly from 1..10, independent of the side. It teaches
+  the format and nothing about preferences, so whatever preference the judge shows after
+  PAR was learned by PAR.
+- `labels` (baseline): the same targets with scores taken from the pair label (chosen from
+  7..10, rejected from 1..4): the pointwise-label approach the paper argues against.
+- `paper`: the paper's released SFT file (hub repo AIJian/PaTaRM); needs a hub.
+
+`warmup_checks` then measures what PAR will face: parse rate at PAR's sampling settings,
+score histograms, pairwise accuracy against the base judge, and the share of GRPO groups
+whose PAR rewards are all equal.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import data
+from .config import RunConfig
+from .data import PreferencePair
+from .judge import Judge, JudgeRequest, Judgment, judging_summary, requests_for_pairs, voted_scores
+from .models import load_model, lora_config
+from .par import SIDES, par_rewards
+from .prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
+from .results import Run, atomic_write_text, now, write_json
+from .rubrics import Rubric, load_rubrics
+from .stats import bootstrap_ci
+
+TARGET_KINDS = ("format", "labels", "paper")
+PAPER_REPO = "AIJian/PaTaRM"
+PAPER_SFT_FILE = "sft_train_35.6k.jsonl"
+# `labels` targets: the score bands of chosen and rejected responses.
+LABEL_BANDS = {"chosen": (7, 10), "rejected": (1, 4)}
+
+
+class SftError(ValueError):
+    """The SFT stage cannot build its training data; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------- format and labels targets
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+# Common words that say nothing about a prompt's topic (words under 4 letters never count).
+_STOPWORDS = frozenset(
+    "about after again also been before being could does doing from have here into just know like "
+    "make many more most much need only other over same should some such than that their them then "
+    "there these they this those very want what when where which while will with would your "
+    "please thanks thank tell give good best really think going thing things something".split()
+)
+_CRITERION_PHRASES = ("applied to {topic}", "judged on {topic}", "for the {topic} request")
+_EVALUATIONS = {  # one short sentence per score band, so the evaluation agrees with the score
+    "low": "Weak on {topic}; poor {criterion}.",
+    "mid": "Partly covers {topic}; uneven {criterion}.",
+    "high": "Handles {topic} well; good {criterion}.",
+}
+
+
+def topic_words(prompt: Sequence[Mapping[str, str]], limit: int = 2) -> str:
+    """A few content words of the last user turn: what instance-specific criteria talk about."""
+    user_turns = [m["content"] for m in prompt if m["role"] == "user"] or [prompt[-1]["content"]]
+    words: list[str] = []
+    for word in _WORD.findall(user_turns[-1]):
+        word = word.lower().strip("'-")
+        if word not in _STOPWORDS and word not in words:
+            words.append(word)
+        if len(words) == limit:
+            break
+    return " ".join(words) or "the request"
+
+
+def draw_score(targets: str, side: str, rng: random.Random) -> int:
+    """`format`: uniform on 1..10 whatever the side; `labels`: from the side's band."""
+    if targets == "format":
+        return rng.randint(*SCORE_RANGE)
+    if targets == "labels":
+        return rng.randint(*LABEL_BANDS[side])
+    raise SftError(f"sft.targets={targets!r} has no drawn scores; expected 'format' or 'labels'")
+
+
+def judgment_target(request: JudgeRequest, rubric: Rubric, targets: str, seed: int) -> tuple[str, int]:
+    """A short judgment of one response (one side of a pair) in the judge's format, and its score.
+
+    Seeded by (seed, pair id, side) alone, so a target never depends on which other pairs were
+    drawn; `format` and `labels` differ only in the score and the evaluation sentence.
+    """
+    rng = random.Random(f"{seed}/{request.pair_id}/{request.side}")
+    topic = topic_words(request.prompt)
+    chosen_criteria = rng.sample(rubric.criteria, min(rng.randint(2, 3), len(rubric.criteria)))
+    criteria = [(c.name, rng.choice(_CRITERION_PHRASES).format(topic=topic)) for c in chosen_criteria]
+    score = draw_score(targets, request.side, rng)
+    band = "low" if score <= 3 else "mid" if score <= 7 else "high"
+    evaluation = _EVALUATIONS[band].format(topic=topic, criterion=chosen_criteria[-1].name.lower())
+    return format_judgment(criteria, evaluation, score), score
+
+
+# ---------------------------------------------------------------- paper targets
+
+# Accepted layouts of the paper's SFT rows (its schema is not published): a chat `messages`
+# list ending with the judgment, or one of these (prompt column, judgment column) pairs. The
+# prompt column holds text (one user turn) or a list of messages; `instruction` rows may add
+# an `input` column, appended after a blank line (the Alpaca convention).
+PAPER_COLUMN_LAYOUTS = (("prompt", "response"), ("prompt", "completion"), ("instruction", "output"))
+
+
+def _messages(value: Any, column: str) -> list[dict[str, str]]:
+    if isinstance(value, str) and value.strip():
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list) and value and all(isinstance(m, Mapping) and {"role", "content"} <= set(m) for m in value):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise SftError(f"paper SFT row: column {column!r} must be text or a list of {{role, content}} messages")
+
+
+def paper_example(row: Mapping[str, Any]) -> tuple[list[dict[str, str]], str]:
+    """(prompt messages, judgment) from one row of the paper's SFT file, in any accepted layout."""
+    if "messages" in row:
+        messages = _messages(row["messages"], "messages")
+        if len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise SftError("paper SFT row: `messages` must end with the assistant's judgment after the prompt")
+        return messages[:-1], messages[-1]["content"]
+    for prompt_column, judgment_column in PAPER_COLUMN_LAYOUTS:
+        if prompt_column in row and judgment_column in row:
+            prompt = row[prompt_column]
+            if prompt_column == "instruction" and isinstance(row.get("input"), str) and row["input"].strip():
+                prompt = f"{prompt}\n\n{row['input']}"
+            judgment = row[judgment_column]
+            if not isinstance(judgment, str) or not judgment.strip():
+                raise SftError(f"paper SFT row: column {judgment_column!r} must be non-empty text")
+            return _messages(prompt, prompt_column), judgment
+    accepted = ", ".join(["messages", *(f"{p}+{j}" for p, j in PAPER_COLUMN_LAYOUTS)])
+    raise SftError(f"paper SFT file: unknown layout with columns {sorted(row)}; accepted layouts: {accepted}")
+
+
+def load_paper_rows() -> list[dict[str, Any]]:
+    """The rows of the paper's SFT file from the hub; offline this is a clear error."""
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(PAPER_REPO, data_files=PAPER_SFT_FILE, split="train")
+    except Exception as err:  # the hub raises many kinds; one clear line is what the user needs
+        raise SftError(
+            f"the paper's SFT file {PAPER_SFT_FILE} (hub repo {PAPER_REPO}) cannot be loaded "
+            f"({type(err).__name__}: {err}); it needs a hub connection. Offline, use sft.targets=format."
+        ) from None
+    return list(rows)
+
+
+# ---------------------------------------------------------------- training examples
+
+
+@dataclass(frozen=True)
+class SftExample:
+    """One prompt-completion example: the rendered judge prompt and the judgment to learn."""
+
+    pair_id: str
+    side: str
+    prompt: str
+    completion: str
+    score: int | None
+
+
+def prompt_builder(config: RunConfig, tokenizer: Any) -> Judge:
+    """A judge used only to build prompts, so SFT prompts are exactly the prompts judged later."""
+    rubrics = load_rubrics(config.judge.rubric_file)
+    return Judge(tokenizer, None, config.judge, rubrics, config.model.enable_thinking)  # type: ignore[arg-type]
+
+
+def pair_examples(pairs: Iterable[PreferencePair], judge: Judge, targets: str, seed: int) -> list[SftExample]:
+    """Both sides of every pair, each with its drawn judgment."""
+    from tqdm.auto import tqdm
+
+    examples = []
+    for request in tqdm(requests_for_pairs(pairs), desc="sft targets", unit="example"):
+        completion, score = judgment_target(request, judge.rubrics[request.task], targets, seed)
+        examples.append(SftExample(request.pair_id, request.side, judge.prompt_text(request)[0], completion, score))
+    return examples
+
+
+def paper_examples(rows: Sequence[Mapping[str, Any]], tokenizer: Any, enable_thinking: bool | None) -> list[SftExample]:
+    """The paper's prompts rendered with the chat template, its judgments as written."""
+    from tqdm.auto import tqdm
+
+    examples = []
+    for number, row in enumerate(tqdm(rows, desc="paper targets", unit="row"), start=1):
+        messages, judgment = paper_example(row)
+        prompt = render_chat(tokenizer, messages, enable_thinking)
+        examples.append(SftExample(f"paper/{number}", "", prompt, judgment, parse_judgment(judgment).score))
+    return examples
+
+
+def stage_pairs(config: RunConfig, run: Run, split: str, limit: int | None, seed: int) -> tuple[list[PreferencePair], str]:
+    """A seeded sample of one split: from <run>/pairs/<split>.jsonl (notebook 01), else the sources."""
+    path = run.dir / "pairs" / f"{split}.jsonl"
+    if path.is_file():
+        pairs, origin = data.read_pairs(path), str(path)
+    else:
+        train_sources = [s for s in config.data.sources if s.role == "train"]
+        loaded = data.load_sources(train_sources, config.data.data_dir)
+        pairs = [p for s in loaded for p in s.pairs if data.split_of(p, config.data.split_fractions) == split]
+        origin = f"sources {', '.join(s.name for s in train_sources)} (split {split})"
+    if not pairs:
+        raise SftError(f"no {split} pairs in {origin}; run notebook 01 or check data.sources")
+    if limit is not None and limit < len(pairs):
+        pairs = random.Random(seed).sample(pairs, limit)
+    return pairs, origin
+
+
+def build_examples(config: RunConfig, run: Run, tokenizer: Any) -> tuple[list[SftExample], dict[str, Any]]:
+    """The training examples of `config.sft.targets`, those over `sft.max_length` dropped and counted."""
+    targets = config.sft.targets
+    if targets not in TARGET_KINDS:
+        raise SftError(f"sft.targets must be one of {', '.join(TARGET_KINDS)}, not {targets!r}")
+    if targets == "paper":
+        rows = load_paper_rows()
+        if config.sft.n_pairs is not None and config.sft.n_pairs < len(rows):
+            rows = random.Random(config.seed).sample(rows, config.sft.n_pairs)
+        examples = paper_examples(rows, tokenizer, config.model.enable_thinking)
+        origin = f"hub:{PAPER_REPO}/{PAPER_SFT_FILE}"
+    else:
+        pairs, origin = stage_pairs(config, run, "train", config.sft.n_pairs, config.seed)
+        examples = pair_examples(pairs, prompt_builder(config, tokenizer), targets, config.seed)
+    lengths = [len(tokenizer(e.prompt + e.completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]) for e in examples]
+    kept = [e for e, n in zip(examples, lengths) if n <= config.sft.max_length]
+    if not kept:
+        raise SftError(f"every example is longer than sft.max_length={config.sft.max_length} tokens")
+    completion_tokens = [len(tokenizer(e.completion, add_special_tokens=False)["input_ids"]) for e in kept]
+    facts = {
+        "targets": targets,
+        "source": origin,
+        "examples": len(kept),
+        "dropped_too_long": len(examples) - len(kept),
+        "max_tokens": max(lengths),
+        "mean_completion_tokens": sum(completion_tokens) / len(kept),
+        "parseable_targets": sum(e.score is not None for e in kept) / len(kept),
+    }
+    return kept, facts
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class SftResult:
+    """What the SFT stage produced: the adapter PAR starts from, and how training went."""
+
+    adapter_dir: Path
+    base_model: str
+    data: dict[str, Any]
+    steps: int
+    losses: list[float]
+    seconds: float
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1]
+
+
+def _adapter_card(config: RunConfig, result: SftResult) -> str:
+    lora = config.lora
+    return (
+        f"# PaTaRM judge warm-up adapter (SFT)\n\n"
+        f"LoRA adapter for `{result.base_model}`, made by `patarm_kit.sft` so the judge writes its output "
+        f"format (criteria, evaluation, `<score>N</score>`). PAR training (GRPO) starts from it.\n\n"
+        f"- targets: `{result.data['targets']}` from {result.data['source']} ({result.data['examples']} examples)\n"
+        f"- steps: {result.steps}, batch size {config.sft.batch_size}, learning rate {config.sft.learning_rate}\n"
+        f"- loss: {result.losses[0]:.3f} -> {result.final_loss:.3f}\n"
+        f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, targets {', '.join(lora.target_modules)}\n\n"
+        f"Load it with `patarm_kit.models.load_model(config.model, adapter=<this folder>)`.\n"
+    )
+
+
+def run_sft(config: RunConfig, run: Run) -> SftResult:
+    """Train the warm-up LoRA adapter; save it to <run>/sft/adapter and record the stage."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    started = time.monotonic()
+    model, tokenizer = load_model(config.model, trainable=True)
+    examples, facts = build_examples(config, run, tokenizer)
+    write_jsonl(run.path("sft", "examples.jsonl"), [asdict(e) for e in examples])
+    dataset = datasets.Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
+    args = SFTConfig(
+        output_dir=str(run.path("sft", "trainer")),
+        max_steps=config.sft.max_steps,
+        per_device_train_batch_size=config.sft.batch_size,
+        learning_rate=config.sft.learning_rate,
+        warmup_steps=config.sft.warmup_steps,
+        max_length=config.sft.max_length,
+        completion_only_loss=True,  # the loss is on the judgment, never on the prompt
+        gradient_checkpointing=False,  # a 135M model fits; recomputing activations only costs CPU time
+        bf16=False,  # no autocast: the model already has config.model.dtype, PEFT keeps LoRA weights in float32
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(config.lora)
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    adapter_dir = run.path("sft", "adapter", "adapter_config.json").parent
+    trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+    tokenizer.save_pretrained(adapter_dir)
+    result = SftResult(adapter_dir, config.model.name, facts, trainer.state.global_step, losses, time.monotonic() - started)
+    atomic_write_text(adapter_dir / "README.md", _adapter_card(config, result))  # replaces PEFT's template card
+    write_json(run.path("sft", "train_log.json"), trainer.state.log_history)
+    run.update("stages", "sft", {
+        "status": "done",
+        "finished": now(),
+        "base_model": result.base_model,
+        "targets": config.sft.targets,
+        "data": facts,
+        "steps": result.steps,
+        "first_loss": losses[0],
+        "final_loss": result.final_loss,
+        "seconds": round(result.seconds, 1),
+        "seconds_per_step": round(trainer.state.log_history[-1].get("train_runtime", 0) / max(result.steps, 1), 2),
+        "adapter": str(adapter_dir),
+        "lora": asdict(config.lora),
+    })
+    return result
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+# ---------------------------------------------------------------- warm-up checks
+
+
+def score_histogram(judgments: Iterable[Judgment], side: str) -> dict[int, int]:
+    """Counts of each score 1..10 among the valid judgments of one side."""
+    counts = Counter(j.score for j in judgments if j.side == side and j.score is not None)
+    return {score: counts.get(score, 0) for score in range(SCORE_RANGE[0], SCORE_RANGE[1] + 1)}
+
+
+def pairwise_accuracy(judgments: Sequence[Judgment], pair_ids: Sequence[str], n_boot: int, seed: int) -> dict[str, Any]:
+    """Voted (mean) score of chosen vs rejected per pair: 1 win, 0.5 tie, 0 loss.
+
+    A pair with a side that has no valid judgment is counted as invalid and, as in the
+    benchmarks, as a tie (0.5) in the accuracy: it cannot show a preference.
+    """
+    voted = voted_scores(judgments)
+    outcomes, counts = [], Counter()
+    for pair_id in pair_ids:
+        chosen, rejected = voted[(pair_id, "chosen")], voted[(pair_id, "rejected")]
+        kind = "invalid" if chosen is None or rejected is None else "tie" if chosen == rejected else "win" if chosen > rejected else "loss"
+        counts[kind] += 1
+        outcomes.append({"win": 1.0, "loss": 0.0}.get(kind, 0.5))
+    low, high = bootstrap_ci(outcomes, n_boot=n_boot, seed=seed)
+    return {"accuracy": sum(outcomes) / len(outcomes), "ci95": [low, high], "pairs": len(outcomes),
+            **{kind: counts[kind] for kind in ("win", "tie", "loss", "invalid")}}
+
+
+def all_equal_groups(judgments: Sequence[Judgment], pair_ids: Sequence[str], mode: str) -> dict[str, Any]:
+    """Share of GRPO groups (the n rollouts of one pair and side) whose PAR rewards are all equal.
+
+    Such a group has zero reward variance, so GRPO learns nothing from it.
+    """
+    scores = {(p, s): [] for p in pair_ids for s in SIDES}
+    for j in judgments:
+        scores[(j.pair_id, j.side)].append(j.score)
+    groups = equal = 0
+    for pair_id in pair_ids:
+        for rewards in par_rewards(scores[(pair_id, "chosen")], scores[(pair_id, "rejected")], mode):
+            groups += 1
+            equal += len(set(rewards)) == 1
+    return {"groups": groups, "all_equal": equal, "share": equal / groups}
+
+
+def judge_report(judgments: Sequence[Judgment], pair_ids: Sequence[str], config: RunConfig) -> dict[str, Any]:
+    """The warm-up numbers of one judge on the held-out pairs: headline scalars first, then details."""
+    summary = judging_summary(judgments)
+    pairwise = pairwise_accuracy(judgments, pair_ids, config.eval.n_boot, config.seed)
+    groups = all_equal_groups(judgments, pair_ids, config.par.mode)
+    return {
+        "parse_rate": summary["parse_rate"],
+        "all_equal_share": groups["share"],
+        "accuracy": pairwise["accuracy"],
+        "accuracy_ci95": pairwise["ci95"],
+        "mean_completion_tokens": summary["mean_completion_tokens"],
+        "truncated_generation": summary["truncated_generation"],
+        "generation_seconds": round(summary["generation_seconds"], 1),
+        "invalid_reasons": summary["invalid_reasons"],
+        "pairwise": pairwise,
+        "groups": groups,
+        "score_histogram": {side: score_histogram(judgments, side) for side in SIDES},
+    }
+
+
+def warmup_checks(config: RunConfig, run: Run, adapter_path: str | Path) -> dict[str, Any]:
+    """Base judge vs warmed-up judge on held-out (dev) pairs, sampled as PAR will sample them.
+
+    Writes <run>/sft/checks.json and every judgment to <run>/sft/check_judgments.jsonl.
+    """
+    pairs, origin = stage_pairs(config, run, "dev", config.sft.n_check_pairs, config.seed)
+    pair_ids = [p.id for p in pairs]
+    sampling = replace(
+        config.judge,
+        temperature=config.par.temperature,
+        top_p=config.par.top_p,
+        n_samples=config.par.num_generations,
+        max_new_tokens=config.par.max_completion_length,
+    )
+    rubrics = load_rubrics(config.judge.rubric_file)
+    checks: dict[str, Any] = {"pairs": len(pairs), "source": origin, "adapter": str(adapter_path),
+                              "temperature": sampling.temperature, "samples": sampling.n_samples,
+                              "max_new_tokens": sampling.max_new_tokens, "judges": {}}
+    records = []
+    for name, adapter in (("base", None), ("sft", adapter_path)):
+        model, tokenizer = load_model(config.model, adapter=adapter)
+        judge = Judge.from_model(model, tokenizer, sampling, rubrics, config.model.enable_thinking, config.seed)
+        judgments = judge.judge(requests_for_pairs(pairs))
+        checks["judges"][name] = judge_report(judgments, pair_ids, config)
+        records += [{"judge": name, **j.to_row()} for j in judgments]
+    write_jsonl(run.path("sft", "check_judgments.jsonl"), records)
+    write_json(run.path("sft", "checks.json"), checks)
+    return checks
