@@ -44,6 +44,12 @@ def test_verify_catches_a_changed_data_hash(run_copy):
     assert "manifest.json: data.llmbar.files.llmbar/Natural.json: recorded sha256 000" in result.output
 
 
+def test_verify_catches_a_changed_config(run_copy):
+    edit_json(run_copy / "manifest.json", lambda m: m["config"]["eval"].update(limit=5))
+    report = verify_run(run_copy)
+    assert [(d.file, d.field) for d in report.differences] == [("manifest.json", "config_fingerprint")]
+
+
 def test_verify_checks_the_stage_04_summary(run_copy):
     def change(summary):
         summary["table"][0]["ci95_high"] = 0.99
