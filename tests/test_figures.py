@@ -41,6 +41,9 @@ def trained_run(run_copy):
     for label, judge in (("base", "random"), ("par", "length")):
         for bench in ("rmbench", "rewardbench", "pairs:hh-rlhf"):
             evaluate(config, judge, bench, metrics_file(run_copy / "eval", label, bench), 4, label=label)
+    held_out = figures.read_jsonl(run_copy / "eval" / "par__pairs-hh-rlhf.judgments.jsonl")
+    (run_copy / "sft").mkdir()  # the warm-up checks' format: one judgment per line, with the judge's name
+    (run_copy / "sft" / "check_judgments.jsonl").write_text("".join(json.dumps({"judge": "sft", **r}) + "\n" for r in held_out))
     return run_copy
 
 
@@ -53,6 +56,11 @@ def test_every_figure_writes_png_and_svg(trained_run):
     assert set(table["judge"]) == {"length", "random", "base", "par"} and len(table) == 12
     for ext in ("csv", "md"):
         assert (trained_run / "tables" / f"05_benchmarks.{ext}").is_file()
+
+
+def test_score_shift_gathers_judgments_before_and_after_training(trained_run):
+    assert list(figures.score_judgments(trained_run)) == [
+        "after warm-up: sft, dev pairs (sft checks)", "before: base, held-out hh-rlhf", "after PAR: par, held-out hh-rlhf"]
 
 
 def test_figures_skip_cleanly_when_their_inputs_are_missing(tmp_path, capsys):
