@@ -220,3 +220,13 @@ def test_a_short_real_sft_run_lowers_the_loss_and_its_adapter_reloads(tmp_path):
     assert read_json(run.dir / "sft" / "checks.json") == checks
     records = (run.dir / "sft" / "check_judgments.jsonl").read_text().splitlines()
     assert len(records) == 2 * 2 * 2  # 2 judges x 2 sides x 2 samples
+
+
+def test_cli_sft_with_paper_targets_offline_exits_with_the_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from patarm_kit.cli import app
+
+    args = ["sft", "--profile", "smoke", "--run-dir", str(tmp_path / "run"), "--set", "sft.targets=paper"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "needs a hub connection" in result.output

@@ -82,6 +82,35 @@ def data(
             typer.echo(f"  by {key}: " + ", ".join(f"{k} {v}" for k, v in facts[key].items()))
 
 
+@app.command("sft")
+def sft_command(
+    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
+    run_dir: str = typer.Option(..., help="a run folder (its pairs/ from notebook 01 are used) or a new one"),
+    checks: bool = typer.Option(True, help="after training, compare base and warmed-up judge on dev pairs"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
+) -> None:
+    """Format warm-up: LoRA SFT of the judge into <run>/sft/adapter, then its checks."""
+    from pathlib import Path
+
+    from .results import Run
+    from .sft import SftError, run_sft, warmup_checks
+
+    try:
+        config = load_config(profile, parse_overrides(set_ or []))
+        folder = Path(run_dir)
+        run = Run.open(folder) if (folder / "manifest.json").exists() else Run.create(folder.name, config, folder.parent)
+        result = run_sft(config, run)
+        typer.echo(f"{result.steps} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} -> "
+                   f"{result.final_loss:.3f}; adapter {result.adapter_dir}")
+        report = warmup_checks(config, run, result.adapter_dir) if checks else {"judges": {}}
+    except (*KNOWN_ERRORS, SftError) as err:
+        _fail(err)
+    for name, facts in report["judges"].items():
+        low, high = facts["accuracy_ci95"]
+        typer.echo(f"  {name}: parse rate {facts['parse_rate']:.1%}, all-equal GRPO groups {facts['all_equal_share']:.1%}, "
+                   f"pairwise accuracy {facts['accuracy']:.1%} [{low:.1%}, {high:.1%}]")
+
+
 @app.command("eval")
 def evaluate_command(
     judge: str = typer.Option(..., help="length | random | base | adapter:PATH | pairwise | bt:PATH"),

@@ -37,7 +37,7 @@ from . import data
 from .config import RunConfig
 from .data import PreferencePair
 from .judge import Judge, JudgeRequest, Judgment, judging_summary, requests_for_pairs, voted_scores
-from .models import load_model, lora_config
+from .models import load_model, load_tokenizer, lora_config
 from .par import SIDES, par_rewards
 from .prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
 from .results import Run, atomic_write_text, now, write_json
@@ -292,8 +292,8 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
     from trl import SFTConfig, SFTTrainer
 
     started = time.monotonic()
+    examples, facts = build_examples(config, run, load_tokenizer(config.model))  # before the model: fails fast
     model, tokenizer = load_model(config.model, trainable=True)
-    examples, facts = build_examples(config, run, tokenizer)
     write_jsonl(run.path("sft", "examples.jsonl"), [asdict(e) for e in examples])
     dataset = datasets.Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
     args = SFTConfig(
@@ -334,7 +334,8 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         "seconds": round(result.seconds, 1),
         "seconds_per_step": round(trainer.state.log_history[-1].get("train_runtime", 0) / max(result.steps, 1), 2),
         "adapter": str(adapter_dir),
-        "lora": asdict(config.lora),
+        "settings": {"sft": asdict(config.sft), "lora": asdict(config.lora)},
+        "config_fingerprint": config.fingerprint(),  # the CLI may train inside a run made with other settings
     })
     return result
 
