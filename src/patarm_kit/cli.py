@@ -111,6 +111,36 @@ def sft_command(
                    f"pairwise accuracy {facts['accuracy']:.1%} [{low:.1%}, {high:.1%}]")
 
 
+@app.command("train")
+def train_command(
+    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
+    run_dir: str = typer.Option(..., help="a run folder holding pairs/train.jsonl (notebook 01)"),
+    resume: bool = typer.Option(False, help="continue from the latest checkpoint in <run>/par/checkpoints"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
+) -> None:
+    """PAR training (GRPO + LoRA) into <run>/par; starts from <run>/sft/adapter when SFT is enabled.
+
+    Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli train ...
+    """
+    from pathlib import Path
+
+    from .results import Run
+    from .train import train_par
+
+    try:
+        config = load_config(profile, parse_overrides(set_ or []))
+        run = Run.open(Path(run_dir))
+        start_adapter = run.dir / "sft" / "adapter" if config.sft.enabled else None
+        if start_adapter and not (start_adapter / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{start_adapter} is missing: run `patarm-kit sft` first, or --set sft.enabled=false")
+        result = train_par(config, run, start_adapter, resume)
+    except KNOWN_ERRORS + (FileExistsError,) as err:
+        _fail(err)
+    last = result.metrics[-1] if result.metrics else {}
+    typer.echo(f"{result.global_step} steps; last step: reward {last.get('par/reward_mean')}, pair accuracy "
+               f"{last.get('par/pair_accuracy')}; adapter {result.adapter}")
+
+
 @app.command("eval")
 def evaluate_command(
     judge: str = typer.Option(..., help="length | random | base | adapter:PATH | pairwise | bt:PATH"),

@@ -125,6 +125,17 @@ class ParConfig:
 
 
 @dataclass
+class BtConfig:
+    """The scalar Bradley-Terry baseline (bt.py), trained on the judge's training pairs."""
+
+    n_pairs: int | None = 64  # the seeded draw the judge's stages make; None: every training pair
+    max_steps: int = 16
+    learning_rate: float = 2e-4
+    batch_size: int = 4  # pairs per step; each step reads twice as many sequences
+    max_length: int = 512  # training drops longer pairs (counted); scoring keeps the first tokens
+
+
+@dataclass
 class EvalConfig:
     judges: list[str] = field(default_factory=lambda: ["length", "random", "base"])
     benches: list[str] = field(default_factory=lambda: ["rmbench", "rewardbench", "pairs:hh-rlhf"])
@@ -152,6 +163,7 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     par: ParConfig = field(default_factory=ParConfig)
+    bt: BtConfig = field(default_factory=BtConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:

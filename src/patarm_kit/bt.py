@@ -1,0 +1,204 @@
+"""The scalar Bradley-Terry reward model: the baseline the PaTaRM judge is compared with.
+
+A scalar reward model reads prompt + response and returns one number; it is trained on
+preference pairs with the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected). The seed
+papers compare generative judges with such models. Here it is the judge's own base model with
+a LoRA adapter and a new one-output score head (TRL's RewardTrainer), trained on a seeded draw
+of the same training pairs, so a difference on the benchmarks comes from the method, not from
+the data or the model size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .data import PreferencePair
+from .judge import JudgeRequest
+from .models import _torch_dtype, lora_config, resolve_model_path
+from .results import atomic_write_text
+
+
+@dataclass
+class BTResult:
+    """What training produced: the adapter folder and how training went."""
+
+    adapter_dir: Path
+    base_model: str
+    pairs: int  # pairs trained on
+    dropped_too_long: int  # drawn pairs with a side longer than bt.max_length (TRL drops them)
+    steps: int
+    log: list[dict[str, float]]  # one entry per step: step, loss, accuracy, margin
+    train_accuracy: float  # share of pairs ordered correctly over the last pass through the data
+    seconds: float  # the whole call, model loading and saving included
+    seconds_per_step: float  # training loop only
+
+    @property
+    def final_loss(self) -> float:
+        return self.log[-1]["loss"]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts for the run manifest."""
+        facts = dataclasses.asdict(self)
+        facts["adapter_dir"] = str(self.adapter_dir)
+        facts["first_loss"], facts["final_loss"] = self.log[0]["loss"], self.final_loss
+        return facts
+
+
+def preference_rows(pairs: Sequence[PreferencePair]) -> list[dict[str, list[dict[str, str]]]]:
+    """TRL's conversational explicit-prompt format: the prompt messages, then one assistant turn per side."""
+    return [
+        {
+            "prompt": [dict(m) for m in pair.prompt],
+            "chosen": [{"role": "assistant", "content": pair.chosen}],
+            "rejected": [{"role": "assistant", "content": pair.rejected}],
+        }
+        for pair in pairs
+    ]
+
+
+def _tokenizer(model_path: str) -> Any:
+    """The base tokenizer with a pad token: the classifier reads its score at the last non-pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"  # as TRL's preference collator
+    return tokenizer
+
+
+def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> BTResult:
+    """Train the LoRA + score-head reward model on `pairs`; save adapter, tokenizer and card in `out_dir`.
+
+    `bt.n_pairs` pairs are drawn with `random.Random(seed).sample`, the draw the judge's SFT and
+    PAR stages make, so equal `n_pairs` and seed give the same pairs.
+    """
+    import datasets
+    import torch
+    from trl import RewardConfig, RewardTrainer
+
+    started = time.monotonic()
+    if config.model.torch_threads:
+        torch.set_num_threads(config.model.torch_threads)
+    bt = config.bt
+    if bt.n_pairs is not None and bt.n_pairs < len(pairs):
+        pairs = random.Random(config.seed).sample(pairs, bt.n_pairs)
+    model_path = resolve_model_path(config.model)
+    tokenizer = _tokenizer(model_path)
+    mixed_bf16 = config.model.dtype == "bfloat16"
+    args = RewardConfig(
+        output_dir=str(out_dir),
+        max_steps=bt.max_steps,
+        per_device_train_batch_size=bt.batch_size,
+        learning_rate=bt.learning_rate,
+        max_length=bt.max_length,
+        # float32 weights with bf16 autocast: the new score head needs updates smaller than bf16 can hold.
+        model_init_kwargs={"dtype": torch.float32},
+        bf16=mixed_bf16,
+        use_cpu=mixed_bf16 and not torch.cuda.is_available(),  # transformers allows bf16 on CPU only when asked
+        gradient_checkpointing=False,  # a 135M model fits; recomputing activations only costs time
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+    )
+    peft_config = dataclasses.replace(lora_config(config.lora), task_type="SEQ_CLS", modules_to_save=["score"])
+    trainer = RewardTrainer(
+        model=model_path,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(preference_rows(pairs)),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    kept = len(trainer.train_dataset)
+    output = trainer.train()
+    log = [
+        {key: entry[key] for key in ("step", "loss", "accuracy", "margin")}
+        for entry in trainer.state.log_history
+        if "loss" in entry
+    ]
+    last_pass = log[-math.ceil(kept / bt.batch_size):]
+    trainer.model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    result = BTResult(
+        adapter_dir=Path(out_dir),
+        base_model=config.model.name,
+        pairs=kept,
+        dropped_too_long=len(pairs) - kept,
+        steps=trainer.state.global_step,
+        log=log,
+        train_accuracy=sum(e["accuracy"] for e in last_pass) / len(last_pass),
+        seconds=time.monotonic() - started,
+        seconds_per_step=output.metrics["train_runtime"] / max(trainer.state.global_step, 1),
+    )
+    atomic_write_text(Path(out_dir) / "README.md", _card(config, result))  # replaces PEFT's template card
+    return result
+
+
+def _card(config: RunConfig, result: BTResult) -> str:
+    lora = config.lora
+    return (
+        f"# Scalar Bradley-Terry reward model (baseline)\n\n"
+        f"LoRA adapter and score head for `{result.base_model}` as a sequence classifier with one output, "
+        f"made by `patarm_kit.bt.train_bt` with TRL's RewardTrainer. The baseline the PaTaRM judge is compared with.\n\n"
+        f"- data: {result.pairs} training pairs ({result.dropped_too_long} more were longer than "
+        f"{config.bt.max_length} tokens and dropped), seed {config.seed}\n"
+        f"- steps: {result.steps}, batch size {config.bt.batch_size} pairs, learning rate {config.bt.learning_rate}\n"
+        f"- loss: {result.log[0]['loss']:.3f} -> {result.final_loss:.3f}; "
+        f"train accuracy (last pass over the data): {result.train_accuracy:.3f}\n"
+        f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, targets {', '.join(lora.target_modules)}\n\n"
+        f"Score with `patarm_kit.bt.BTScorer(<this folder>, config).score(requests)`.\n"
+    )
+
+
+class BTScorer:
+    """A trained BT adapter on its base model: one scalar reward per judge request."""
+
+    def __init__(self, adapter_dir: str | Path, config: RunConfig):
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification
+        from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+        if config.model.torch_threads:
+            torch.set_num_threads(config.model.torch_threads)
+        model_path = resolve_model_path(config.model)
+        self.tokenizer = _tokenizer(model_path)
+        with suppress_seqcls_warning():  # the score head comes from the adapter, not the base checkpoint
+            base = AutoModelForSequenceClassification.from_pretrained(
+                model_path, num_labels=1, dtype=_torch_dtype(config.model.dtype)
+            )
+        base.config.pad_token_id = self.tokenizer.pad_token_id  # where the classifier finds the last token
+        self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        self.max_length = config.bt.max_length
+
+    def token_ids(self, request: JudgeRequest) -> list[int]:
+        """The conversation as in training (chat template, no generation prompt), cut to its first max_length tokens."""
+        messages = [*request.prompt, {"role": "assistant", "content": request.response}]
+        ids = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        return list(ids[: self.max_length])
+
+    def score(self, requests: Sequence[JudgeRequest], batch_size: int = 16) -> list[float]:
+        """The reward of each request, in order. Batches hold similar lengths, so little is padded."""
+        import torch
+        from tqdm.auto import tqdm
+
+        ids = [self.token_ids(r) for r in requests]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        scores = [0.0] * len(ids)
+        for start in tqdm(range(0, len(order), batch_size), desc="BT scoring", unit="batch"):
+            batch = order[start:start + batch_size]
+            inputs = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+            with torch.no_grad():
+                rewards = self.model(**inputs.to(self.model.device)).logits[:, 0].float().tolist()
+            for i, reward in zip(batch, rewards):
+                scores[i] = reward
+        return scores

@@ -1,0 +1,375 @@
+"""PAR training: TRL's GRPOTrainer with LoRA, one (pair, side) judge prompt per dataset row.
+
+How a step is laid out. The dataset holds the two rows of each pair next to each other
+(chosen, then rejected), pairs in a seeded random order. TRL's `RepeatSampler` with
+`shuffle_dataset=False` takes `2 * pairs_per_step` consecutive rows per step and repeats each
+row `num_generations` times, so one step always judges both sides of `pairs_per_step` whole
+pairs, and a GRPO group is the n rollouts of one (pair, side).
+
+Many processes. TRL hands each process a consecutive slice of the step's completions and
+calls the reward function on that slice only; the slice border can cut a pair in two (for
+example one pair per step on two GPUs: chosen on GPU 0, rejected on GPU 1). Rather than rely
+on batch sizes that keep pairs whole, the reward function gathers (pair_id, side, score) from
+every process, computes PAR on the whole step with `par.rewards_for_batch`, and returns its
+own slice. The gather is a no-op on one process, so both cases run the same code.
+
+Prompts are built by `Judge.prompt_text`, the exact chat-formatted text (with the same
+truncation) the judge sees at evaluation, and passed to TRL as plain text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig
+from .data import PreferencePair, read_pairs
+from .judge import Judge, requests_for_pairs
+from .models import ModelError, load_model, lora_config
+from .par import completion_text, pair_accuracy, rewards_for_batch
+from .prompts import parse_judgment
+from .results import Run, atomic_write_text, now, package_versions, read_json
+from .rubrics import load_rubrics
+
+METRIC_PREFIX = "par/"
+REWARD_KEY = METRIC_PREFIX + "reward_mean"
+
+
+@dataclass
+class ParResult:
+    """What a PAR training run left behind, for notebook 03."""
+
+    adapter: Path
+    checkpoints: Path
+    metrics_path: Path
+    metrics: list[dict[str, Any]]
+    global_step: int
+    n_pairs: int
+    resumed_from: Path | None = None
+    start_adapter: Path | None = None
+
+
+# ---------------------------------------------------------------- data
+
+
+def training_pairs(config: RunConfig, path: Path) -> list[PreferencePair]:
+    """A seeded sample of `par.n_pairs` pairs from `path`, cut to whole steps of `pairs_per_step`.
+
+    TRL drops a step that is not full, so a remainder would never be trained on anyway.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run notebook 01 (data pairing) for this run first")
+    pairs = read_pairs(path)
+    wanted = len(pairs) if config.par.n_pairs is None else min(config.par.n_pairs, len(pairs))
+    sample = random.Random(config.seed).sample(pairs, wanted)
+    whole_steps = len(sample) // config.par.pairs_per_step * config.par.pairs_per_step
+    if whole_steps == 0:
+        raise ConfigError(f"par.pairs_per_step={config.par.pairs_per_step} but only {len(sample)} training pairs")
+    return sample[:whole_steps]
+
+
+def prompt_rows(pairs: Sequence[PreferencePair], judge: Judge) -> list[dict[str, str]]:
+    """One row per (pair, side), the two sides of a pair adjacent: prompt text, pair_id, side."""
+    rows = []
+    for request in requests_for_pairs(pairs):
+        text, _ = judge.prompt_text(request)
+        rows.append({"prompt": text, "pair_id": request.pair_id, "side": request.side})
+    return rows
+
+
+def _check_plain_tokenization(tokenizer: Any, text: str) -> None:
+    """TRL tokenizes text prompts with special tokens on; the judge at evaluation does not.
+
+    For SmolLM2 and Qwen3 that is the same; a tokenizer that adds a BOS token would train on
+    prompts the evaluated judge never sees, so we stop instead.
+    """
+    if tokenizer(text)["input_ids"] != tokenizer(text, add_special_tokens=False)["input_ids"]:
+        raise ModelError(
+            "the tokenizer adds special tokens to the already chat-formatted prompt, so training "
+            "prompts would differ from evaluation prompts; use a model whose tokenizer does not"
+        )
+
+
+# ---------------------------------------------------------------- rewards
+
+
+def _gather_from_processes(local: list[Any]) -> tuple[list[list[Any]], int]:
+    """Every process's list in process order, and this process's index (one process: itself)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [local], 0
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local)
+    return parts, dist.get_rank()
+
+
+def rollout_metrics(
+    pair_ids: Sequence[str], sides: Sequence[str], scores: Sequence[int | None],
+    rewards: Sequence[float], lengths: Sequence[int],
+) -> dict[str, float | None]:
+    """What one step's rollouts say about the judge; a group is the rollouts of one (pair, side)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, key in enumerate(zip(pair_ids, sides)):
+        groups.setdefault(key, []).append(index)
+    group_stds = [statistics.pstdev([rewards[i] for i in members]) for members in groups.values()]
+    accuracies = [
+        pair_accuracy([scores[i] for i in groups.get((pid, "chosen"), [])],
+                      [scores[i] for i in groups.get((pid, "rejected"), [])])
+        for pid in dict.fromkeys(pair_ids)
+    ]
+    scored = [a for a in accuracies if a is not None]
+    return {
+        "reward_mean": statistics.fmean(rewards),
+        "pair_accuracy": statistics.fmean(scored) if scored else None,  # pairs with a valid score on both sides
+        "parse_rate": sum(s is not None for s in scores) / len(scores),
+        "completion_length_mean": statistics.fmean(lengths),
+        "group_reward_std_mean": statistics.fmean(group_stds),
+        "zero_std_group_share": sum(std == 0 for std in group_stds) / len(group_stds),
+    }
+
+
+def make_gathered_par_reward(mode: str, format_weight: float) -> Callable[..., list[float]]:
+    """A TRL reward function that computes PAR over the whole step, across processes.
+
+    Each process parses its own completions, all processes exchange (pair_id, side, score,
+    length), each computes the same rewards and metrics for the whole step and returns its
+    slice. The metrics go to TRL's `log_metric`, so they appear in every log line.
+    """
+
+    def par_reward(
+        prompts: list[Any], completions: list[Any], completion_ids: list[list[int]],
+        pair_id: list[str], side: list[str], log_metric: Callable[[str, float], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        local = [
+            (pid, s, parse_judgment(completion_text(c)).score, len(ids))
+            for pid, s, c, ids in zip(pair_id, side, completions, completion_ids, strict=True)
+        ]
+        parts, rank = _gather_from_processes(local)
+        pair_ids, sides, scores, lengths = zip(*(row for part in parts for row in part))
+        rewards = rewards_for_batch(pair_ids, sides, scores, mode, format_weight)
+        if log_metric is not None:
+            for name, value in rollout_metrics(pair_ids, sides, scores, rewards, lengths).items():
+                if value is not None:
+                    log_metric(METRIC_PREFIX + name, value)
+        start = sum(len(part) for part in parts[:rank])
+        return rewards[start:start + len(local)]
+
+    par_reward.__name__ = f"par_{mode}"  # TRL logs each reward under its function's name
+    return par_reward
+
+
+# ---------------------------------------------------------------- trainer pieces
+
+
+def grpo_args(config: RunConfig, output_dir: Path) -> Any:
+    """GRPOConfig with every setting whose TRL default has moved between versions set from `config.par`.
+
+    One optimizer step judges `pairs_per_step` pairs: 2 * pairs_per_step * num_generations
+    completions, shared by the processes and the gradient-accumulation micro-batches. The
+    process count comes from WORLD_SIZE, which every launcher (accelerate, torchrun,
+    deepspeed) sets. Without a GPU the trainer runs on CPU; several CPU processes then join
+    over gloo (configs/accelerate/cpu_2proc.yaml).
+    """
+    import torch
+    from trl import GRPOConfig
+
+    par = config.par
+    num_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    completions = 2 * par.pairs_per_step * par.num_generations
+    per_device, remainder = divmod(completions, num_processes * par.gradient_accumulation_steps)
+    if remainder or per_device == 0:
+        raise ConfigError(
+            f"2 * par.pairs_per_step * par.num_generations = {completions} completions per step must divide "
+            f"evenly over {num_processes} processes x par.gradient_accumulation_steps="
+            f"{par.gradient_accumulation_steps}"
+        )
+    args = GRPOConfig(
+        output_dir=str(output_dir),
+        use_cpu=not torch.accelerator.is_available(),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=par.gradient_accumulation_steps,
+        num_generations=par.num_generations,
+        shuffle_dataset=False,  # pairs stay adjacent; training_pairs already shuffled them (seeded)
+        max_steps=par.max_steps,
+        learning_rate=par.learning_rate,
+        lr_scheduler_type=par.lr_scheduler_type,
+        beta=par.beta,
+        loss_type=par.loss_type,
+        scale_rewards=par.scale_rewards,
+        epsilon=par.epsilon,
+        num_iterations=par.num_iterations,
+        mask_truncated_completions=par.mask_truncated_completions,
+        max_completion_length=par.max_completion_length,
+        temperature=par.temperature,
+        top_p=par.top_p,
+        top_k=0,  # as the judge at evaluation: nucleus sampling only, no hidden top-k
+        bf16=par.bf16,
+        gradient_checkpointing=par.gradient_checkpointing,
+        use_vllm=par.use_vllm,
+        vllm_mode=par.vllm_mode,
+        vllm_gpu_memory_utilization=par.vllm_gpu_memory_utilization,
+        save_strategy="steps",
+        save_steps=par.save_steps,
+        logging_steps=par.logging_steps,
+        report_to=par.report_to or "none",
+        seed=config.seed,
+    )
+    if args.world_size != num_processes:
+        raise RuntimeError(f"WORLD_SIZE is {num_processes} but the trainer sees {args.world_size} processes")
+    return args
+
+
+def metrics_callback(path: Path) -> Any:
+    """A TrainerCallback appending one JSON line per logged step to `path`, with seconds per step.
+
+    Defined inside a function so that importing this module does not import transformers.
+    """
+    from transformers import TrainerCallback
+
+    class MetricsFile(TrainerCallback):
+        def __init__(self) -> None:
+            self.started, self.seconds = 0.0, []
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.seconds.append(time.perf_counter() - self.started)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            if not state.is_world_process_zero or not logs or REWARD_KEY not in logs:
+                return  # other processes, and the end-of-training summary line
+            row = {"step": state.global_step, "seconds_per_step": statistics.fmean(self.seconds or [0.0]), **logs}
+            self.seconds = []
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(row) + "\n")
+
+    return MetricsFile()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint-N folder with the largest N (what transformers resumes from)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    return Path(found) if found else None
+
+
+def _keep_metrics_up_to(path: Path, step: int) -> None:
+    """On resume, drop lines logged after the checkpoint: those steps are trained again."""
+    rows = [row for row in read_metrics(path) if row["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def write_adapter_card(adapter_dir: Path, config: RunConfig, record: dict[str, Any]) -> None:
+    """A short README next to the adapter: what it was trained from, on what, and how it went."""
+    last, par, versions = record["last_metrics"], config.par, package_versions()
+    lines = [
+        "# PaTaRM judge adapter (PAR reward, GRPO, LoRA)",
+        "",
+        f"- base model: `{config.model.name}`",
+        f"- starting adapter: `{record['start_adapter'] or 'none (fresh LoRA)'}`",
+        f"- data: {record['n_pairs']} pairs from `{record['data']}`",
+        f"- profile: `{config.profile}` (config fingerprint `{record['config_fingerprint']}`)",
+        f"- PAR: {par.mode}, format weight {par.format_weight}; {record['global_step']} steps x "
+        f"{par.pairs_per_step} pairs x 2 sides x {par.num_generations} rollouts, lr {par.learning_rate}",
+        f"- last step: reward {last.get(REWARD_KEY)}, pair accuracy {last.get(METRIC_PREFIX + 'pair_accuracy')}, "
+        f"parse rate {last.get(METRIC_PREFIX + 'parse_rate')}, {last.get('seconds_per_step')} s/step",
+        f"- finished {record['finished']}; trl {versions['trl']}, peft {versions['peft']}, torch {versions['torch']}",
+        "",
+        "Load: `patarm_kit.models.load_model(config.model, adapter=<this folder>)`.",
+        "Per-step metrics: `../metrics.jsonl`; settings: the run's manifest.json, `training.par`.",
+    ]
+    atomic_write_text(adapter_dir / "README.md", "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def build_trainer(
+    config: RunConfig, pairs: Sequence[PreferencePair], output_dir: Path,
+    start_adapter: Path | None = None, callbacks: Sequence[Any] = (),
+) -> Any:
+    """A GRPOTrainer over the judge prompts of `pairs`, LoRA on the base model or on `start_adapter`."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    model, tokenizer = load_model(config.model, adapter=start_adapter, trainable=True)
+    judge = Judge.from_model(model, tokenizer, config.judge, load_rubrics(config.judge.rubric_file),
+                             config.model.enable_thinking, config.seed)
+    rows = prompt_rows(pairs, judge)
+    _check_plain_tokenization(tokenizer, rows[0]["prompt"])
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=make_gathered_par_reward(config.par.mode, config.par.format_weight),
+        args=grpo_args(config, output_dir),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=None if start_adapter else lora_config(config.lora),  # a loaded adapter is trained as is
+        callbacks=list(callbacks),
+    )
+
+
+def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, resume: bool = False) -> ParResult:
+    """Train the judge with PAR: checkpoints every `par.save_steps`, final adapter in <run>/par/adapter.
+
+    `start_adapter` (the SFT adapter) is loaded trainable and trained further; without it a
+    fresh LoRA adapter is added. `resume` continues from the latest checkpoint in
+    <run>/par/checkpoints (from step 0 when there is none yet). Under `accelerate launch`
+    every process calls this; only the main process writes the manifest, metrics and card.
+    """
+    out = run.dir / "par"
+    checkpoints, adapter_dir, metrics_path = out / "checkpoints", out / "adapter", out / "metrics.jsonl"
+    checkpoint = latest_checkpoint(checkpoints)
+    if not resume and (checkpoint or adapter_dir.exists() or metrics_path.exists()):
+        raise FileExistsError(f"{out} already holds PAR training; pass resume=True (--resume) to continue it")
+    if checkpoint is not None:
+        recorded = run.manifest().get("training", {}).get("par", {}).get("config_fingerprint")
+        if recorded != config.fingerprint():
+            raise ConfigError(f"{checkpoint} was made with another config; resume with the same profile and --set")
+    pairs = training_pairs(config, run.dir / "pairs" / "train.jsonl")
+    trainer = build_trainer(config, pairs, checkpoints, start_adapter, [metrics_callback(metrics_path)])
+    record = {
+        "config_fingerprint": config.fingerprint(),
+        "start_adapter": str(start_adapter) if start_adapter else None,
+        "data": str(run.dir / "pairs" / "train.jsonl"),
+        "n_pairs": len(pairs),
+        "num_processes": trainer.args.world_size,
+        "grpo_args": json.loads(trainer.args.to_json_string()),  # every TRL setting, defaults included
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "started": now(),
+    }
+    main_process = trainer.accelerator.is_main_process
+    if main_process:
+        if checkpoint is not None:
+            _keep_metrics_up_to(metrics_path, read_json(checkpoint / "trainer_state.json")["global_step"])
+        run.update("training", "par", {**record, "status": "running"})
+
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.save_model(str(adapter_dir))
+
+    metrics = read_metrics(metrics_path)
+    if main_process:
+        record.update(status="done", finished=now(), global_step=trainer.state.global_step,
+                      last_metrics=metrics[-1] if metrics else {})
+        run.update("training", "par", record)
+        write_adapter_card(adapter_dir, config, record)
+    trainer.accelerator.wait_for_everyone()
+    return ParResult(adapter_dir, checkpoints, metrics_path, metrics, trainer.state.global_step, len(pairs),
+                     checkpoint, start_adapter)
