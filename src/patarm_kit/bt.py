@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import PreferencePair
 from .judge import JudgeRequest
 from .models import _torch_dtype, lora_config, resolve_model_path
@@ -64,7 +64,7 @@ def preference_rows(pairs: Sequence[PreferencePair]) -> list[dict[str, list[dict
     ]
 
 
-def _tokenizer(model_path: str) -> Any:
+def classifier_tokenizer(model_path: str) -> Any:
     """The base tokenizer with a pad token: the classifier reads its score at the last non-pad token."""
     from transformers import AutoTokenizer
 
@@ -75,11 +75,19 @@ def _tokenizer(model_path: str) -> Any:
     return tokenizer
 
 
+def conversation_ids(tokenizer: Any, prompt: Sequence[dict[str, str]], response: str, max_length: int) -> list[int]:
+    """Prompt + response as TRL tokenizes a training side (chat template, no generation prompt), first max_length tokens."""
+    messages = [*prompt, {"role": "assistant", "content": response}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    return list(ids[:max_length])
+
+
 def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> BTResult:
     """Train the LoRA + score-head reward model on `pairs`; save adapter, tokenizer and card in `out_dir`.
 
     `bt.n_pairs` pairs are drawn with `random.Random(seed).sample`, the draw the judge's SFT and
-    PAR stages make, so equal `n_pairs` and seed give the same pairs.
+    PAR stages make: with the same seed, a smaller draw is the start of a larger one, so the BT
+    model sees every pair PAR trained on when `bt.n_pairs >= par.n_pairs`.
     """
     import datasets
     import torch
@@ -92,7 +100,7 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
     if bt.n_pairs is not None and bt.n_pairs < len(pairs):
         pairs = random.Random(config.seed).sample(pairs, bt.n_pairs)
     model_path = resolve_model_path(config.model)
-    tokenizer = _tokenizer(model_path)
+    tokenizer = classifier_tokenizer(model_path)
     mixed_bf16 = config.model.dtype == "bfloat16"
     args = RewardConfig(
         output_dir=str(out_dir),
@@ -119,12 +127,15 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
         peft_config=peft_config,
     )
     kept = len(trainer.train_dataset)
+    if kept == 0:
+        raise ConfigError(f"bt.max_length={bt.max_length}: every one of the {len(pairs)} pairs is longer; raise it")
     output = trainer.train()
     log = [
         {key: entry[key] for key in ("step", "loss", "accuracy", "margin")}
         for entry in trainer.state.log_history
         if "loss" in entry
     ]
+    # TRL logs each batch's accuracy just before the update on it; the last pass covers every pair once.
     last_pass = log[-math.ceil(kept / bt.batch_size):]
     trainer.model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -149,8 +160,8 @@ def _card(config: RunConfig, result: BTResult) -> str:
         f"# Scalar Bradley-Terry reward model (baseline)\n\n"
         f"LoRA adapter and score head for `{result.base_model}` as a sequence classifier with one output, "
         f"made by `patarm_kit.bt.train_bt` with TRL's RewardTrainer. The baseline the PaTaRM judge is compared with.\n\n"
-        f"- data: {result.pairs} training pairs ({result.dropped_too_long} more were longer than "
-        f"{config.bt.max_length} tokens and dropped), seed {config.seed}\n"
+        f"- data: {result.pairs} training pairs, seed {config.seed}; {result.dropped_too_long} drawn pairs "
+        f"longer than {config.bt.max_length} tokens dropped\n"
         f"- steps: {result.steps}, batch size {config.bt.batch_size} pairs, learning rate {config.bt.learning_rate}\n"
         f"- loss: {result.log[0]['loss']:.3f} -> {result.final_loss:.3f}; "
         f"train accuracy (last pass over the data): {result.train_accuracy:.3f}\n"
@@ -171,7 +182,7 @@ class BTScorer:
         if config.model.torch_threads:
             torch.set_num_threads(config.model.torch_threads)
         model_path = resolve_model_path(config.model)
-        self.tokenizer = _tokenizer(model_path)
+        self.tokenizer = classifier_tokenizer(model_path)
         with suppress_seqcls_warning():  # the score head comes from the adapter, not the base checkpoint
             base = AutoModelForSequenceClassification.from_pretrained(
                 model_path, num_labels=1, dtype=_torch_dtype(config.model.dtype)
@@ -180,18 +191,12 @@ class BTScorer:
         self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
         self.max_length = config.bt.max_length
 
-    def token_ids(self, request: JudgeRequest) -> list[int]:
-        """The conversation as in training (chat template, no generation prompt), cut to its first max_length tokens."""
-        messages = [*request.prompt, {"role": "assistant", "content": request.response}]
-        ids = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-        return list(ids[: self.max_length])
-
     def score(self, requests: Sequence[JudgeRequest], batch_size: int = 16) -> list[float]:
         """The reward of each request, in order. Batches hold similar lengths, so little is padded."""
         import torch
         from tqdm.auto import tqdm
 
-        ids = [self.token_ids(r) for r in requests]
+        ids = [conversation_ids(self.tokenizer, r.prompt, r.response, self.max_length) for r in requests]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         scores = [0.0] * len(ids)
         for start in tqdm(range(0, len(order), batch_size), desc="BT scoring", unit="batch"):

@@ -141,6 +141,28 @@ def train_command(
                f"{last.get('par/pair_accuracy')}; adapter {result.adapter}")
 
 
+@app.command("train-bt")
+def train_bt_command(
+    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
+    run_dir: str = typer.Option(..., help="a run folder holding pairs/train.jsonl (notebook 01)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
+) -> None:
+    """The scalar Bradley-Terry baseline (LoRA + score head) on the run's training pairs, into <run>/bt/adapter."""
+    from .bt import train_bt
+    from .data import read_pairs
+    from .results import Run, now
+
+    try:
+        config = load_config(profile, parse_overrides(set_ or []))
+        run = Run.open(run_dir)
+        result = train_bt(config, read_pairs(run.dir / "pairs" / "train.jsonl"), run.dir / "bt" / "adapter")
+    except KNOWN_ERRORS as err:
+        _fail(err)
+    run.update("stages", "bt", {"status": "done", "finished": now(), "config": config.to_dict()["bt"], **result.summary()})
+    typer.echo(f"{result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s; loss {result.log[0]['loss']:.3f} -> "
+               f"{result.final_loss:.3f}; train accuracy {result.train_accuracy:.1%}; adapter {result.adapter_dir}")
+
+
 @app.command("eval")
 def evaluate_command(
     judge: str = typer.Option(..., help="length | random | base | adapter:PATH | pairwise | bt:PATH"),
