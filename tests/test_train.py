@@ -1,0 +1,208 @@
+"""PAR training: rewards across processes, a real tiny GRPO run, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from patarm_kit.config import REPO_ROOT, load_config
+from patarm_kit.data import PreferencePair, save_pairs
+from patarm_kit.par import rewards_for_batch
+from patarm_kit.prompts import parse_judgment
+from patarm_kit.results import Run
+from patarm_kit.train import make_gathered_par_reward, read_metrics, rollout_metrics
+
+# Each (pair, side) has 3 rollouts: 3 pairs x 2 sides x 3 = 18 completions. Two processes hold
+# 9 each, so pair "b" is split: its chosen rollouts on process 0, its rejected on process 1.
+JUDGMENTS = {
+    ("a", "chosen"): ["<score>8</score>", "<score>6</score>", "no score here"],
+    ("a", "rejected"): ["<score>3</score>", "<score>7</score>", "<score>5</score>"],
+    ("b", "chosen"): ["<score>4</score>", "<score>9</score>", "<score>6</score>"],
+    ("b", "rejected"): ["<score>6</score>", "<score>2</score>", "<score>11</score>"],
+    ("c", "chosen"): ["<score>5</score>", "<score>5</score>", "<score>5</score>"],
+    ("c", "rejected"): ["<score>5</score>", "<score>5</score>", "<score>5</score>"],
+}
+ROLLOUTS = [
+    {"pair_id": pair_id, "side": side, "completion": text, "tokens": 10 + i}
+    for (pair_id, side), texts in JUDGMENTS.items()
+    for i, text in enumerate(texts)
+]
+TINY_RUN = [
+    "par.n_pairs=2", "par.pairs_per_step=1", "par.num_generations=2", "par.max_completion_length=8",
+    "par.max_steps=2", "par.save_steps=1", "judge.max_prompt_tokens=32", "judge.max_response_tokens=32",
+    "model.torch_threads=1",  # one thread: on a shared machine two threads wait on each other (10x slower)
+]
+
+
+def one_process(mode: str, format_weight: float) -> tuple[list[float], dict[str, float]]:
+    logged: dict[str, float] = {}
+    rewards = make_gathered_par_reward(mode, format_weight)(
+        prompts=["p"] * len(ROLLOUTS),
+        completions=[r["completion"] for r in ROLLOUTS],
+        completion_ids=[[0] * r["tokens"] for r in ROLLOUTS],
+        pair_id=[r["pair_id"] for r in ROLLOUTS],
+        side=[r["side"] for r in ROLLOUTS],
+        log_metric=logged.__setitem__,
+    )
+    return rewards, logged
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_one_process_rewards_are_par_on_the_whole_batch():
+    rewards, metrics = one_process("binary", 0.1)
+    scores = [parse_judgment(r["completion"]).score for r in ROLLOUTS]
+    expected = rewards_for_batch([r["pair_id"] for r in ROLLOUTS], [r["side"] for r in ROLLOUTS], scores, "binary", 0.1)
+    assert rewards == pytest.approx(expected)
+    # pair a: chosen mean 7 > rejected mean 5; b: 6.33 > 4; c: tie -> 0.5
+    assert metrics["par/pair_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert metrics["par/parse_rate"] == pytest.approx(16 / 18)
+    assert metrics["par/zero_std_group_share"] == pytest.approx(2 / 6)  # pair c: all equal, nobody wins
+
+
+def test_rollout_metrics_on_a_hand_made_step():
+    metrics = rollout_metrics(["p", "p", "p", "p"], ["chosen", "chosen", "rejected", "rejected"],
+                              [9, None, 2, 4], [1.0, 0.0, 1.0, 1.0], [10, 20, 30, 40])
+    assert metrics == {
+        "reward_mean": 0.75, "pair_accuracy": 1.0, "parse_rate": 0.75, "completion_length_mean": 25.0,
+        "group_reward_std_mean": 0.25, "zero_std_group_share": 0.5,
+    }
+
+
+def test_a_split_pair_cannot_be_scored_on_one_process_alone():
+    first_half = ROLLOUTS[:9]
+    with pytest.raises(ValueError, match="pair 'b' has no rejected"):
+        rewards_for_batch([r["pair_id"] for r in first_half], [r["side"] for r in first_half],
+                          [parse_judgment(r["completion"]).score for r in first_half])
+
+
+def test_two_gloo_processes_give_the_same_rewards_as_one(tmp_path):
+    spec = tmp_path / "rollouts.json"
+    spec.write_text(json.dumps({"rollouts": ROLLOUTS, "mode": "graded", "format_weight": 0.1}))
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO_ROOT / "configs/accelerate/cpu_2proc.yaml"),
+        "--main_process_port", str(free_port()),
+        str(REPO_ROOT / "tests/par_reward_worker.py"), str(spec), str(tmp_path),
+    ]
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank-{i}.json").read_text()) for i in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and {r["backend"] for r in ranks} == {"gloo"}
+    assert "b/chosen" in ranks[0]["pairs"] and "b/rejected" in ranks[1]["pairs"]  # the split pair
+
+    rewards, metrics = one_process("graded", 0.1)
+    assert ranks[0]["rewards"] + ranks[1]["rewards"] == pytest.approx(rewards)
+    assert ranks[0]["metrics"] == pytest.approx(metrics) and ranks[1]["metrics"] == pytest.approx(metrics)
+
+
+# ---------------------------------------------------------------- real GRPO runs on SmolLM2
+
+
+def make_run(tmp_path: Path, overrides: list[str]) -> Run:
+    """A run folder holding two tiny training pairs, as notebook 01 would leave it."""
+    config = load_config("smoke", dict(o.split("=", 1) for o in overrides))
+    run = Run.create("par-test", config, results_dir=tmp_path)
+    pairs = [
+        PreferencePair(f"p{i}", "test", "chat", ({"role": "user", "content": question},), good, bad)
+        for i, (question, good, bad) in enumerate([("What is 2+2?", "4.", "5."), ("Capital of France?", "Paris.", "Rome.")])
+    ]
+    save_pairs(pairs, run.dir / "pairs" / "train.jsonl")
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_tiny_grpo_run_writes_metrics_checkpoints_and_adapter(tmp_path):
+    from patarm_kit.train import train_par
+
+    run = make_run(tmp_path, TINY_RUN)
+    config = load_config("smoke", dict(o.split("=", 1) for o in TINY_RUN))
+    result = train_par(config, run)
+
+    assert result.global_step == 2 and result.n_pairs == 2
+    assert [row["step"] for row in result.metrics] == [1, 2]
+    for key in ("par/reward_mean", "par/parse_rate", "par/completion_length_mean", "par/group_reward_std_mean",
+                "par/zero_std_group_share", "seconds_per_step", "loss"):
+        assert key in result.metrics[0], key
+    assert result.metrics[0]["par/completion_length_mean"] <= 8
+    for step in (1, 2):
+        checkpoint = result.checkpoints / f"checkpoint-{step}"
+        for name in ("adapter_model.safetensors", "trainer_state.json", "optimizer.pt"):
+            assert (checkpoint / name).is_file(), checkpoint / name
+    assert (result.adapter / "adapter_model.safetensors").is_file()
+    card = (result.adapter / "README.md").read_text()
+    assert "smollm2-135m-instruct" in card and "none (fresh LoRA)" in card
+    record = run.manifest()["training"]["par"]
+    assert record["status"] == "done" and record["resumed_from"] is None
+    assert record["grpo_args"]["num_generations"] == 2 and record["grpo_args"]["learning_rate"] == 1e-5
+    assert record["grpo_args"]["loss_type"] == config.par.loss_type and record["grpo_args"]["beta"] == 0.0
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_par(config, run)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_two_cpu_processes_train_with_a_pair_split_across_them(tmp_path):
+    """4 completions per step on 2 processes: the chosen side on one, the rejected on the other."""
+    run = make_run(tmp_path, TINY_RUN)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO_ROOT / "configs/accelerate/cpu_2proc.yaml"), "--main_process_port", str(free_port()),
+        "-m", "patarm_kit.cli", "train", "--profile", "smoke", "--run-dir", str(run.dir), "--set", "sft.enabled=false",
+    ]
+    for override in TINY_RUN:
+        command += ["--set", override]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = run.manifest()["training"]["par"]
+    assert record["num_processes"] == 2 and record["grpo_args"]["per_device_train_batch_size"] == 2
+    assert record["global_step"] == 2 and [row["step"] for row in read_metrics(run.dir / "par" / "metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path):
+    from peft import get_peft_model
+
+    from patarm_kit.models import load_model, lora_config
+
+    run = make_run(tmp_path, TINY_RUN)
+    # The SFT stage's output, here a fresh adapter: `train` starts from <run>/sft/adapter.
+    config = load_config("smoke")
+    get_peft_model(load_model(config.model)[0], lora_config(config.lora)).save_pretrained(run.dir / "sft" / "adapter")
+
+    command = [sys.executable, "-m", "patarm_kit.cli", "train", "--profile", "smoke", "--run-dir", str(run.dir)]
+    for override in TINY_RUN:
+        command += ["--set", override]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = run.dir / "par" / "checkpoints" / "checkpoint-1" / "trainer_state.json"
+    deadline = time.monotonic() + 150
+    while not state_file.is_file() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert state_file.is_file(), "the first process never wrote checkpoint-1"
+    assert not (run.dir / "par" / "adapter").exists()  # it did not finish
+
+    second = subprocess.run([*command, "--resume"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 0, second.stderr[-3000:]
+    record = run.manifest()["training"]["par"]
+    assert record["resumed_from"].endswith("checkpoint-1") and record["global_step"] == 2
+    assert record["start_adapter"].endswith("sft/adapter")
+    metrics = read_metrics(run.dir / "par" / "metrics.jsonl")
+    assert [row["step"] for row in metrics] == [1, 2]  # step 1 from the killed run, step 2 after resume
+    assert (run.dir / "par" / "adapter" / "adapter_model.safetensors").is_file()
