@@ -272,7 +272,9 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
 
 
 def _keep_metrics_up_to(path: Path, step: int) -> None:
-    """On resume, drop lines logged after the checkpoint: those steps are trained again."""
+    """On resume, drop lines logged after the checkpoint (all of them without one): those steps run again."""
+    if not path.is_file():
+        return
     rows = [row for row in read_metrics(path) if row["step"] <= step]
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
@@ -357,8 +359,8 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
     }
     main_process = trainer.accelerator.is_main_process
     if main_process:
-        if checkpoint is not None:
-            _keep_metrics_up_to(metrics_path, read_json(checkpoint / "trainer_state.json")["global_step"])
+        resumed_step = read_json(checkpoint / "trainer_state.json")["global_step"] if checkpoint else 0
+        _keep_metrics_up_to(metrics_path, resumed_step)
         run.update("training", "par", {**record, "status": "running"})
 
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
