@@ -198,8 +198,9 @@ def test_a_short_real_sft_run_lowers_the_loss_and_its_adapter_reloads(tmp_path):
     from patarm_kit.models import load_model
     from patarm_kit.results import Run, read_json
 
-    config = load_config("smoke", {
+    config = load_config("smoke", {  # short prompts and few tokens keep this under a minute on 2 cores
         "sft.n_pairs": 2, "sft.max_steps": 4, "sft.batch_size": 2, "sft.learning_rate": 0.002,
+        "judge.max_prompt_tokens": 48, "judge.max_response_tokens": 32,
         "sft.n_check_pairs": 1, "par.num_generations": 2, "par.max_completion_length": 12,
     })
     run = Run.create("sft-test", config, results_dir=tmp_path)

@@ -291,7 +291,7 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     examples, facts = build_examples(config, run, load_tokenizer(config.model))  # before the model: fails fast
     model, tokenizer = load_model(config.model, trainable=True)
     write_jsonl(run.path("sft", "examples.jsonl"), [asdict(e) for e in examples])
@@ -302,6 +302,7 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         per_device_train_batch_size=config.sft.batch_size,
         learning_rate=config.sft.learning_rate,
         warmup_steps=config.sft.warmup_steps,
+        train_sampling_strategy="group_by_length",  # batches of similar length waste little compute on padding
         max_length=config.sft.max_length,
         completion_only_loss=True,  # the loss is on the judgment, never on the prompt
         gradient_checkpointing=False,  # a 135M model fits; recomputing activations only costs CPU time
@@ -332,6 +333,7 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         "first_loss": losses[0],
         "final_loss": result.final_loss,
         "seconds": round(result.seconds, 1),
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),  # all threads; shows the cost on a busy machine
         "seconds_per_step": round(trainer.state.log_history[-1].get("train_runtime", 0) / max(result.steps, 1), 2),
         "adapter": str(adapter_dir),
         "settings": {"sft": asdict(config.sft), "lora": asdict(config.lora)},
@@ -429,8 +431,10 @@ def warmup_checks(config: RunConfig, run: Run, adapter_path: str | Path) -> dict
     for name, adapter in (("base", None), ("sft", adapter_path)):
         model, tokenizer = load_model(config.model, adapter=adapter)
         judge = Judge.from_model(model, tokenizer, sampling, rubrics, config.model.enable_thinking, config.seed)
+        cpu_started = time.process_time()
         judgments = judge.judge(requests_for_pairs(pairs))
-        checks["judges"][name] = judge_report(judgments, pair_ids, config)
+        checks["judges"][name] = {**judge_report(judgments, pair_ids, config),
+                                  "cpu_seconds": round(time.process_time() - cpu_started, 1)}
         records += [{"judge": name, **j.to_row()} for j in judgments]
     write_jsonl(run.path("sft", "check_judgments.jsonl"), records)
     write_json(run.path("sft", "checks.json"), checks)
