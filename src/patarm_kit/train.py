@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig
-from .data import PreferencePair, read_pairs
+from .data import PreferencePair, read_pairs, sha256_of
 from .judge import Judge, requests_for_pairs
 from .models import ModelError, load_model, lora_config
 from .par import completion_text, pair_accuracy, rewards_for_batch
@@ -345,12 +345,14 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
         recorded = run.manifest().get("training", {}).get("par", {}).get("config_fingerprint")
         if recorded != config.fingerprint():
             raise ConfigError(f"{checkpoint} was made with another config; resume with the same profile and --set")
-    pairs = training_pairs(config, run.dir / "pairs" / "train.jsonl")
+    data_file = run.dir / "pairs" / "train.jsonl"
+    pairs = training_pairs(config, data_file)
     trainer = build_trainer(config, pairs, checkpoints, start_adapter, [metrics_callback(metrics_path)])
     record = {
         "config_fingerprint": config.fingerprint(),
         "start_adapter": str(start_adapter) if start_adapter else None,
-        "data": str(run.dir / "pairs" / "train.jsonl"),
+        "data": str(data_file),
+        "data_sha256": sha256_of(data_file),
         "n_pairs": len(pairs),
         "num_processes": trainer.args.world_size,
         "grpo_args": json.loads(trainer.args.to_json_string()),  # every TRL setting, defaults included
