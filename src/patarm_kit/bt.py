@@ -22,7 +22,7 @@ from typing import Any
 from .config import ConfigError, RunConfig
 from .data import PreferencePair
 from .judge import JudgeRequest
-from .models import _torch_dtype, lora_config, resolve_model_path
+from .models import _torch_dtype, lora_config, lora_summary, resolve_model_path
 from .results import atomic_write_text
 
 
@@ -155,7 +155,6 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
 
 
 def _card(config: RunConfig, result: BTResult) -> str:
-    lora = config.lora
     return (
         f"# Scalar Bradley-Terry reward model (baseline)\n\n"
         f"LoRA adapter and score head for `{result.base_model}` as a sequence classifier with one output, "
@@ -165,7 +164,7 @@ def _card(config: RunConfig, result: BTResult) -> str:
         f"- steps: {result.steps}, batch size {config.bt.batch_size} pairs, learning rate {config.bt.learning_rate}\n"
         f"- loss: {result.log[0]['loss']:.3f} -> {result.final_loss:.3f}; "
         f"train accuracy (last pass over the data): {result.train_accuracy:.3f}\n"
-        f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, targets {', '.join(lora.target_modules)}\n\n"
+        f"- LoRA: {lora_summary(config.lora)}\n\n"
         f"Score with `patarm_kit.bt.BTScorer(<this folder>, config).score(requests)`.\n"
     )
 

@@ -171,8 +171,12 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """A short hash of the resolved config: two runs with equal fingerprints ran the same settings."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return fingerprint_of(self.to_dict())
+
+
+def fingerprint_of(values: dict[str, Any]) -> str:
+    """The fingerprint of a config as a plain dict (e.g. as recorded in a manifest)."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

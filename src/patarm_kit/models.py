@@ -130,3 +130,8 @@ def lora_config(config: LoraConfig) -> Any:
         target_modules=list(config.target_modules),
         task_type="CAUSAL_LM",
     )
+
+
+def lora_summary(config: LoraConfig) -> str:
+    """One line describing a LoRA config, for the adapter cards of every training stage."""
+    return f"r={config.r}, alpha={config.alpha}, dropout={config.dropout}, targets {', '.join(config.target_modules)}"

@@ -37,7 +37,7 @@ from . import data
 from .config import RunConfig
 from .data import PreferencePair
 from .judge import Judge, JudgeRequest, Judgment, judging_summary, requests_for_pairs, voted_scores
-from .models import load_model, load_tokenizer, lora_config
+from .models import load_model, load_tokenizer, lora_config, lora_summary
 from .par import SIDES, par_rewards
 from .prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
 from .results import Run, atomic_write_text, now, write_json
@@ -273,7 +273,6 @@ class SftResult:
 
 
 def _adapter_card(config: RunConfig, result: SftResult) -> str:
-    lora = config.lora
     return (
         f"# PaTaRM judge warm-up adapter (SFT)\n\n"
         f"LoRA adapter for `{result.base_model}`, made by `patarm_kit.sft` so the judge writes its output "
@@ -281,7 +280,7 @@ def _adapter_card(config: RunConfig, result: SftResult) -> str:
         f"- targets: `{result.data['targets']}` from {result.data['source']} ({result.data['examples']} examples)\n"
         f"- steps: {result.steps}, batch size {config.sft.batch_size}, learning rate {config.sft.learning_rate}\n"
         f"- loss: {result.losses[0]:.3f} -> {result.final_loss:.3f}\n"
-        f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, targets {', '.join(lora.target_modules)}\n\n"
+        f"- LoRA: {lora_summary(config.lora)}\n\n"
         f"Load it with `patarm_kit.models.load_model(config.model, adapter=<this folder>)`.\n"
     )
 

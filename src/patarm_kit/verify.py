@@ -8,7 +8,6 @@ data is the data the run read. Nothing here loads a model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 from .data import DataError, resolve_data_dir, sha256_of
 from .evaluate import metrics_file, paired_difference, recompute_metrics, summary_row, votes_point
 from .judge import read_judgments
+from .config import fingerprint_of
 from .results import Run, read_json
 
 TOLERANCE = 1e-12
@@ -205,7 +205,7 @@ def _check_benchmark_summary(run: Run, recomputed: dict[str, dict[str, Any]], re
 def config_fingerprint(config: dict[str, Any]) -> str:
     """RunConfig.fingerprint() of a config as recorded; hashing the record itself (not a RunConfig
     rebuilt by today's code, which may have gained keys) lets a newer kit check an older run."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint_of(config)
 
 
 def _check_config(run: Run, recomputed: dict[str, dict[str, Any]], report: VerifyReport) -> None:
