@@ -8,7 +8,6 @@ data is the data the run read. Nothing here loads a model.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
