@@ -17,6 +17,16 @@ def test_profiles_inherit_and_override():
     assert load_config("qwen3-14b").judge.max_new_tokens == load_config("qwen3-8b").judge.max_new_tokens
 
 
+def test_eval_limit_is_one_number_or_one_per_bench():
+    cpu = load_config("cpu")
+    assert cpu.eval.limit_for("rmbench") == 8 and cpu.eval.limit_for("pairs:hh-rlhf") == 48
+    assert load_config("smoke").eval.limit_for("rmbench") == 1
+    with pytest.raises(ConfigError, match="eval.limit has no entry for bench 'pairs:llmbar'"):
+        cpu.eval.limit_for("pairs:llmbar")
+    with pytest.raises(ConfigError, match="eval.limit"):
+        load_config("cpu", {"eval.limit": "{rmbench: many}"})
+
+
 def test_overrides_parse_yaml_scalars():
     config = load_config("cpu", parse_overrides(["judge.temperature=0.7", "eval.limit=null", "seed=3"]))
     assert config.judge.temperature == 0.7 and config.eval.limit is None and config.seed == 3

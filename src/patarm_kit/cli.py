@@ -188,7 +188,7 @@ def evaluate_command(
         if ties not in (None, "half", "zero"):
             raise EvalError(f"--ties must be half or zero, not {ties!r}")
         if limit is None:
-            limit_items = config.eval.limit
+            limit_items = config.eval.limit_for(bench)
         elif limit == "all":
             limit_items = None
         elif limit.isdigit() and int(limit) > 0:

@@ -139,7 +139,7 @@ class BtConfig:
 class EvalConfig:
     judges: list[str] = field(default_factory=lambda: ["length", "random", "base"])
     benches: list[str] = field(default_factory=lambda: ["rmbench", "rewardbench", "pairs:hh-rlhf"])
-    limit: int | None = 8
+    limit: int | dict[str, int | None] | None = 8  # items per domain/subset; a mapping sets it per bench
     votes: int = 1
     ties: str = "half"
     n_boot: int = 1000
@@ -149,7 +149,16 @@ class EvalConfig:
     votes_curve: list[int] = field(default_factory=list)  # accuracy vs number of votes (notebook 04)
     votes_curve_judge: str = "par"
     votes_curve_bench: str = "pairs:hh-rlhf"
+    votes_curve_limit: int | None = None  # items for the curve; None: the bench's eval.limit
     paired: list[list[str]] = field(default_factory=list)  # [judge A, judge B]: A - B on the same items
+
+    def limit_for(self, bench: str) -> int | None:
+        """Items per domain/subset for `bench`: benches differ in cost (RM-Bench: 6 judgments a prompt)."""
+        if not isinstance(self.limit, dict):
+            return self.limit
+        if bench not in self.limit:
+            raise ConfigError(f"eval.limit has no entry for bench {bench!r} (it has: {', '.join(self.limit)})")
+        return self.limit[bench]
 
 
 @dataclass

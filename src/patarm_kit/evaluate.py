@@ -314,7 +314,7 @@ def run_suite(config: RunConfig, run_dir: Path) -> list[dict[str, Any]]:
                 raise EvalError(f"judge {judge}: {spec.split(':', 1)[1]} does not exist; run the training stage first")
             print(f"[eval] {judge} on {bench}", flush=True)
             out = metrics_file(Path(run_dir) / "eval", judge, bench)
-            results.append(evaluate(config, spec, bench, out, config.eval.limit, label=judge))
+            results.append(evaluate(config, spec, bench, out, config.eval.limit_for(bench), label=judge))
     return results
 
 
@@ -324,7 +324,8 @@ def votes_curve(config: RunConfig, judge: str, bench: str, run_dir: Path) -> lis
     if not ks:
         return []
     out = metrics_file(Path(run_dir) / "eval", f"{judge}-votes{ks[-1]}", bench)
-    stored = evaluate(config, resolve_judge(judge, run_dir), bench, out, config.eval.limit, votes=ks[-1], label=judge)
+    limit = config.eval.votes_curve_limit or config.eval.limit_for(bench)
+    stored = evaluate(config, resolve_judge(judge, run_dir), bench, out, limit, votes=ks[-1], label=judge)
     judgments = read_judgments(judgments_path(out))
     return [votes_point(stored, judgments, k) for k in ks]
 
