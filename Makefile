@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.patarm-kit-installed
 PROFILE ?= cpu
-RUN ?= $(PROFILE)-$(shell date +%Y%m%d-%H%M%S)
+TIMESTAMP := $(shell date +%Y%m%d-%H%M%S)
+RUN ?= $(PROFILE)-$(TIMESTAMP)
+RESULTS ?= $(or $(PATARM_RESULTS_DIR),results)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -24,6 +26,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 reproduce: venv
 	$(VENV)/bin/patarm-kit run --profile $(PROFILE) --run-name $(RUN)
+	$(VENV)/bin/patarm-kit verify $(RESULTS)/$(RUN)
 
 smoke:
 	$(MAKE) reproduce PROFILE=smoke
