@@ -14,6 +14,7 @@ from patarm_kit.evaluate import (
     load_bench,
     paired_difference,
     recompute_metrics,
+    recorded_spec,
     resolve_judge,
     summary_row,
 )
@@ -95,6 +96,13 @@ def test_tie_policy_changes_length_ties_only_when_equal(config, tmp_path):
 def test_judge_aliases_point_into_the_run(tmp_path):
     assert resolve_judge("par", tmp_path) == f"adapter:{tmp_path}/par/adapter"
     assert resolve_judge("length", tmp_path) == "length"
+
+
+def test_metrics_name_the_run_s_own_models_relative_to_the_run(tmp_path):
+    out = tmp_path / "run" / "eval" / "par__rmbench.json"
+    assert recorded_spec(resolve_judge("par", tmp_path / "run"), out) == "adapter:<run>/par/adapter"
+    assert recorded_spec("bt:/elsewhere/bt/adapter", out) == "bt:/elsewhere/bt/adapter"
+    assert recorded_spec("pairwise", out) == "pairwise"
 
 
 def test_cli_rejects_unknown_judges_and_benches(tmp_path):

@@ -237,13 +237,26 @@ def evaluate(config: RunConfig, judge: str, bench: str, out: Path, limit: int | 
     metrics = compute_metrics(bench, judgments, items.groups, ties, votes, config.judge.voting, pairwise,
                               config.eval.n_boot, config.seed)
     metrics.update(
-        judge=label or judge, judge_spec=judge, limit=limit, data_files=items.files, config=config.to_dict(),
+        judge=label or judge, judge_spec=recorded_spec(judge, out), limit=limit, data_files=items.files, config=config.to_dict(),
         config_fingerprint=config.fingerprint(), packages=package_versions(), git=git_commit(),
         judgments_file=judgments_path(out).name,
     )  # no times in here: two runs of the same config on the same machine give identical files
     save_judgments(judgments, judgments_path(out))
     write_json(out, metrics)
     return metrics
+
+
+def recorded_spec(spec: str, out: Path) -> str:
+    """The judge spec as a metrics file records it: a model inside the run folder is named
+    `<run>/...`, so the file does not depend on where the run folder lives (moved, committed)."""
+    kind, sep, path = spec.partition(":")
+    if not sep:
+        return spec
+    try:
+        inside = Path(path).resolve().relative_to(Path(out).resolve().parent.parent)
+    except ValueError:
+        return spec
+    return f"{kind}:<run>/{inside.as_posix()}"
 
 
 def recompute_metrics(metrics_file: Path) -> dict[str, Any]:

@@ -104,6 +104,11 @@ def load_model(config: ModelConfig, adapter: str | Path | None = None, trainable
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    if torch.cuda.is_available():
+        # CPU kernels give the same numbers run after run at a fixed thread count; CUDA kernels
+        # may use atomics, so ask for torch's deterministic ones where it has them.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     path = resolve_model_path(config)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(config.dtype))
