@@ -32,7 +32,7 @@ smoke:
 	$(MAKE) reproduce PROFILE=smoke
 
 test: venv
-	PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name python3 --nbval-cell-timeout 1800 -p no:cacheprovider
+	PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest notebooks tests --nbval-lax --nbval-kernel-name python3 --nbval-cell-timeout 1800 -p no:cacheprovider
 
 lab: venv
 	$(VENV)/bin/jupyter lab notebooks/
