@@ -1,0 +1,83 @@
+"""Determinism: the same profile, seed, data and machine give identical metrics files.
+
+Two runs of the whole smoke chain (real model, real SFT, GRPO and Bradley-Terry training,
+every judge on every benchmark) are compared file by file. The one thing that cannot be the
+same twice is wall-clock time (seconds, tokens per second, start and finish stamps): those
+keys are dropped before comparing and nothing else is.
+
+`make test` runs the notebooks (nbval) before these tests, into $PATARM_RESULTS_DIR; that
+smoke run is the first of the two when it is complete, so the chain runs once more, not twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from patarm_kit.chain import run_chain
+from patarm_kit.config import load_config
+from patarm_kit.results import Run
+
+WALL_CLOCK = re.compile(r"seconds|per_second|runtime|^started$|^finished$")
+SAME_BYTES = ["eval/*.json", "metrics/04_benchmarks.json"]  # written without any time in them
+SAME_BUT_TIMES = ["metrics/*.json", "eval/*.judgments.jsonl", "judgments/*.jsonl", "par/metrics.jsonl",
+                  "sft/checks.json", "sft/check_judgments.jsonl"]
+SAME_WEIGHTS = ["sft/adapter/adapter_model.safetensors", "par/adapter/adapter_model.safetensors",
+                "bt/adapter/adapter_model.safetensors"]
+
+
+def without_wall_clock(value):
+    """`value` with every wall-clock entry removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_wall_clock(v) for k, v in value.items() if not WALL_CLOCK.search(k)}
+    if isinstance(value, list):
+        return [without_wall_clock(v) for v in value]
+    return value
+
+
+def read_records(path: Path):
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        return [without_wall_clock(json.loads(line)) for line in text.splitlines() if line.strip()]
+    return without_wall_clock(json.loads(text))
+
+
+def files(run: Path, patterns: list[str]) -> list[str]:
+    return sorted({str(p.relative_to(run)) for pattern in patterns for p in run.glob(pattern)})
+
+
+def nbval_smoke_run() -> Path | None:
+    """The complete smoke run nbval made in this `make test`, if there is one."""
+    if not os.environ.get("PATARM_RESULTS_DIR"):
+        return None  # results/interactive-smoke could be stale work from another commit
+    folder = Path(os.environ["PATARM_RESULTS_DIR"]) / "interactive-smoke"
+    if not (folder / "manifest.json").exists():
+        return None
+    manifest = Run.open(folder).manifest()
+    done = all(manifest["stages"].get(n, {}).get("status") == "done" for n in load_config("smoke").notebooks)
+    return folder if done and manifest["config_fingerprint"] == load_config("smoke").fingerprint() else None
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_two_smoke_runs_give_identical_metrics_files():
+    first = nbval_smoke_run() or run_chain("smoke", "determinism-first").dir
+    second = run_chain("smoke", "determinism-second").dir
+
+    assert files(first, SAME_BYTES) == files(second, SAME_BYTES)
+    assert len(files(first, SAME_BYTES)) >= 20, "every judge on every bench, and the stage table"
+    for name in files(first, SAME_BYTES):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+    assert files(first, SAME_BUT_TIMES) == files(second, SAME_BUT_TIMES)
+    for name in files(first, SAME_BUT_TIMES):
+        assert read_records(first / name) == read_records(second / name), name
+
+    for name in SAME_WEIGHTS:
+        digests = [hashlib.sha256((run / name).read_bytes()).hexdigest() for run in (first, second)]
+        assert digests[0] == digests[1], f"{name}: training is not repeatable"
