@@ -23,7 +23,7 @@ from patarm_kit.chain import run_chain
 from patarm_kit.config import load_config
 from patarm_kit.results import Run
 
-WALL_CLOCK = re.compile(r"seconds|per_second|runtime|^started$|^finished$")
+WALL_CLOCK = re.compile(r"seconds|per_second|runtime|_time$|^started$|^finished$")  # _time: TRL's step_time
 SAME_BYTES = ["eval/*.json", "metrics/04_benchmarks.json"]  # written without any time in them
 SAME_BUT_TIMES = ["metrics/*.json", "eval/*.judgments.jsonl", "judgments/*.jsonl", "par/metrics.jsonl",
                   "sft/checks.json", "sft/check_judgments.jsonl"]

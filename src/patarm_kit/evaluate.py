@@ -28,7 +28,7 @@ from .bench import rewardbench, rmbench
 from .config import RunConfig, SourceConfig
 from .data import PreferencePair, load_source, split_of, subsample
 from .judge import PAIRWISE_ORDERS, Judge, Judgment, JudgeRequest, read_judgments, requests_for_pairs, requests_for_style_variants, save_judgments, voted_scores
-from .results import git_commit, package_versions, read_json, write_json
+from .results import git_commit, package_versions, read_json, within_run, write_json
 from .stats import bootstrap_ci, bootstrap_ci_of
 
 
@@ -247,16 +247,9 @@ def evaluate(config: RunConfig, judge: str, bench: str, out: Path, limit: int | 
 
 
 def recorded_spec(spec: str, out: Path) -> str:
-    """The judge spec as a metrics file records it: a model inside the run folder is named
-    `<run>/...`, so the file does not depend on where the run folder lives (moved, committed)."""
+    """The judge spec as a metrics file records it: a model inside the run is `<run>/...`."""
     kind, sep, path = spec.partition(":")
-    if not sep:
-        return spec
-    try:
-        inside = Path(path).resolve().relative_to(Path(out).resolve().parent.parent)
-    except ValueError:
-        return spec
-    return f"{kind}:<run>/{inside.as_posix()}"
+    return f"{kind}:{within_run(path, Path(out).parent.parent)}" if sep else spec
 
 
 def recompute_metrics(metrics_file: Path) -> dict[str, Any]:

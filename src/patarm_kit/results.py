@@ -97,6 +97,16 @@ def machine_facts() -> dict[str, Any]:
     return facts
 
 
+def within_run(path: str | Path, run_dir: str | Path) -> str:
+    """A path as run files record it: `<run>/...` inside the run folder, unchanged elsewhere,
+    so the files do not depend on where the run folder lives (moved, committed, a second run)."""
+    try:
+        inside = Path(path).resolve().relative_to(Path(run_dir).resolve())
+    except ValueError:
+        return str(path)
+    return f"<run>/{inside.as_posix()}"
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -40,7 +40,7 @@ from .judge import Judge, JudgeRequest, Judgment, judging_summary, requests_for_
 from .models import load_model, load_tokenizer, lora_config, lora_summary
 from .par import SIDES, par_rewards
 from .prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
-from .results import Run, atomic_write_text, now, write_json
+from .results import Run, atomic_write_text, now, within_run, write_json
 from .rubrics import Rubric, load_rubrics
 from .stats import bootstrap_ci
 
@@ -423,7 +423,7 @@ def warmup_checks(config: RunConfig, run: Run, adapter_path: str | Path) -> dict
         max_new_tokens=config.par.max_completion_length,
     )
     rubrics = load_rubrics(config.judge.rubric_file)
-    checks: dict[str, Any] = {"pairs": len(pairs), "source": origin, "adapter": str(adapter_path),
+    checks: dict[str, Any] = {"pairs": len(pairs), "source": within_run(origin, run.dir), "adapter": within_run(adapter_path, run.dir),
                               "temperature": sampling.temperature, "samples": sampling.n_samples,
                               "max_new_tokens": sampling.max_new_tokens, "judges": {}}
     records = []
