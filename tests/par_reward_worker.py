@@ -38,6 +38,10 @@ def main(rollouts_path: str, out_dir: str) -> None:
     result = {"rewards": rewards, "metrics": logged, "world_size": state.num_processes,
               "backend": dist.get_backend(), "pairs": sorted({r["pair_id"] + "/" + r["side"] for r in mine})}
     Path(out_dir, f"rank-{state.process_index}.json").write_text(json.dumps(result))
+    # Both ranks finish before either tears gloo down: a rank exiting while the other still
+    # holds the connection can abort ("terminate called without an active exception").
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":

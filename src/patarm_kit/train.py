@@ -375,5 +375,9 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
         run.update("training", "par", record)
         write_adapter_card(adapter_dir, config, record)
     trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.num_processes > 1:
+        # Tear the process group down while every rank is still here; a rank that exits with
+        # gloo connections open can abort the other ("terminate called without an active exception").
+        trainer.accelerator.state.destroy_process_group()
     return ParResult(adapter_dir, checkpoints, metrics_path, metrics, trainer.state.global_step, len(pairs),
                      checkpoint, start_adapter)
