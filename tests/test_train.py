@@ -18,7 +18,8 @@ from patarm_kit.data import PreferencePair, save_pairs
 from patarm_kit.par import rewards_for_batch
 from patarm_kit.prompts import parse_judgment
 from patarm_kit.results import Run
-from patarm_kit.train import make_gathered_par_reward, read_metrics, rollout_metrics
+from patarm_kit.train import read_metrics, rollout_metrics
+from par_reward_worker import rewards_of  # the reward call the multi-process worker makes
 
 # Each (pair, side) has 3 rollouts: 3 pairs x 2 sides x 3 = 18 completions. Two processes hold
 # 9 each, so pair "b" is split: its chosen rollouts on process 0, its rejected on process 1.
@@ -42,19 +43,6 @@ TINY_RUN = [
 ]
 
 
-def one_process(mode: str, format_weight: float) -> tuple[list[float], dict[str, float]]:
-    logged: dict[str, float] = {}
-    rewards = make_gathered_par_reward(mode, format_weight)(
-        prompts=["p"] * len(ROLLOUTS),
-        completions=[r["completion"] for r in ROLLOUTS],
-        completion_ids=[[0] * r["tokens"] for r in ROLLOUTS],
-        pair_id=[r["pair_id"] for r in ROLLOUTS],
-        side=[r["side"] for r in ROLLOUTS],
-        log_metric=logged.__setitem__,
-    )
-    return rewards, logged
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -62,7 +50,7 @@ def free_port() -> int:
 
 
 def test_one_process_rewards_are_par_on_the_whole_batch():
-    rewards, metrics = one_process("binary", 0.1)
+    rewards, metrics = rewards_of(ROLLOUTS, "binary", 0.1)
     scores = [parse_judgment(r["completion"]).score for r in ROLLOUTS]
     expected = rewards_for_batch([r["pair_id"] for r in ROLLOUTS], [r["side"] for r in ROLLOUTS], scores, "binary", 0.1)
     assert rewards == pytest.approx(expected)
@@ -103,7 +91,7 @@ def test_two_gloo_processes_give_the_same_rewards_as_one(tmp_path):
     assert [r["world_size"] for r in ranks] == [2, 2] and {r["backend"] for r in ranks} == {"gloo"}
     assert "b/chosen" in ranks[0]["pairs"] and "b/rejected" in ranks[1]["pairs"]  # the split pair
 
-    rewards, metrics = one_process("graded", 0.1)
+    rewards, metrics = rewards_of(ROLLOUTS, "graded", 0.1)
     assert ranks[0]["rewards"] + ranks[1]["rewards"] == pytest.approx(rewards)
     assert ranks[0]["metrics"] == pytest.approx(metrics) and ranks[1]["metrics"] == pytest.approx(metrics)
 

@@ -22,7 +22,7 @@ from typing import Any
 from .config import ConfigError, RunConfig
 from .data import PreferencePair
 from .judge import JudgeRequest
-from .models import _torch_dtype, lora_config, lora_summary, resolve_model_path
+from .models import _torch_dtype, configure_torch, lora_config, lora_summary, resolve_model_path
 from .results import atomic_write_text
 
 
@@ -94,8 +94,7 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
     from trl import RewardConfig, RewardTrainer
 
     started = time.monotonic()
-    if config.model.torch_threads:
-        torch.set_num_threads(config.model.torch_threads)
+    configure_torch(config.model)
     bt = config.bt
     if bt.n_pairs is not None and bt.n_pairs < len(pairs):
         pairs = random.Random(config.seed).sample(pairs, bt.n_pairs)
@@ -173,13 +172,11 @@ class BTScorer:
     """A trained BT adapter on its base model: one scalar reward per judge request."""
 
     def __init__(self, adapter_dir: str | Path, config: RunConfig):
-        import torch
         from peft import PeftModel
         from transformers import AutoModelForSequenceClassification
         from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-        if config.model.torch_threads:
-            torch.set_num_threads(config.model.torch_threads)
+        configure_torch(config.model)
         model_path = resolve_model_path(config.model)
         self.tokenizer = classifier_tokenizer(model_path)
         with suppress_seqcls_warning():  # the score head comes from the adapter, not the base checkpoint

@@ -97,10 +97,9 @@ def load_tokenizer(config: ModelConfig) -> Any:
     return tokenizer
 
 
-def load_model(config: ModelConfig, adapter: str | Path | None = None, trainable: bool = False) -> tuple[Any, Any]:
-    """Model and tokenizer; with `adapter`, a PEFT LoRA adapter (folder) on top of the base."""
+def configure_torch(config: ModelConfig) -> None:
+    """Threads and determinism for every model the kit loads (judge, adapters, BT scorer)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -109,6 +108,14 @@ def load_model(config: ModelConfig, adapter: str | Path | None = None, trainable
         # may use atomics, so ask for torch's deterministic ones where it has them.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def load_model(config: ModelConfig, adapter: str | Path | None = None, trainable: bool = False) -> tuple[Any, Any]:
+    """Model and tokenizer; with `adapter`, a PEFT LoRA adapter (folder) on top of the base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    configure_torch(config)
     path = resolve_model_path(config)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(config.dtype))

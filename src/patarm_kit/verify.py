@@ -201,16 +201,12 @@ def _check_benchmark_summary(run: Run, recomputed: dict[str, dict[str, Any]], re
             check("votes_curve", index, row, votes_point(stored, judgments, row["votes"]))
 
 
-def config_fingerprint(config: dict[str, Any]) -> str:
-    """RunConfig.fingerprint() of a config as recorded; hashing the record itself (not a RunConfig
-    rebuilt by today's code, which may have gained keys) lets a newer kit check an older run."""
-    return fingerprint_of(config)
-
-
 def _check_config(run: Run, recomputed: dict[str, dict[str, Any]], report: VerifyReport) -> None:
     """The manifest's config matches its fingerprint, and every eval file was made with that config."""
     manifest = run.manifest()
-    recorded, actual = manifest["config_fingerprint"], config_fingerprint(manifest["config"])
+    # Hash the config as recorded, not a RunConfig rebuilt by today's code (which may have
+    # gained keys), so a newer kit can check an older run.
+    recorded, actual = manifest["config_fingerprint"], fingerprint_of(manifest["config"])
     if actual != recorded:
         report.differences.append(Difference("manifest.json", "config_fingerprint", f"recorded {recorded}, config hashes to {actual}"))
     for name, metrics in recomputed.items():
