@@ -9,14 +9,15 @@ from patarm_kit.chain import ChainError, run_chain
 from patarm_kit.cli import app
 
 
-@pytest.mark.slow
 def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
     import patarm_kit.results as results
 
     run = run_chain("smoke", "chain-test", only=["01_data_pairing"])
     assert run.dir.parent == results.RESULTS_DIR
     manifest = run.manifest()
-    assert manifest["stages"]["01_data_pairing"]["status"] == "done"
+    assert manifest["notebooks"]["01_data_pairing"]["status"] == "done"
+    assert manifest["stages"]["data"]["status"] == "done"
+    assert manifest["stages"]["data"]["outputs"]["pairs/bench-rm-bench.jsonl"]  # its sha256
     assert manifest["finished"] is not None
     assert manifest["data"]["llmbar"]["pairs"] == 419
     executed = json.loads((run.dir / "notebooks" / "01_data_pairing.ipynb").read_text())
@@ -25,7 +26,6 @@ def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
     assert (run.dir / "figures" / "01_length_distributions.png").stat().st_size > 10_000
 
 
-@pytest.mark.slow
 def test_chain_stops_at_the_failing_notebook_and_names_the_cell(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "chosen": "same", "rejected": "same"}\n')

@@ -1,7 +1,7 @@
 """The headless chain: run the numbered notebooks in order with papermill.
 
-Each notebook gets the same parameters (profile, run directory, data directory, overrides),
-so every stage reads one configuration. Executed notebooks are written into the run
+Each notebook gets the run directory and reads the config saved in the run, so every stage
+reads one configuration; a run is never continued with another one. Executed notebooks are written into the run
 directory, never into `notebooks/`. The chain stops at the first failing notebook and says
 which notebook and which cell failed.
 """
@@ -13,54 +13,48 @@ from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT, RunConfig, load_config
-from .results import Run, now
+from .results import OutputExistsError, Run, now
+from .stages import NOTEBOOK_STAGES
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)
+PATH_KEYS = ("data.data_dir", "judge.rubric_file")  # config values that name files, resolved against the caller
 
 
 class ChainError(RuntimeError):
-    """A notebook of the chain failed; the message names the notebook and the cell."""
+    """A notebook of the chain failed or cannot run; the message names the notebook (and the cell)."""
 
 
 def notebook_path(name: str) -> Path:
+    """A chain notebook by name: only notebooks/<name>.ipynb, never a path elsewhere."""
     path = NOTEBOOK_DIR / f"{name}.ipynb"
-    if not path.is_file():
-        raise ChainError(f"notebook {name} is not in {NOTEBOOK_DIR}")
+    if Path(name).name != name or name.startswith(".") or not path.is_file():
+        raise ChainError(f"notebook {name!r} is not a notebook in {NOTEBOOK_DIR} (give its name, e.g. 01_data_pairing)")
     return path
 
 
 def start_notebook(
     profile: str, run_dir: str, data_dir: str | None, overrides: dict[str, Any], stage: str
 ) -> tuple[RunConfig, Run]:
-    """What every notebook does first: resolve the config and open (or create) its run.
+    """What every notebook does first: open its run and read the config saved in it.
 
-    From the chain, `run_dir` is the chain's run and its manifest must hold the same
-    config. Run by hand with an empty `run_dir`, the notebook uses results/interactive-<profile>.
+    From the chain, `run_dir` is the chain's run, made with the profile and overrides the
+    chain was given (checked before any notebook ran). Run by hand with an empty `run_dir`,
+    the notebook uses results/interactive-<profile>, made from `profile` and `overrides`.
     """
-    overrides = dict(overrides)
-    if data_dir:
-        overrides["data.data_dir"] = data_dir
-    config = load_config(profile, overrides)
     if run_dir:
         run = Run.open(run_dir)
-        recorded = run.manifest()["config_fingerprint"]
-        if recorded != config.fingerprint():
-            raise ChainError(f"{run_dir}: the run was made with another config; pass the same profile and overrides")
     else:
+        overrides = {**overrides, **({"data.data_dir": data_dir} if data_dir else {})}
+        config = load_config(profile, overrides)
         run = Run.create(f"interactive-{config.profile}", config, resume=True)
-    run.update("stages", stage, {"status": "running", "started": now()})
-    return config, run
-
-
-def finish_notebook(run: Run, stage: str, **facts: Any) -> None:
-    """Mark a stage done in the manifest, with whatever facts the stage wants recorded."""
-    entry = run.manifest()["stages"].get(stage, {})
-    run.update("stages", stage, {**entry, **facts, "status": "done", "finished": now()})
+    return run.config(), run
 
 
 def select_notebooks(config: RunConfig, only: list[str] | None, start_from: str | None) -> list[str]:
     chain = list(config.notebooks)
+    for name in chain:
+        notebook_path(name)  # a profile may only name notebooks in notebooks/
     if only:
         unknown = [n for n in only if n not in chain]
         if unknown:
@@ -73,6 +67,29 @@ def select_notebooks(config: RunConfig, only: list[str] | None, start_from: str 
     return chain
 
 
+def notebook_done(run: Run, name: str) -> bool:
+    """A notebook is done when its executed copy exists and every library stage it runs is recorded done."""
+    stages = run.manifest()["stages"]
+    return run.layout.notebook(name).is_file() and all(
+        stages.get(stage, {}).get("status") == "done" for stage in NOTEBOOK_STAGES.get(name, ()))
+
+
+def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> list[str]:
+    """The notebooks to execute, decided before any runs: finished ones are skipped on --resume
+    and refused otherwise (unless --force), so no finished result is overwritten by accident."""
+    todo = []
+    for name in names:
+        started = run.layout.notebook(name).exists() or any(s in run.manifest()["stages"] for s in NOTEBOOK_STAGES.get(name, ()))
+        if resume and not force and notebook_done(run, name):
+            print(f"[chain] {name}: done, skipped (--resume)", flush=True)
+            continue
+        if started and not (force or resume):
+            raise OutputExistsError(f"{run.layout.notebook(name)}: notebook {name} already ran in {run.dir}; "
+                                    "pass --force to run it again (its outputs are replaced) or --resume to continue")
+        todo.append(name)
+    return todo
+
+
 def run_chain(
     profile: str,
     run_name: str,
@@ -81,35 +98,53 @@ def run_chain(
     only: list[str] | None = None,
     start_from: str | None = None,
     resume: bool = False,
+    force: bool = False,
 ) -> Run:
+    """Execute the profile's notebooks (or a selection) into results/<run_name>.
+
+    Everything that could refuse is checked first: the run name, the notebooks, the config of
+    an existing run, and outputs that already exist; only then does a notebook execute.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     overrides = dict(overrides or {})
-    config = load_config(profile, {**overrides, **({"data.data_dir": data_dir} if data_dir else {})})
+    if data_dir:
+        overrides["data.data_dir"] = data_dir
+    for key in PATH_KEYS:  # notebooks run from notebooks/, the caller did not: relative paths are the caller's
+        if isinstance(overrides.get(key), str) and overrides[key].strip():
+            overrides[key] = str(Path(overrides[key]).resolve())
+    data_dir = overrides.get("data.data_dir")
+    if profile.endswith((".yaml", ".yml")):
+        profile = str(Path(profile).resolve())
+    config = load_config(profile, overrides)
     names = select_notebooks(config, only, start_from)
-    run = Run.create(run_name, config, resume=resume or bool(only or start_from))
-    for name in names:
-        source = notebook_path(name)
-        output = run.path("notebooks", f"{name}.ipynb")
+    run = Run.create(run_name, config, resume=resume or bool(only or start_from), must_exist=resume)
+    todo = plan_notebooks(run, names, force, resume)
+    for name in todo:
+        source, output = notebook_path(name), run.layout.notebook(name)
+        output.parent.mkdir(parents=True, exist_ok=True)
         print(f"[chain] {name} -> {output}", flush=True)
         started = time.monotonic()
+        run.update("notebooks", name, {"status": "running", "started": now()})
         try:
             papermill.execute_notebook(
                 str(source),
                 str(output),
-                parameters={"profile": profile, "run_dir": str(run.dir), "data_dir": data_dir, "overrides": overrides},
+                parameters={"profile": profile, "run_dir": str(run.dir), "data_dir": data_dir, "overrides": overrides,
+                            "force": force, "resume": resume},
                 kernel_name=KERNEL_NAME,
                 cwd=str(NOTEBOOK_DIR),
                 progress_bar=False,
                 log_output=False,
             )
         except PapermillExecutionError as err:
-            run.update("stages", name, {"status": "failed", "cell": err.exec_count, "error": f"{err.ename}: {err.evalue}"})
+            run.update("notebooks", name, {"status": "failed", "cell": err.exec_count, "error": f"{err.ename}: {err.evalue}"})
             raise ChainError(
                 f"notebook {name} failed at cell {err.exec_count} ({err.ename}: {err.evalue}); "
                 f"the executed notebook is {output}"
             ) from None
+        run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1)})
         print(f"[chain] {name} done in {time.monotonic() - started:.0f} s", flush=True)
     run.finish()
     return run

@@ -8,17 +8,24 @@ half-written result, and an existing run is never silently overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT, RunConfig
+from .data import sha256_of
+from .layout import RunLayout
 
 # Tests point PATARM_RESULTS_DIR at a temporary folder so they never touch results/.
 RESULTS_DIR = Path(os.environ.get("PATARM_RESULTS_DIR") or REPO_ROOT / "results")
@@ -30,6 +37,25 @@ TRACKED_PACKAGES = (
 
 class RunExistsError(FileExistsError):
     """The run directory holds another run; pick a new name or pass resume/overwrite."""
+
+
+class OutputExistsError(FileExistsError):
+    """A stage would overwrite a finished result; it refuses unless asked with --force."""
+
+
+class RunError(ValueError):
+    """A run name or run folder is unusable (bad name, no run there, unreadable manifest, other config)."""
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
+def validate_run_name(name: str) -> str:
+    """A run name is one folder name inside the results folder: no separators, no `..`, not empty."""
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise RunError(f"run name {name!r}: use letters, digits and . _ + = - (not starting with . or -), "
+                       "no path separators and no '..'")
+    return name
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -54,7 +80,11 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file of the kit; one that does not parse is an error naming it (a half-written or edited file)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path}: not valid JSON ({err})") from None
 
 
 def package_versions() -> dict[str, str | None]:
@@ -97,16 +127,6 @@ def machine_facts() -> dict[str, Any]:
     return facts
 
 
-def within_run(path: str | Path, run_dir: str | Path) -> str:
-    """A path as run files record it: `<run>/...` inside the run folder, unchanged elsewhere,
-    so the files do not depend on where the run folder lives (moved, committed, a second run)."""
-    try:
-        inside = Path(path).resolve().relative_to(Path(run_dir).resolve())
-    except ValueError:
-        return str(path)
-    return f"<run>/{inside.as_posix()}"
-
-
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -116,21 +136,32 @@ class Run:
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
+        self.layout = RunLayout(self.dir)
 
     @property
     def manifest_path(self) -> Path:
-        return self.dir / "manifest.json"
+        return self.layout.manifest
 
     @classmethod
-    def create(cls, name: str, config: RunConfig, results_dir: Path | None = None, resume: bool = False) -> "Run":
-        """Start a run; an existing run of that name is reused only when `resume` is set."""
-        run = cls(Path(results_dir or RESULTS_DIR) / name)
+    def create(cls, name: str, config: RunConfig, results_dir: Path | None = None, resume: bool = False,
+               must_exist: bool = False) -> "Run":
+        """Start a run; an existing run of that name is reused only when `resume` is set.
+
+        `must_exist` (the CLI's --resume) refuses to create a run that is not there: a typo in
+        the name would otherwise start a new run silently.
+        """
+        run = cls(Path(results_dir or RESULTS_DIR) / validate_run_name(name))
         if run.manifest_path.exists():
             if not resume:
                 raise RunExistsError(
                     f"{run.dir} already holds a run; choose another --run-name or pass --resume to continue it"
                 )
+            cls.open(run.dir).check_config(config)
+            for stale in run.dir.glob(".manifest.json.*.tmp"):  # left by a process killed mid-write
+                stale.unlink()
             return run
+        if must_exist:
+            raise RunError(f"{run.dir}: no run to resume (no manifest.json); drop --resume to start it")
         write_json(
             run.manifest_path,
             {
@@ -152,17 +183,78 @@ class Run:
     @classmethod
     def open(cls, directory: Path | str) -> "Run":
         run = cls(Path(directory))
-        if not run.manifest_path.exists():
-            raise FileNotFoundError(f"{run.dir}: no manifest.json (not a run directory)")
+        if not run.manifest_path.is_file():
+            raise RunError(f"{run.dir}: no manifest.json (not a run directory)")
+        run.manifest()  # an unreadable manifest is reported here, before anything runs
         return run
 
     def manifest(self) -> dict[str, Any]:
-        return read_json(self.manifest_path)
+        try:
+            manifest = read_json(self.manifest_path)
+        except (OSError, RunError) as err:
+            raise RunError(f"{self.manifest_path}: unreadable manifest ({str(err).removeprefix(f'{self.manifest_path}: ')}); "
+                           "the run folder is damaged") from None
+        missing = [k for k in ("config", "config_fingerprint", "stages") if k not in manifest]
+        if not isinstance(manifest, dict) or missing:
+            raise RunError(f"{self.manifest_path}: not a kit manifest (missing {', '.join(missing) or 'a mapping'})")
+        return manifest
 
     def config(self) -> RunConfig:
+        """The config the run was made with, as recorded: notebooks and stages read this one."""
         from .config import _build
 
         return _build(RunConfig, self.manifest()["config"], "")
+
+    def check_config(self, config: RunConfig) -> None:
+        """Refuse to work on this run with another config (checked before anything runs or is written)."""
+        recorded = self.manifest()["config_fingerprint"]
+        if config.fingerprint() != recorded:
+            ours, theirs = config.to_dict(), self.manifest()["config"]
+            changed = sorted(_changed_keys(ours, theirs))
+            raise RunError(f"{self.dir}: the run was made with another config (differs in {', '.join(changed[:5]) or 'its fingerprint'}); "
+                           "use the run's own settings or start a new run")
+
+    # ------------------------------------------------------------ stage records
+
+    def check_stage(self, name: str, config: RunConfig, outputs: Iterable[Path], force: bool = False,
+                    resume: bool = False) -> list[Path]:
+        """What `stage` checks before it runs (config, existing outputs); stages call it before
+        they read their inputs too, so a refusal comes first and bad input leaves no record."""
+        self.check_config(config)
+        existing = [p for p in map(Path, outputs) if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
+        if existing and not (force or resume):
+            raise OutputExistsError(f"{existing[0]} already exists (stage {name} of run {self.dir.name}); "
+                                    "pass --force to replace it, or use a new run")
+        return existing
+
+    @contextlib.contextmanager
+    def stage(self, name: str, config: RunConfig, inputs: Iterable[Path] = (), outputs: Iterable[Path] = (),
+              force: bool = False, resume: bool = False) -> Iterator["StageRecord"]:
+        """Run a library stage and record it in the manifest (inputs' and outputs' sha256, config, status).
+
+        Before anything runs: the config must be the run's, and no declared output may exist
+        unless `force` (then the old outputs are removed first, so stale files never mix with new
+        ones) or `resume` (the stage continues its own partial outputs).
+        """
+        outputs = [Path(p) for p in outputs]
+        existing = self.check_stage(name, config, outputs, force, resume)
+        if force and not resume:
+            for path in existing:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        record = StageRecord(name, {self.layout.key(p): sha256_of(p) for p in _files(inputs)})
+        self.update("stages", name, {"status": "running", "started": now(), "config_fingerprint": config.fingerprint(),
+                                     "inputs": record.inputs})
+        try:
+            yield record
+        except BaseException as err:
+            self.update("stages", name, {**self.manifest()["stages"][name], "status": "failed", "finished": now(),
+                                         "error": f"{type(err).__name__}: {err}"[:500]})
+            raise
+        produced = [*outputs, *record.extra_outputs]
+        self.update("stages", name, {
+            **self.manifest()["stages"][name], "status": "done", "finished": now(), "facts": record.facts,
+            "outputs": {self.layout.key(p): sha256_of(p) for p in _files(produced)},
+        })
 
     def update(self, section: str, key: str, value: Any) -> None:
         """Set manifest[section][key] = value (e.g. the data hashes of a source, a stage's status)."""
@@ -176,7 +268,32 @@ class Run:
         manifest["finished"] = now()
         write_json(self.manifest_path, manifest)
 
-    def path(self, *parts: str) -> Path:
-        target = self.dir.joinpath(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target
+
+@dataclass
+class StageRecord:
+    """What a running stage adds to its manifest record: facts, and outputs found only while running."""
+
+    name: str
+    inputs: dict[str, str]
+    facts: dict[str, Any] = field(default_factory=dict)
+    extra_outputs: list[Path] = field(default_factory=list)
+
+
+def _files(paths: Iterable[Path]) -> list[Path]:
+    """Files named, and the files inside folders named (sorted); absent paths are skipped."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file())
+    return found
+
+
+def _changed_keys(a: Any, b: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted keys where two config dicts differ (for the one-line mismatch error)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in a.keys() | b.keys():
+            yield from _changed_keys(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+    elif a != b:
+        yield prefix

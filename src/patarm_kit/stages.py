@@ -1,0 +1,273 @@
+"""The chain's stages as library functions: the notebooks and the CLI call these, nothing else.
+
+Each stage reads the config saved in its run, writes its outputs through the run's layout
+(`run.layout`) and records itself in the manifest (`Run.stage`: inputs' and outputs' sha256,
+config fingerprint, status, facts). A stage refuses to replace a finished output unless
+asked (`force=True`, the CLI's `--force`), so a file a reader sees always has one writer a
+test can call, and nothing finished is lost by accident.
+
+    data -> preview -> sft -> par -> bt -> evaluate -> figures
+    (01)     (02)      (03)   (03)   (03)    (04)        (05)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .results import Run, write_json
+
+# The library stages each chain notebook runs: the chain refuses to re-run a notebook whose
+# stages are recorded as done unless --force, and checks this before any notebook executes.
+NOTEBOOK_STAGES = {
+    "01_data_pairing": ("data",),
+    "02_rubric_generation": ("preview",),
+    "03_par_training": ("sft", "par", "bt"),
+    "04_benchmark_eval": ("eval",),
+    "05_figures": ("figures",),
+}
+
+
+def _save(fig: Any, path: Path) -> Any:
+    """Save a figure and close it: the notebook shows the returned figure once, where it wants."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _close(fig)
+    return fig
+
+
+def _close(fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- 01 data
+
+
+@dataclass
+class DataStage:
+    loaded: list[Any]  # data.LoadedSource per configured source
+    written: dict[str, Path]
+    figure: Any
+
+
+def data(run: Run, force: bool = False) -> DataStage:
+    """Load and validate every source, write the split pair files and the length figure."""
+    from . import data as data_module
+    from .figures import plot_length_distributions
+
+    config, layout = run.config(), run.layout
+    figure_path = layout.figure("01_length_distributions")
+    run.check_stage("data", config, [layout.pairs_dir, figure_path], force)
+    loaded = data_module.load_sources(config.data.sources, config.data.data_dir)  # every row validated first
+    with run.stage("data", config, outputs=[layout.pairs_dir, figure_path], force=force) as record:
+        written = data_module.write_stage_pairs(loaded, config.data.split_fractions, layout.pairs_dir)
+        for source in loaded:
+            run.update("data", source.spec.name, vars(source.report))
+        figure = plot_length_distributions({s.spec.name: s.pairs for s in loaded})
+        _save(figure, figure_path)
+        record.facts["pairs"] = {name: sum(1 for _ in open(path, encoding="utf-8")) for name, path in written.items()}
+    return DataStage(loaded, written, figure)
+
+
+# ---------------------------------------------------------------- 02 preview: the untrained judge
+
+
+@dataclass
+class PreviewStage:
+    prompt: str  # the first judge prompt, as the model reads it
+    judgments: list[Any]
+    summary: dict[str, Any]
+    criteria: dict[str, Any]
+    figure: Any
+
+
+def preview(run: Run, force: bool = False) -> PreviewStage:
+    """The base judge on a few training pairs: parse rate, criteria and scores before training."""
+    from . import judge as judge_module
+    from .data import read_pairs, subsample
+    from .figures import plot_score_distributions
+    from .judges import build_judge
+    from .rubrics import criteria_summary, load_rubrics
+
+    config, layout = run.config(), run.layout
+    figure_path = layout.figure("02_base_score_distributions")
+    outputs = [layout.preview_judgments, layout.preview_metrics, figure_path]
+    run.check_stage("preview", config, outputs, force)
+    train_pairs = read_pairs(layout.pairs("train"))  # bad input stops here, before the stage is recorded
+    with run.stage("preview", config, inputs=[layout.pairs("train")], outputs=outputs, force=force) as record:
+        sample = subsample(train_pairs, config.judge.preview_pairs)
+        requests = judge_module.requests_for_pairs(sample)
+        base_judge = build_judge("base", config, config.judge.preview)
+        prompt = base_judge.prompt_text(requests[0])[0]
+        judgments = base_judge.judge(requests)
+        judge_module.save_judgments(judgments, layout.preview_judgments)
+        summary = judge_module.judging_summary(judgments)
+        criteria = criteria_summary(judgments, load_rubrics(config.judge.rubric_file))
+        write_json(layout.preview_metrics, {"judging": summary, "criteria": criteria, "pairs": len(sample)})
+        figure = _save(plot_score_distributions({"base judge": judgments}, title="scores before training"), figure_path)
+        record.facts.update(parse_rate=summary["parse_rate"], judgments=len(judgments))
+    return PreviewStage(prompt, judgments, summary, criteria, figure)
+
+
+# ---------------------------------------------------------------- 03 training: SFT warm-up, PAR, BT
+
+
+@dataclass
+class SftStage:
+    result: Any  # sft.SftResult
+    checks: dict[str, Any] | None
+
+
+def sft(run: Run, force: bool = False, checks: bool = True) -> SftStage:
+    """The format warm-up (LoRA SFT) and, with `checks`, base vs warmed-up judge on dev pairs."""
+    from . import sft as sft_module
+
+    config, layout = run.config(), run.layout
+    outputs = [layout.sft_adapter, layout.sft_examples, layout.sft_train_log, layout.figure("03_sft_loss")]
+    if checks:
+        outputs += [layout.sft_checks, layout.sft_check_judgments]
+    inputs = [layout.pairs("train"), layout.pairs("dev")] if config.sft.targets != "paper" else []
+    with run.stage("sft", config, inputs=inputs, outputs=outputs, force=force) as record:
+        result = sft_module.run_sft(config, run)
+        record.facts.update(result.facts)
+        _save(_loss_figure(result.losses), layout.figure("03_sft_loss"))
+        report = sft_module.warmup_checks(config, run, result.adapter_dir) if checks else None
+    return SftStage(result, report)
+
+
+def _loss_figure(losses: list[float]) -> Any:
+    import pandas as pd
+
+    ax = pd.Series(losses, name="loss").plot(title="SFT loss (judgment tokens only)", xlabel="logged step")
+    return ax.figure
+
+
+def par(run: Run, force: bool = False, resume: bool = False) -> Any:
+    """PAR training (GRPO + LoRA) from the warm-up adapter when SFT is enabled; `resume` continues it."""
+    from .train import train_par
+
+    config, layout = run.config(), run.layout
+    start_adapter = layout.sft_adapter if config.sft.enabled else None
+    if start_adapter is not None and not (start_adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{start_adapter} is missing: run the SFT warm-up first, or set sft.enabled=false")
+    inputs = [layout.pairs("train"), *([start_adapter] if start_adapter else [])]
+    figure_path = layout.figure("03_par_training")
+    with run.stage("par", config, inputs=inputs, outputs=[layout.par_dir, figure_path], force=force, resume=resume) as record:
+        result = train_par(config, run, start_adapter, resume)
+        record.facts.update(steps=result.global_step, pairs=result.n_pairs)
+        if result.metrics and _is_main_process():
+            _save(_par_figure(result.metrics), figure_path)
+    return result
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _par_figure(metrics: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    table = pd.DataFrame(metrics)
+    wanted = ("reward_mean", "pair_accuracy", "parse_rate", "zero_std_group_share", "completion_length_mean", "seconds_per_step")
+    columns = [c for c in table if c.endswith(wanted)][:6]
+    axes = table.set_index("step")[columns].plot(subplots=True, layout=(2, 3), figsize=(12, 5), marker="o", legend=False, title=columns)
+    axes.flat[0].figure.tight_layout()
+    return axes.flat[0].figure
+
+
+def bt(run: Run, force: bool = False) -> Any:
+    """The scalar Bradley-Terry baseline on the run's training pairs."""
+    from .bt import train_bt
+    from .data import read_pairs
+
+    config, layout = run.config(), run.layout
+    run.check_stage("bt", config, [layout.bt_adapter], force)
+    pairs = read_pairs(layout.pairs("train"))  # bad input stops here, before the stage is recorded
+    with run.stage("bt", config, inputs=[layout.pairs("train")], outputs=[layout.bt_adapter], force=force) as record:
+        result = train_bt(config, pairs, layout.bt_adapter)
+        record.facts.update(result.summary())
+    return result
+
+
+# ---------------------------------------------------------------- 04 evaluation
+
+
+@dataclass
+class EvalStage:
+    results: list[dict[str, Any]]
+    table: list[dict[str, Any]]
+    paired: list[dict[str, Any]]
+    votes_curve: list[dict[str, Any]]
+
+
+def evaluate(run: Run, force: bool = False) -> EvalStage:
+    """Every judge of the profile on every benchmark, paired differences and the votes curve."""
+    from . import evaluate as evaluation
+    from .judges import RUN_ALIASES
+
+    config, layout = run.config(), run.layout
+    plan = evaluation.suite_plan(config, layout)
+    outputs = [out for *_, out in plan] + [layout.benchmarks_summary]
+    inputs = sorted({layout.adapter(judge) for judge, *_ in plan if judge in RUN_ALIASES})
+    with run.stage("eval", config, inputs=inputs, outputs=outputs, force=force) as record:
+        results = evaluation.run_suite(config, layout)
+        curve = evaluation.votes_curve(config, layout)
+        summary = write_benchmarks_summary(run, results, curve)
+        record.extra_outputs += [layout.judgments_of(out) for *_, out in plan]
+        record.facts["evaluations"] = len(results)
+    return EvalStage(results, summary["table"], summary["paired"], curve)
+
+
+def write_benchmarks_summary(run: Run, results: list[dict[str, Any]], curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """metrics/04_benchmarks.json: the comparison table, paired differences and votes curve (verify rebuilds it)."""
+    from . import evaluate as evaluation
+
+    config = run.config()
+    summary = {
+        "table": [evaluation.summary_row(m) for m in results],
+        "paired": evaluation.paired_differences(results, config.eval.paired, config.eval.n_boot, config.seed),
+        "votes_curve": curve,
+    }
+    write_json(run.layout.benchmarks_summary, summary)
+    return summary
+
+
+# ---------------------------------------------------------------- 05 figures, tables and the summary
+
+
+def figures(run: Run, force: bool = False) -> dict[str, Any]:
+    """Figures (with their data as CSV), tables and SUMMARY.md, from the run's results files only."""
+    from . import figures as drawing
+    from .summary import write_summary
+
+    config, layout = run.config(), run.layout
+    outputs = [*layout.figures_dir.glob("05_*"), layout.tables_dir, layout.summary]
+    with run.stage("figures", config, inputs=_result_files(run), outputs=outputs, force=force) as record:
+        made = {
+            "par_curves": drawing.plot_par_curves(run.dir),
+            "benchmark_bars": drawing.plot_benchmark_bars(run.dir),
+            "benchmark_table": drawing.benchmark_table(run.dir),
+            "rmbench_matrices": drawing.plot_rmbench_matrices(run.dir),
+            "votes_curve": drawing.plot_votes_curve(run.dir),
+            "score_shift": drawing.plot_score_shift(run.dir),
+            "paper_table": drawing.paper_table(run.dir),
+        }
+        for value in made.values():
+            if hasattr(value, "savefig"):
+                _close(value)
+        write_summary(run.dir)
+        record.extra_outputs += [*layout.figures_dir.glob("05_*"), layout.tables_dir, layout.summary]
+        record.facts["drawn"] = sorted(name for name, value in made.items() if value is not None)
+    return made
+
+
+def _result_files(run: Run) -> list[Path]:
+    """What stage 05 reads: evaluation metrics, the benchmark summary, training logs and checks."""
+    layout = run.layout
+    return [*sorted(layout.eval_dir.glob("*.json")), layout.benchmarks_summary, layout.par_metrics,
+            layout.sft_checks, layout.preview_judgments]

@@ -1,0 +1,126 @@
+"""Runs protect their results: names stay inside the results folder, stages record themselves,
+and nothing finished is replaced without being asked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from patarm_kit.chain import ChainError, notebook_path, run_chain, select_notebooks
+from patarm_kit.config import load_config
+from patarm_kit.data import sha256_of
+from patarm_kit.results import OutputExistsError, Run, RunError, validate_run_name
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../escape", "a/b", "/abs/path", "a\\b", "-flag", ".hidden", "x/../y", "a..b"])
+def test_run_names_that_would_leave_the_results_folder_are_refused(name, tmp_path):
+    with pytest.raises(RunError, match="run name"):
+        Run.create(name, load_config("smoke"), results_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["cpu-20261128", "reference-cpu", "run_1", "a.b+c=d"])
+def test_ordinary_run_names_are_accepted(name):
+    assert validate_run_name(name) == name
+
+
+def test_resume_needs_an_existing_run(tmp_path):
+    with pytest.raises(RunError, match="no run to resume"):
+        Run.create("missing", load_config("smoke"), results_dir=tmp_path, resume=True, must_exist=True)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_run_is_not_continued_with_another_config(tmp_path):
+    Run.create("r", load_config("smoke"), results_dir=tmp_path)
+    before = (tmp_path / "r" / "manifest.json").read_bytes()
+    with pytest.raises(RunError, match="another config.*seed"):
+        Run.create("r", load_config("smoke", {"seed": 7}), results_dir=tmp_path, resume=True)
+    assert (tmp_path / "r" / "manifest.json").read_bytes() == before
+
+
+def test_a_half_written_manifest_is_one_clear_error(tmp_path):
+    folder = tmp_path / "torn"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"config": {"seed": 0')
+    with pytest.raises(RunError, match="manifest.json: unreadable manifest"):
+        Run.open(folder)
+
+
+def test_a_stage_records_inputs_outputs_and_facts(tmp_path):
+    config = load_config("smoke")
+    run = Run.create("r", config, results_dir=tmp_path)
+    source = run.layout.pairs("train")
+    source.parent.mkdir(parents=True)
+    source.write_text('{"id": 1}\n')
+    out = run.layout.preview_metrics
+    with run.stage("preview", config, inputs=[source], outputs=[out]) as record:
+        out.parent.mkdir(parents=True)
+        out.write_text("{}\n")
+        record.facts["judgments"] = 3
+    entry = run.manifest()["stages"]["preview"]
+    assert entry["status"] == "done" and entry["facts"] == {"judgments": 3}
+    assert entry["inputs"] == {"pairs/train.jsonl": sha256_of(source)}
+    assert entry["outputs"] == {"metrics/02_base_judge.json": sha256_of(out)}
+    assert entry["config_fingerprint"] == config.fingerprint()
+
+
+def test_a_finished_output_is_not_replaced_unless_forced(tmp_path):
+    config = load_config("smoke")
+    run = Run.create("r", config, results_dir=tmp_path)
+    out = run.layout.preview_metrics
+    out.parent.mkdir(parents=True)
+    out.write_text("finished\n")
+    with pytest.raises(OutputExistsError, match="02_base_judge.json already exists.*--force"):
+        with run.stage("preview", config, outputs=[out]):
+            pytest.fail("the stage body must not run")
+    assert out.read_text() == "finished\n"
+    assert "preview" not in run.manifest()["stages"]
+    with run.stage("preview", config, outputs=[out], force=True):
+        assert not out.exists()  # forced: the old output is gone before the new one is written
+        out.write_text("new\n")
+    assert run.manifest()["stages"]["preview"]["status"] == "done"
+
+
+def test_a_failing_stage_is_recorded_as_failed(tmp_path):
+    config = load_config("smoke")
+    run = Run.create("r", config, results_dir=tmp_path)
+    with pytest.raises(ValueError):
+        with run.stage("preview", config):
+            raise ValueError("boom")
+    entry = run.manifest()["stages"]["preview"]
+    assert entry["status"] == "failed" and entry["error"] == "ValueError: boom"
+
+
+def test_a_stage_refuses_a_config_other_than_the_runs(tmp_path):
+    run = Run.create("r", load_config("smoke"), results_dir=tmp_path)
+    with pytest.raises(RunError, match="another config"):
+        with run.stage("preview", load_config("smoke", {"seed": 3})):
+            pytest.fail("the stage body must not run")
+
+
+def test_profiles_may_only_name_notebooks_in_the_notebooks_folder(tmp_path):
+    for name in ("../README", "/etc/passwd", "sub/01_data_pairing", ".hidden"):
+        with pytest.raises(ChainError, match="not a notebook in"):
+            notebook_path(name)
+    config = load_config("smoke", {"notebooks": ["01_data_pairing", "../tests/evil"]})
+    with pytest.raises(ChainError, match="evil"):
+        select_notebooks(config, None, None)
+
+
+def test_the_chain_refuses_a_finished_notebook_before_running_anything(tmp_path, monkeypatch):
+    import patarm_kit.results as results
+
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    run = Run.create("done", load_config("smoke"), results_dir=tmp_path)
+    executed = run.layout.notebook("01_data_pairing")
+    executed.parent.mkdir(parents=True)
+    executed.write_text('{"cells": []}')
+    run.update("stages", "data", {"status": "done"})
+    with pytest.raises(OutputExistsError, match="01_data_pairing.*--force"):
+        run_chain("smoke", "done", only=["01_data_pairing"])
+    assert executed.read_text() == '{"cells": []}'
+    with pytest.raises(RunError, match="another config"):  # --set seed=7 on a finished run: refused first
+        run_chain("smoke", "done", overrides={"seed": "7"}, only=["01_data_pairing"])
+    assert executed.read_text() == '{"cells": []}'
+    assert json.loads(run.layout.manifest.read_text())["stages"] == {"data": {"status": "done"}}
