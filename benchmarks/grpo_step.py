@@ -8,7 +8,7 @@ CPU time much less. Peak memory is the peak resident set size (resource.getrusag
 tensors live outside Python's allocator, so tracemalloc would not see them. Not a test.
 
     .venv/bin/python benchmarks/grpo_step.py --profile cpu --steps 2
-    .venv/bin/python benchmarks/grpo_step.py --profile cpu --set par.num_generations=2
+    .venv/bin/python benchmarks/grpo_step.py --profile cpu --set par.rollouts.n=2
 """
 
 from __future__ import annotations
@@ -93,9 +93,8 @@ def main() -> None:
         "model": config.model.name,
         "dtype": config.model.dtype,
         "pairs_per_step": par.pairs_per_step,
-        "num_generations": par.num_generations,
-        "completions_per_step": 2 * par.pairs_per_step * par.num_generations,
-        "max_completion_length": par.max_completion_length,
+        "rollouts": vars(par.rollouts),
+        "completions_per_step": 2 * par.pairs_per_step * par.rollouts.n,
         "judge_prompt_budget": [config.judge.max_prompt_tokens, config.judge.max_response_tokens],
         "steps": steps,
         "mean_seconds_per_step": round(statistics.fmean(s["seconds"] for s in steps), 1),

@@ -38,29 +38,20 @@ def smollm():
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
-    """A real run folder made without a model, as stages 01 and 04 make it: the data hashes in the
-    manifest, length and random judges on every benchmark (a few items each), a votes curve and
+    """A real run folder made without a model by the library's own stages 01 and 04: pairs and
+    data hashes, length and random judges on every benchmark (a few items each), a votes curve and
     metrics/04_benchmarks.json. Read-only: tests that change files use `run_copy`."""
-    import pandas as pd
-
-    from patarm_kit import evaluate
+    from patarm_kit import stages
     from patarm_kit.config import load_config
-    from patarm_kit.data import load_sources
-    from patarm_kit.results import Run, write_json
+    from patarm_kit.results import Run
 
     config = load_config("smoke", {
         "eval.judges": ["length", "random"], "eval.limit": 4, "eval.n_boot": 100, "eval.paired": [["length", "random"]],
         "eval.votes_curve": [1, 2], "eval.votes_curve_judge": "random", "eval.votes_curve_bench": "rewardbench",
     })
     run = Run.create("small", config, results_dir=tmp_path_factory.mktemp("runs"))
-    for source in load_sources(config.data.sources, config.data.data_dir):
-        run.update("data", source.spec.name, vars(source.report))
-    results = evaluate.run_suite(config, run.dir)
-    write_json(run.path("metrics", "04_benchmarks.json"), {
-        "table": pd.DataFrame([evaluate.summary_row(m) for m in results]).to_dict("records"),
-        "paired": evaluate.paired_differences(results, config.eval.paired, config.eval.n_boot, config.seed),
-        "votes_curve": evaluate.votes_curve(config, config.eval.votes_curve_judge, config.eval.votes_curve_bench, run.dir),
-    })
+    stages.data(run)
+    stages.evaluate(run)
     return run.dir
 
 

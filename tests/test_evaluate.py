@@ -5,20 +5,22 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from patarm_kit.bench import get_bench
 from patarm_kit.cli import app
-from patarm_kit.config import JudgeConfig, ModelConfig, load_config
+from patarm_kit.config import ConfigError, JudgeConfig, ModelConfig, load_config
 from patarm_kit.data import SourceConfig, load_source, split_of
 from patarm_kit.evaluate import (
     EvalError,
+    compute_metrics,
     evaluate,
-    load_bench,
     paired_difference,
     recompute_metrics,
-    recorded_spec,
-    resolve_judge,
     summary_row,
+    suite_plan,
 )
-from patarm_kit.judge import Completion, Judge
+from patarm_kit.judge import Completion, Judge, Judgment
+from patarm_kit.judges import parse_judge
+from patarm_kit.layout import RunLayout
 from patarm_kit.models import load_tokenizer
 from patarm_kit.rubrics import load_rubrics
 
@@ -62,17 +64,17 @@ def test_rewardbench_llmbar_is_reported_partial(config, tmp_path):
 
 
 def test_held_out_pairs_use_only_the_test_split(config, data_dir):
-    items = load_bench("pairs:hh-rlhf", config, limit=None)
+    items = get_bench("pairs:hh-rlhf").load(config, limit=None)
     pairs, _ = load_source(SourceConfig("hh-rlhf", bad_rows="skip"), data_dir)
     test = [p for p in pairs if split_of(p, config.data.split_fractions) == "test"]
     assert {p.id for p in items.pairs} == {p.id for p in test}
 
 
 def test_limit_is_per_group(config):
-    items = load_bench("rmbench", config, limit=5)
+    items = get_bench("rmbench").load(config, limit=5)
     assert sorted(items.groups.values()).count("safety") == 5 and len(items.pairs) == 15
     with pytest.raises(EvalError, match="at least 1"):
-        load_bench("rmbench", config, limit=0)
+        get_bench("rmbench").load(config, limit=0)
 
 
 def test_paired_difference_and_table_rows(config, tmp_path):
@@ -94,15 +96,54 @@ def test_tie_policy_changes_length_ties_only_when_equal(config, tmp_path):
 
 
 def test_judge_aliases_point_into_the_run(tmp_path):
-    assert resolve_judge("par", tmp_path) == f"adapter:{tmp_path}/par/adapter"
-    assert resolve_judge("length", tmp_path) == "length"
+    layout = RunLayout(tmp_path / "run")
+    par = parse_judge("par", layout)
+    assert (par.kind, par.path, par.label) == ("adapter", str(layout.par_adapter), "par")
+    assert parse_judge("bt", layout).kind == "bt" and parse_judge("length", layout).path is None
+    with pytest.raises(EvalError, match="judge 'par' is a run's own judge: outside a run, name it adapter:PATH"):
+        parse_judge("par")
 
 
 def test_metrics_name_the_run_s_own_models_relative_to_the_run(tmp_path):
-    out = tmp_path / "run" / "eval" / "par__rmbench.json"
-    assert recorded_spec(resolve_judge("par", tmp_path / "run"), out) == "adapter:<run>/par/adapter"
-    assert recorded_spec("bt:/elsewhere/bt/adapter", out) == "bt:/elsewhere/bt/adapter"
-    assert recorded_spec("pairwise", out) == "pairwise"
+    layout = RunLayout(tmp_path / "run")
+    assert parse_judge("par", layout).recorded == "adapter:<run>/par/adapter"
+    assert parse_judge(f"bt:{layout.bt_adapter}", layout).recorded == "bt:<run>/bt/adapter"
+    assert parse_judge("bt:/elsewhere/bt/adapter", layout).recorded == "bt:/elsewhere/bt/adapter"
+    assert parse_judge("pairwise", layout).recorded == "pairwise"
+
+
+def test_stored_judge_specs_still_read():
+    """Metrics files record the run's own models as <run>/...; recomputation reads them back."""
+    assert parse_judge("adapter:<run>/par/adapter").kind == "adapter"
+    assert parse_judge("bt:<run>/bt/adapter").kind == "bt" and parse_judge("pairwise").pairwise
+
+
+def test_the_suite_plans_every_judge_on_every_bench_but_pairwise_on_rmbench(tmp_path):
+    config = load_config("cpu")
+    layout = RunLayout(tmp_path)
+    plan = suite_plan(config, layout)
+    assert len(plan) == len(config.eval.judges) * len(config.eval.benches) - 1
+    assert ("pairwise", "rmbench", layout.eval_metrics("pairwise", "rmbench")) not in plan
+    assert ("par", "pairs:hh-rlhf", tmp_path / "eval" / "par__pairs-hh-rlhf.json") in plan
+
+
+def test_zero_judgments_never_make_a_metric(config, tmp_path):
+    groups = {"p1": "llmbar-natural"}
+    with pytest.raises(EvalError, match="no judgments to score"):
+        compute_metrics("rewardbench", [], groups, "half")
+    judged = [Judgment("p1", side, "chat", 0, "", 1.0, None, [], 0, 0, False) for side in ("chosen", "rejected")]
+    with pytest.raises(EvalError, match="votes must be at least 1, not 0"):
+        compute_metrics("rewardbench", judged, groups, "half", votes=0)
+    with pytest.raises(EvalError, match="1 of 2 items have no judgments"):
+        compute_metrics("rewardbench", judged, {**groups, "p2": "llmbar-natural"}, "half")
+    for votes, message in ((-1, "votes must be at least 1, not -1"), (4, "judge length makes one judgment per response")):
+        with pytest.raises(EvalError, match=message):
+            evaluate(config, "length", "rewardbench", tmp_path / "out" / "x.json", limit=1, votes=votes)
+    with pytest.raises(ConfigError, match="eval.sampling with votes=4: n=4 judgments per response need temperature > 0"):
+        evaluate(config, "base", "rewardbench", tmp_path / "out" / "x.json", limit=1, votes=4)
+    with pytest.raises(EvalError, match="the pairwise judge is not run on rmbench"):
+        evaluate(config, "pairwise", "rmbench", tmp_path / "out" / "x.json", limit=1)
+    assert not (tmp_path / "out").exists(), "every refusal comes before anything is written"
 
 
 def test_cli_rejects_unknown_judges_and_benches(tmp_path):
@@ -130,7 +171,5 @@ def test_pairwise_judge_cancels_position_bias(config, data_dir):
     judgments = judge.judge_pairwise(pairs, progress=False)
     assert [j.side for j in judgments[:2]] == ["AB", "BA"]
     assert [j.score for j in judgments[:2]] == [1.0, 0.0], "always-A is right in one order and wrong in the other"
-    from patarm_kit.evaluate import compute_metrics
-
     metrics = compute_metrics("rewardbench", judgments, {p.id: "llmbar-natural" for p in pairs}, "half", pairwise=True, n_boot=50)
     assert metrics["acc"] == 0.5

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from patarm_kit.config import JudgeConfig, SourceConfig
+from patarm_kit.config import JudgeConfig, SamplingConfig, SourceConfig
 from patarm_kit.data import load_source
 from patarm_kit.judge import (
     Completion,
@@ -61,8 +61,7 @@ def test_rmbench_requests_cover_all_six_styles(data_dir):
 
 def test_results_come_back_in_request_order_with_n_samples(tokenizer, pairs):
     backend = ScriptedBackend()
-    config = JudgeConfig(n_samples=3, batch_size=6)
-    judge = Judge(tokenizer, backend, config, load_rubrics())
+    judge = Judge(tokenizer, backend, JudgeConfig(batch_size=6), load_rubrics(), sampling=SamplingConfig(n=3))
     requests = requests_for_pairs(pairs)
     judgments = judge.judge(requests, progress=False)
     assert len(judgments) == 3 * len(requests)
@@ -94,7 +93,7 @@ def test_voting():
 
 
 def test_voted_scores_respect_the_vote_budget(tokenizer, pairs):
-    judge = Judge(tokenizer, ScriptedBackend(), JudgeConfig(n_samples=4), load_rubrics())
+    judge = Judge(tokenizer, ScriptedBackend(), JudgeConfig(), load_rubrics(), sampling=SamplingConfig(n=4))
     judgments = judge.judge(requests_for_pairs(pairs[:1]), progress=False)
     judgments[0].score = 1
     one = voted_scores(judgments, votes=1)
@@ -103,7 +102,7 @@ def test_voted_scores_respect_the_vote_budget(tokenizer, pairs):
 
 
 def test_judgments_round_trip(tmp_path, tokenizer, pairs):
-    judge = Judge(tokenizer, ScriptedBackend(), JudgeConfig(n_samples=2), load_rubrics())
+    judge = Judge(tokenizer, ScriptedBackend(), JudgeConfig(), load_rubrics(), sampling=SamplingConfig(n=2))
     judgments = judge.judge(requests_for_pairs(pairs[:2]), progress=False)
     save_judgments(judgments, tmp_path / "j.jsonl")
     assert read_judgments(tmp_path / "j.jsonl") == judgments
@@ -112,8 +111,8 @@ def test_judgments_round_trip(tmp_path, tokenizer, pairs):
 @pytest.mark.model
 def test_real_model_judges_and_records_every_sample(smollm, pairs):
     model, tokenizer = smollm
-    config = JudgeConfig(n_samples=2, max_new_tokens=24, batch_size=4, temperature=1.0)
-    judge = Judge.from_model(model, tokenizer, config, load_rubrics(), seed=7)
+    sampling = SamplingConfig(n=2, temperature=1.0, max_new_tokens=24)
+    judge = Judge.from_model(model, tokenizer, JudgeConfig(batch_size=4), load_rubrics(), sampling, seed=7)
     requests = requests_for_pairs(pairs[:2])
     first = judge.judge(requests, progress=False)
     again = judge.judge(requests, progress=False)

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from patarm_kit.bench import rmbench
+from patarm_kit.bench.base import pair_outcome
 from patarm_kit.bench.rewardbench import (
     EXAMPLE_COUNTS,
     LLMBAR_FILES_TO_SUBSETS,
     PRIOR_SETS,
     SUBSET_MAPPING,
     SUBSET_SIZES,
-    pair_outcome,
     score_rewardbench,
 )
 from patarm_kit.bench.rmbench import difficulty_scores, domain_of, score_rmbench, style_matrix

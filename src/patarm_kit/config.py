@@ -2,7 +2,7 @@
 
 Profiles live in `configs/<name>.yaml`. A profile may start with `extends: <other>` to
 inherit another profile and change only what differs. Notebook parameters and CLI flags
-override single keys with dotted names (`judge.temperature=0.7`). Unknown keys and wrong
+override single keys with dotted names (`eval.sampling.temperature=0.7`). Unknown keys and wrong
 types are errors that name the key, so a typo never silently falls back to a default.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILE_DIR = REPO_ROOT / "configs"
+SPLITS = ("train", "dev", "test")
 
 
 class ConfigError(ValueError):
@@ -56,18 +58,62 @@ class ModelConfig:
 
 
 @dataclass
-class JudgeConfig:
-    rubric_file: str | None = None
-    n_samples: int = 4
+class SamplingConfig:
+    """How the judge generates for one use: n judgments per response, temperature (0 = greedy),
+    top_p (nucleus) and max_new_tokens (a judgment cut there is invalid: truncated).
+
+    Each use has its own block, read by one stage only, so a key has one meaning:
+
+      judge.preview              notebook 02: the untrained judge on judge.preview_pairs training pairs
+      sft.checks                 the SFT warm-up checks (base vs warmed-up judge on dev pairs);
+                                 sample them as par.rollouts to see what PAR will face
+      par.rollouts               PAR training (GRPO): n rollouts per (pair, side) form one group
+      eval.sampling              the benchmark stage and `patarm-kit eval`: n judgments per response,
+                                 averaged (the votes; --votes sets n); greedy by default. Judges
+                                 that give one verdict (pairwise, length, random, bt) use n = 1
+      eval.votes_curve_sampling  the votes curve: n sampled judgments per response, scored with
+                                 the first k for each k in eval.votes_curve (the last k is n)
+
+    A profile's block is merged key by key into the block of the profile it extends (cpu.yaml
+    spells out all four keys of each); a block written from nothing takes the defaults below
+    for the keys it leaves out.
+    """
+
+    n: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
-    max_new_tokens: int = 160
+    max_new_tokens: int = 128
+
+    def check(self, key: str, min_n: int = 1) -> None:
+        """Refuse a block no generation can run with; the error names the block's key."""
+        if self.n < min_n:
+            raise ConfigError(f"{key}.n: must be at least {min_n}, got {self.n}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"{key}.max_new_tokens: must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"{key}.temperature: must be at least 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"{key}.top_p: must be in (0, 1], got {self.top_p}")
+        if self.n > 1 and self.temperature == 0:
+            raise ConfigError(f"{key}: n={self.n} judgments per response need temperature > 0 "
+                              "(greedy decoding would repeat one judgment)")
+
+
+@dataclass
+class JudgeConfig:
+    """How the generative judge reads and is run, whatever the use; how it samples is per use (SamplingConfig)."""
+
+    rubric_file: str | None = None
     batch_size: int = 16
     max_prompt_tokens: int = 384
     max_response_tokens: int = 256
     backend: str = "hf"  # "hf" (transformers generate) or "vllm"
     voting: str = "mean"  # "mean" or "majority"
     preview_pairs: int = 4  # notebook 02: training pairs the base judge scores before any training
+    preview: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4, max_new_tokens=160))  # notebook 02
+
+    def __post_init__(self) -> None:
+        self.preview.check("judge.preview")
 
 
 @dataclass
@@ -89,6 +135,10 @@ class SftConfig:
     batch_size: int = 8
     max_length: int = 1024  # longer examples are dropped and counted, never cut
     n_check_pairs: int = 16  # held-out (dev) pairs for the warm-up checks
+    checks: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4, max_new_tokens=160))  # the warm-up checks
+
+    def __post_init__(self) -> None:
+        self.checks.check("sft.checks")
 
 
 @dataclass
@@ -101,7 +151,9 @@ class ParConfig:
     n_pairs: int | None = 16  # None: every training pair
     max_steps: int = 4
     pairs_per_step: int = 2  # both sides of each pair are judged in the same step
-    num_generations: int = 4  # rollouts per (pair, side): one GRPO group
+    # GRPO's rollouts (TRL's num_generations, temperature, top_p, max_completion_length):
+    # n rollouts per (pair, side) form one group, so n >= 2
+    rollouts: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4, max_new_tokens=160))
     gradient_accumulation_steps: int = 1  # splits a step's completions into micro-batches (memory)
     learning_rate: float = 1e-5  # TRL's advice for LoRA (1e-6 is its full fine-tuning default)
     lr_scheduler_type: str = "linear"
@@ -111,9 +163,6 @@ class ParConfig:
     epsilon: float = 0.2
     num_iterations: int = 1
     mask_truncated_completions: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_completion_length: int = 160
     bf16: bool = False  # mixed precision on GPUs
     gradient_checkpointing: bool = False
     save_steps: int = 2
@@ -122,6 +171,9 @@ class ParConfig:
     use_vllm: bool = False  # GPU rollouts with vLLM
     vllm_mode: str = "colocate"  # "colocate" (inside the trainer) or "server" (trl vllm-serve)
     vllm_gpu_memory_utilization: float = 0.3
+
+    def __post_init__(self) -> None:
+        self.rollouts.check("par.rollouts", min_n=2)
 
 
 @dataclass
@@ -137,20 +189,29 @@ class BtConfig:
 
 @dataclass
 class EvalConfig:
+    """The benchmark stage: which judges on which benches, how many items, how judgments are scored."""
+
     judges: list[str] = field(default_factory=lambda: ["length", "random", "base"])
     benches: list[str] = field(default_factory=lambda: ["rmbench", "rewardbench", "pairs:hh-rlhf"])
     limit: int | dict[str, int | None] | None = 8  # items per domain/subset; a mapping sets it per bench
-    votes: int = 1
     ties: str = "half"
     n_boot: int = 1000
-    temperature: float = 0.0  # one vote: greedy decoding, as RewardBench's generative runner
-    vote_temperature: float = 1.0  # several votes need sampling
-    max_new_tokens: int = 128
+    # every judge on every bench: n judgments per response, averaged (votes); one greedy judgment
+    # by default, as RewardBench's generative runner
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0))
     votes_curve: list[int] = field(default_factory=list)  # accuracy vs number of votes (notebook 04)
+    votes_curve_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4))  # n = the curve's last point
     votes_curve_judge: str = "par"
     votes_curve_bench: str = "pairs:hh-rlhf"
     votes_curve_limit: int | None = None  # items for the curve; None: the bench's eval.limit
     paired: list[list[str]] = field(default_factory=list)  # [judge A, judge B]: A - B on the same items
+
+    def __post_init__(self) -> None:
+        self.sampling.check("eval.sampling")
+        self.votes_curve_sampling.check("eval.votes_curve_sampling")
+        if self.votes_curve and max(self.votes_curve) != self.votes_curve_sampling.n:
+            raise ConfigError(f"eval.votes_curve: its last point ({max(self.votes_curve)} votes) must be the "
+                              f"eval.votes_curve_sampling.n={self.votes_curve_sampling.n} judgments sampled per response")
 
     def limit_for(self, bench: str) -> int | None:
         """Items per domain/subset for `bench`: benches differ in cost (RM-Bench: 6 judgments a prompt)."""
@@ -186,6 +247,80 @@ class RunConfig:
 def fingerprint_of(values: dict[str, Any]) -> str:
     """The fingerprint of a config as a plain dict (e.g. as recorded in a manifest)."""
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- rules a type cannot say, checked where values are read
+
+# Counts below their minimum make no sense (0 pairs would score a metric from no judgments).
+# None, where a key allows it, keeps its meaning ("all"). Lists and mappings of counts
+# (eval.limit per bench, eval.votes_curve) are checked item by item. The sampling blocks
+# (n, max_new_tokens, ...) check themselves: SamplingConfig.check.
+MINIMUM: dict[str, int] = {
+    "seed": 0,
+    "data.sources.limit": 1,
+    "model.torch_threads": 1,
+    "judge.batch_size": 1, "judge.max_prompt_tokens": 1, "judge.max_response_tokens": 1, "judge.preview_pairs": 1,
+    "lora.r": 1, "lora.alpha": 1,
+    "sft.n_pairs": 1, "sft.max_steps": 1, "sft.warmup_steps": 0, "sft.batch_size": 1, "sft.max_length": 1,
+    "sft.n_check_pairs": 1,
+    "par.n_pairs": 1, "par.max_steps": 1, "par.pairs_per_step": 1, "par.gradient_accumulation_steps": 1,
+    "par.num_iterations": 1, "par.save_steps": 1, "par.logging_steps": 1,
+    "bt.n_pairs": 1, "bt.max_steps": 1, "bt.batch_size": 1, "bt.max_length": 1,
+    "eval.limit": 1, "eval.n_boot": 1, "eval.votes_curve": 1, "eval.votes_curve_limit": 1,
+}
+
+# Keys that name one of a few settings: a typo is refused before any model runs.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "judge.backend": ("hf", "vllm"),
+    "judge.voting": ("mean", "majority"),
+    "sft.targets": ("format", "labels", "paper"),
+    "par.mode": ("binary", "graded"),
+    "par.scale_rewards": ("group", "batch", "none"),
+    "par.vllm_mode": ("colocate", "server"),
+    "eval.ties": ("half", "zero"),
+}
+
+
+def _at_least(value: Any, minimum: int, key: str) -> None:
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _at_least(item, minimum, f"{key}.{name}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _at_least(item, minimum, f"{key}[{index}]")
+    elif value is not None and value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+
+
+def _split_fractions(fractions: dict[str, float], key: str) -> None:
+    """Shares of train/dev/test: none negative, not all zero (a split is drawn in proportion)."""
+    for name, share in fractions.items():
+        if name not in SPLITS:
+            raise ConfigError(f"{key}.{name}: unknown split (splits: {', '.join(SPLITS)})")
+        if share < 0:
+            raise ConfigError(f"{key}.{name}: must be at least 0, got {share}")
+    if sum(fractions.values()) <= 0:
+        raise ConfigError(f"{key}: the fractions must add up to more than 0, got {fractions}")
+
+
+def _judge_pairs(pairs: list[list[str]], key: str) -> None:
+    for index, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise ConfigError(f"{key}[{index}]: expected two judges [A, B], got {pair}")
+
+
+SPECIAL_RULES = {"data.split_fractions": _split_fractions, "eval.paired": _judge_pairs}
+
+
+def _check_rules(value: Any, key: str) -> None:
+    """The rules for `key` (a dotted key; list positions such as sources[0] share one rule)."""
+    rule = re.sub(r"\[\d+\]", "", key)
+    if rule in MINIMUM:
+        _at_least(value, MINIMUM[rule], key)
+    if rule in CHOICES and value not in CHOICES[rule]:
+        raise ConfigError(f"{key}: expected one of {', '.join(CHOICES[rule])}, got {value!r}")
+    if rule in SPECIAL_RULES:
+        SPECIAL_RULES[rule](value, key)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -234,11 +369,15 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(str(k) for k in set(values) - known)
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(known))})")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+        _check_rules(kwargs[name], key)
     return cls(**kwargs)
 
 
@@ -252,22 +391,52 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _read_profile(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
+def _is_profile_file(name_or_path: str) -> bool:
+    return Path(name_or_path).suffix in (".yaml", ".yml")
+
+
+def absolute_profile(profile: str) -> str:
+    """A profile name as it is; a profile path made absolute against the current directory.
+
+    The CLI applies this before anything else: notebooks run from notebooks/, where a relative
+    path would point somewhere else.
+    """
+    return str(Path(profile).expanduser().resolve()) if _is_profile_file(profile) else profile
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line (PyYAML's own message spans several)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _read_profile(name_or_path: str, seen: tuple[str, ...] = (), folder: Path | None = None) -> dict[str, Any]:
+    """A profile's values with its `extends` chain merged in; a relative path in `extends`
+    is read from the extending profile's folder."""
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ConfigError(f"{seen[-1] if seen else 'profile'}: extends: expected a profile name or path, got {name_or_path!r}")
+    if _is_profile_file(name_or_path):
+        path = ((folder or Path.cwd()) / Path(name_or_path).expanduser()).resolve()
+    else:
         path = PROFILE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         available = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
         raise ConfigError(f"profile {name_or_path!r} not found ({path}); available: {available}")
     if str(path) in seen:
         raise ConfigError(f"profile {path} extends itself through {' -> '.join(seen)}")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a profile must be a mapping of keys to values")
     parent = values.pop("extends", None)
     values.setdefault("profile", path.stem)
-    if parent:
-        return _merge(_read_profile(parent, (*seen, str(path))), values)
+    if parent is not None:
+        return _merge(_read_profile(parent, (*seen, str(path)), path.parent), values)
     return values
 
 
@@ -285,12 +454,15 @@ def load_config(profile: str = "smoke", overrides: dict[str, Any] | None = None)
     """Load a profile (name in configs/ or a YAML path) and apply dotted-key overrides.
 
     Override values given as strings (from the command line) are parsed as YAML scalars,
-    so `judge.temperature=0.7` gives a float and `eval.limit=null` gives None.
+    so `eval.sampling.temperature=0.7` gives a float and `eval.limit=null` gives None.
     """
     values = _read_profile(profile)
     for dotted, value in (overrides or {}).items():
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else value
+        if isinstance(value, str) and value.strip():
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"override {dotted}={value}: not a valid YAML value ({_yaml_problem(err)})") from None
         _set_dotted(values, dotted, value)
     return _build(RunConfig, values, "")
 

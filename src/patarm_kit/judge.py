@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from .config import JudgeConfig
+from .config import JudgeConfig, SamplingConfig
 from .data import PreferencePair
 from .prompts import pairwise_messages, parse_judgment, parse_verdict, pointwise_messages, render_chat
 from .rubrics import Rubric
@@ -97,24 +97,24 @@ def requests_for_style_variants(pairs: Iterable[PreferencePair]) -> list[JudgeRe
 class HFBackend:
     """transformers `generate` with left padding; seeded per batch so runs repeat exactly."""
 
-    def __init__(self, model: Any, tokenizer: Any, config: JudgeConfig):
-        self.model, self.tokenizer, self.config = model, tokenizer, config
+    def __init__(self, model: Any, tokenizer: Any, sampling: SamplingConfig):
+        self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
 
     def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Completion]]:
         import torch
 
         tokenizer = self.tokenizer
         inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-        sampling = self.config.temperature > 0
+        sample = self.sampling.temperature > 0
         torch.manual_seed(seed)
         with torch.no_grad():
             output = self.model.generate(
                 **inputs,
-                max_new_tokens=self.config.max_new_tokens,
-                do_sample=sampling,
-                temperature=self.config.temperature if sampling else None,
-                top_p=self.config.top_p if sampling else None,
-                top_k=0 if sampling else None,  # keep nucleus sampling as configured, no hidden top-k
+                max_new_tokens=self.sampling.max_new_tokens,
+                do_sample=sample,
+                temperature=self.sampling.temperature if sample else None,
+                top_p=self.sampling.top_p if sample else None,
+                top_k=0 if sample else None,  # keep nucleus sampling as configured, no hidden top-k
                 num_return_sequences=n,
                 pad_token_id=tokenizer.pad_token_id,
             )
@@ -137,18 +137,18 @@ def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 class VLLMBackend:
     """vLLM for GPU rollouts and evaluation (not installed on CPU machines)."""
 
-    def __init__(self, model_path: str, config: JudgeConfig, adapter: str | None = None):
+    def __init__(self, model_path: str, sampling: SamplingConfig, adapter: str | None = None):
         from vllm import LLM  # optional dependency: pip install -e .[gpu]
 
         self.llm = LLM(model=model_path, enable_lora=adapter is not None, seed=0)
-        self.config, self.adapter = config, adapter
+        self.sampling, self.adapter = sampling, adapter
 
     def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         params = SamplingParams(
-            n=n, temperature=self.config.temperature, top_p=self.config.top_p,
-            max_tokens=self.config.max_new_tokens, seed=seed,
+            n=n, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
+            max_tokens=self.sampling.max_new_tokens, seed=seed,
         )
         lora = None
         if self.adapter:
@@ -162,7 +162,11 @@ class VLLMBackend:
 
 
 class Judge:
-    """The generative judge: builds prompts, samples judgments, parses them."""
+    """The generative judge: builds prompts, samples judgments, parses them.
+
+    `config` says how it reads (budgets, batch size); `sampling` how it samples for the use that
+    built it (n judgments per request; its backend decodes with the same block).
+    """
 
     def __init__(
         self,
@@ -172,14 +176,16 @@ class Judge:
         rubrics: Mapping[str, Rubric],
         enable_thinking: bool | None = None,
         seed: int = 0,
+        sampling: SamplingConfig | None = None,
     ):
         self.tokenizer, self.backend, self.config = tokenizer, backend, config
         self.rubrics, self.enable_thinking, self.seed = rubrics, enable_thinking, seed
+        self.sampling = sampling or SamplingConfig()
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, config: JudgeConfig, rubrics: Mapping[str, Rubric],
-                   enable_thinking: bool | None = None, seed: int = 0) -> "Judge":
-        return cls(tokenizer, HFBackend(model, tokenizer, config), config, rubrics, enable_thinking, seed)
+                   sampling: SamplingConfig, enable_thinking: bool | None = None, seed: int = 0) -> "Judge":
+        return cls(tokenizer, HFBackend(model, tokenizer, sampling), config, rubrics, enable_thinking, seed, sampling)
 
     # ------------------------------------------------------------ prompts
 
@@ -218,7 +224,7 @@ class Judge:
         """n judgments per request, in request order (sample 0..n-1 for each)."""
         from tqdm.auto import tqdm
 
-        n = n_samples or self.config.n_samples
+        n = n_samples or self.sampling.n
         rendered = [self.prompt_text(r) for r in requests]
         lengths = [self._tokens(text) for text, _ in rendered]
         order = sorted(range(len(requests)), key=lambda i: lengths[i])  # length bucketing

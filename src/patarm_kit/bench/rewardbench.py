@@ -4,15 +4,23 @@ Sources: `rewardbench/constants.py` and `calculate_scores_per_section` in allena
 (BENCHMARKS.md A1). We keep our own copy of the constants because installed `rewardbench`
 versions older than PR #175 (2024-09-10) swap the two xstest counts.
 
-Scores here are fractions in [0, 1], not percentages.
+Scores here are fractions in [0, 1], not percentages. The benchmark itself (`RewardBench`,
+registry name `rewardbench`) is at the end: LLMBar's files (its 5 Chat Hard subsets) locally,
+the whole filtered set from the hub, and the section scores with their intervals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+
+from ..data import PreferencePair, RowProblem, _distinct, _text, _user_prompt, generic_pair
+from ..judge import Judgment
+from ..stats import bootstrap_ci_of
+from .base import Benchmark, Scoring, outcome_interval
 
 # Real number of prompts per subset of the `filtered` split (2,985 in total).
 SUBSET_SIZES: dict[str, int] = {
@@ -83,36 +91,6 @@ LLMBAR_FILES_TO_SUBSETS: dict[str, str] = {
 # Prior sets (allenai/pref-test-sets): reported on their own, never part of the score.
 PRIOR_SETS = ("anthropic_helpful", "anthropic_hhh", "shp", "summarize")
 
-# What an equal or invalid comparison is worth: "zero" is the strict rule of scalar RMs
-# (RewardBench's run_rm, RM-Bench); "half" is the generative runners' "effectively a tie".
-TIE_VALUES: dict[str, float] = {"zero": 0.0, "half": 0.5}
-
-
-def tie_value(ties: str) -> float:
-    """The value of a tie under a named policy; the kit's default is "half" (PAPER.md)."""
-    if ties not in TIE_VALUES:
-        raise ValueError(f"unknown tie policy {ties!r}; allowed: {', '.join(TIE_VALUES)}")
-    return TIE_VALUES[ties]
-
-
-def pair_outcomes(chosen: ArrayLike, rejected: ArrayLike, ties: str = "half") -> np.ndarray:
-    """Element-wise outcome of chosen-vs-rejected comparisons: 1 win, 0 loss, else the tie value.
-
-    A comparison is a tie when the scores are equal or either is invalid (None/NaN): an
-    unparsed judgment cannot show a preference, so it is counted, never dropped.
-    """
-    tie = tie_value(ties)
-    chosen = np.asarray(chosen, dtype=float)  # None becomes NaN
-    rejected = np.asarray(rejected, dtype=float)
-    undecided = np.isnan(chosen) | np.isnan(rejected) | (chosen == rejected)
-    return np.where(undecided, tie, np.where(chosen > rejected, 1.0, 0.0))
-
-
-def pair_outcome(chosen_score: float | None, rejected_score: float | None, ties: str = "half") -> float:
-    """Outcome of one pointwise pair: 1 if chosen scores higher, 0 if lower, else the tie value."""
-    return float(pair_outcomes(chosen_score, rejected_score, ties))
-
-
 def _section_score(section: str, accuracies: Mapping[str, float]) -> dict:
     present = [s for s in SUBSET_MAPPING[section] if s in accuracies]
     missing = [s for s in SUBSET_MAPPING[section] if s not in accuracies]
@@ -150,3 +128,90 @@ def score_rewardbench(subset_accuracies: Mapping[str, tuple[float, int]]) -> dic
         "score": float(np.mean([s["score"] for s in sections.values()])) if complete else None,
         "prior_sets": {name: r for name, r in records.items() if name in PRIOR_SETS},
     }
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def llmbar_pair(row: Any, subset: str, number: int) -> PreferencePair:
+    """A row of an LLMBar file: the instruction, two outputs and the label of the better one."""
+    instruction = _text(row, "input")
+    outputs = (_text(row, "output_1"), _text(row, "output_2"))
+    try:
+        label = int(row.get("label"))
+    except (TypeError, ValueError):
+        raise RowProblem("label", f"expected 1 or 2, got {row.get('label')!r}") from None
+    if label not in (1, 2):
+        raise RowProblem("label", f"expected 1 or 2, got {label}")
+    chosen, rejected = outputs[label - 1], outputs[2 - label]
+    _distinct(chosen, rejected, "output_2")
+    return PreferencePair(
+        id=f"llmbar/{subset}/{number}",
+        source="llmbar",
+        task="chat",
+        prompt=_user_prompt(instruction),
+        chosen=chosen,
+        rejected=rejected,
+        subset=subset,
+    )
+
+
+def task_of(subset: str) -> str:
+    """The judge's rubric task for a RewardBench subset."""
+    if subset == "math-prm":
+        return "math"
+    if subset.startswith("hep-"):
+        return "code"
+    if subset.startswith(("refusals", "xstest", "donotanswer")):
+        return "safety"
+    return "chat"
+
+
+def hub_pair(row: Any, number: int) -> PreferencePair:
+    """A row of allenai/reward-bench (prompt, chosen, rejected, id, subset)."""
+    return generic_pair(row, "allenai/reward-bench", number, default_task=task_of(str(row.get("subset", ""))))
+
+
+def _section_intervals(scored: dict, by_subset: dict[str, list[float]], n_boot: int, seed: int) -> None:
+    """A bootstrap interval for each section score, resampling prompts within each subset."""
+    for section, facts in scored["sections"].items():
+        present = [s for s in SUBSET_MAPPING[section] if s in by_subset]
+        if not present or facts["score"] is None:
+            continue
+        values = np.concatenate([by_subset[s] for s in present])
+        strata = np.concatenate([[s] * len(by_subset[s]) for s in present])
+        weights = {s: EXAMPLE_COUNTS[s] for s in present}
+
+        def section_score(index: np.ndarray) -> float:
+            picked, picked_strata = values[index], strata[index]
+            return sum(weights[s] * picked[picked_strata == s].mean() for s in present) / sum(weights.values())
+
+        facts["ci95"] = list(bootstrap_ci_of(section_score, len(values), n_boot=n_boot, seed=seed, strata=strata))
+
+
+class RewardBench(Benchmark):
+    """RewardBench v1: accuracy per subset, section scores weighted as the official code, and the score."""
+
+    name = "rewardbench"
+    label = "RewardBench"
+    sources = ("llmbar", "allenai/reward-bench")
+
+    def group(self, pair: PreferencePair) -> str:
+        return LLMBAR_FILES_TO_SUBSETS.get(pair.subset, pair.subset)
+
+    def score(self, judgments: Sequence[Judgment], groups: Mapping[str, str], rules: Scoring) -> tuple[dict[str, float], dict[str, Any]]:
+        outcomes, metrics = super().score(judgments, groups, rules)
+        by_subset: dict[str, list[float]] = defaultdict(list)
+        for pid, outcome in outcomes.items():
+            by_subset[groups[pid]].append(outcome)
+        scored = score_rewardbench({s: (float(np.mean(v)), len(v)) for s, v in by_subset.items()})
+        for subset, values in by_subset.items():
+            scored["subsets"][subset]["ci95"] = outcome_interval(values, rules.n_boot, rules.seed)
+        _section_intervals(scored, by_subset, rules.n_boot, rules.seed)
+        return outcomes, {**metrics, "subsets": scored["subsets"], "sections": scored["sections"], "score": scored["score"]}
+
+    def coverage(self, metrics: Mapping[str, Any]) -> str:
+        subsets = ", ".join(f"{s} (n={f['n']})" for s, f in metrics["subsets"].items())
+        partial = [s for s, f in metrics["sections"].items() if not f["complete"]]
+        note = f"; sections incomplete: {', '.join(partial)}, so no RewardBench score" if partial else ""
+        return f"RewardBench subsets {subsets}{note}"

@@ -5,19 +5,24 @@ Each RM-Bench prompt has 3 chosen and 3 rejected responses in a fixed style orde
 responses once each, which fills the whole matrix M[i][j] = fraction of prompts where
 chosen_i scores above rejected_j (rows chosen, columns rejected). Definitions from the
 THU-KEG/RM-Bench README ("how to compute the accuracy", "Clarity on Avg Calculation").
+
+The benchmark itself (`RMBench`, registry name `rmbench`) is at the end: its rows, the six
+requests per prompt, and its metrics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from patarm_kit.bench.rewardbench import pair_outcomes
-from patarm_kit.stats import bootstrap_ci_of
+from ..data import PreferencePair, RowProblem, _distinct, _text, _user_prompt, row_id
+from ..judge import Judgment, JudgeRequest, requests_for_style_variants, voted_scores
+from ..stats import bootstrap_ci_of
+from .base import Benchmark, EvalError, Scoring, pair_outcomes
 
 STYLES = ("concise", "detailed_plain", "detailed_markdown")
 DOMAINS = ("chat", "code", "math", "safety")
@@ -31,6 +36,8 @@ _DOMAIN_OF = {
     "safety-response": "safety",
 }
 _TOLERANCE = 1e-9
+# The published files (THU-KEG/RM-Bench data/), one per domain field value.
+DATA_FILES = tuple(f"{name}_filtered.json" for name in ("chat", "code", "math", "safety-refuse", "safety-response"))
 
 
 def domain_of(file_or_domain: str) -> str:
@@ -162,3 +169,88 @@ def score_rmbench(
     if n_boot > 0:
         _add_intervals(cubes, result, n_boot, seed)
     return result
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def _variants(row: dict, name: str) -> tuple[str, ...]:
+    value = row.get(name)
+    if not isinstance(value, list) or len(value) != 3:
+        raise RowProblem(name, "expected a list of 3 responses (concise, detailed, markdown)")
+    for i, text in enumerate(value):
+        if not isinstance(text, str) or not text.strip():
+            raise RowProblem(f"{name}[{i}]", "empty or non-text response")
+    return tuple(value)
+
+
+def rmbench_pair(row: Any, domain: str) -> PreferencePair:
+    """A row of an RM-Bench file (or of the hub copy, whose rows name their domain)."""
+    try:
+        task = domain_of(domain)
+    except ValueError as err:
+        raise RowProblem("domain", str(err)) from None
+    prompt = _text(row, "prompt")
+    chosen, rejected = _variants(row, "chosen"), _variants(row, "rejected")
+    for i in range(3):
+        _distinct(chosen[i], rejected[i], f"rejected[{i}]")
+    return PreferencePair(
+        id=f"rm-bench/{domain}/{row_id(row)}",
+        source="rm-bench",
+        task=task,
+        prompt=_user_prompt(prompt),
+        chosen=chosen[0],
+        rejected=rejected[0],
+        subset=domain,
+        chosen_variants=chosen,
+        rejected_variants=rejected,
+    )
+
+
+def hub_pair(row: Any, number: int) -> PreferencePair:
+    """A row of THU-KEG/RM-Bench on the hub: as a local row, with its domain in a field."""
+    return rmbench_pair(row, str(row.get("domain", "")) if isinstance(row, dict) else "")
+
+
+class RMBench(Benchmark):
+    """RM-Bench: a pointwise judge scores the 3 chosen and 3 rejected style variants of each prompt,
+    which fills the 3x3 style matrix; metrics per domain and overall (easy, normal, hard, avg)."""
+
+    name = "rmbench"
+    label = "RM-Bench"
+    sources = ("rm-bench", "THU-KEG/RM-Bench")
+    pairwise = False  # 9 comparisons x 2 orders per prompt instead of 6 pointwise judgments
+    style_matrix = True
+
+    def group(self, pair: PreferencePair) -> str:
+        return domain_of(pair.subset)
+
+    def requests(self, pairs: Sequence[PreferencePair]) -> list[JudgeRequest]:
+        """All 3 chosen and 3 rejected style variants: 6 requests per prompt (sides chosen_0 .. rejected_2)."""
+        return requests_for_style_variants(pairs)
+
+    def score(self, judgments: Sequence[Judgment], groups: Mapping[str, str], rules: Scoring) -> tuple[dict[str, float], dict[str, Any]]:
+        """RM-Bench's scores; a pair's outcome is its mean over the 9 style comparisons."""
+        if rules.pairwise:
+            raise EvalError("the pairwise judge is not run on rmbench (9 comparisons x 2 orders per prompt)")
+        voted = voted_scores(judgments, rules.voting, rules.votes)
+        pair_ids = list(groups)
+        scores = {side: [[voted.get((pid, f"{side}_{i}")) for i in range(3)] for pid in pair_ids] for side in ("chosen", "rejected")}
+        items = [{"domain": groups[pid], "chosen_scores": c, "rejected_scores": r}
+                 for pid, c, r in zip(pair_ids, scores["chosen"], scores["rejected"])]
+        result = score_rmbench(items, ties=rules.ties, n_boot=rules.n_boot, seed=rules.seed)
+        cube = _outcome_cube(scores["chosen"], scores["rejected"], rules.ties)
+        outcomes = dict(zip(pair_ids, cube.reshape(len(pair_ids), 9).mean(axis=1).tolist()))
+        return outcomes, {"domains": result["domains"], "overall": result["overall"], "domains_missing": result["domains_missing"],
+                          "acc": result["overall"]["avg"], "ci95": {"acc": result["overall"].get("ci95", {}).get("avg")}}
+
+    def count(self, metrics: Mapping[str, Any]) -> int:
+        return sum(d["n"] for d in metrics["domains"].values())
+
+    def table_extras(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        return {f"rm_{k}": metrics["overall"][k] for k in ("easy", "normal", "hard")}
+
+    def coverage(self, metrics: Mapping[str, Any]) -> str:
+        domains = ", ".join(f"{d} (n={f['n']})" for d, f in metrics["domains"].items())
+        missing = f"; {', '.join(metrics['domains_missing'])} missing" if metrics.get("domains_missing") else ""
+        return f"RM-Bench: {domains}{missing}"
