@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from patarm_kit.cli import app
 from patarm_kit.config import SourceConfig
-from patarm_kit.data import DataError, load_source, load_sources, write_stage_pairs
+from patarm_kit.data import DataError, load_source, load_sources, read_pairs, write_stage_pairs
 
 GOOD = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No.", "task": "chat"}
 
@@ -21,6 +21,11 @@ BAD_JSONL = {
     "unknown task": (json.dumps({**GOOD, "task": "poetry"}), "row 2: field task: unknown task 'poetry'"),
     "prompt of wrong type": (json.dumps({**GOOD, "prompt": 3}), "row 2: field prompt: expected text"),
 }
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
 
 
 def write_jsonl(path, bad_line):
@@ -93,3 +98,68 @@ def test_cli_data_json_counts_match_sources_md(data_dir):
     assert counts["llmbar"]["pairs"] == 419
     assert counts["hh-rlhf"]["rows"] == 8552
     assert counts["finegrained-qa"]["pairs"] == 2616
+
+
+# ---------------------------------------------------------------- ids: unique and present, sources never empty
+
+
+def test_another_pair_under_a_used_id_is_refused_but_a_repeated_pair_is_a_duplicate(tmp_path):
+    repeated = write_rows(tmp_path / "repeated.jsonl", [{**GOOD, "id": "a"}, {**GOOD, "id": "a"}])
+    pairs, report = load_source(str(repeated))
+    assert [p.id for p in pairs] == ["repeated/a"] and report.duplicates == 1
+    clash = write_rows(tmp_path / "clash.jsonl", [{**GOOD, "id": "a"}, {**GOOD, "id": "b"}, {**GOOD, "prompt": "other", "id": "a"}])
+    with pytest.raises(DataError, match=r"clash.jsonl: row 3: field id: id 'clash/a' is already used by row 1"):
+        load_source(str(clash))
+    pairs, report = load_source(SourceConfig(str(clash), bad_rows="skip"))
+    assert [p.id for p in pairs] == ["clash/a"] and report.duplicates == 1
+    assert list(report.skipped) == ["id: id 'clash/a' is already used by row 1 for another pair; ids must be unique"]
+
+
+def test_two_sources_with_the_same_ids_are_refused(tmp_path):
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        write_rows(tmp_path / folder / "pairs.jsonl", [GOOD])
+    specs = [SourceConfig(str(tmp_path / "one" / "pairs.jsonl")), SourceConfig(str(tmp_path / "two" / "pairs.jsonl"))]
+    with pytest.raises(DataError, match=r"one/pairs.jsonl and .*two/pairs.jsonl both have pair id 'pairs/1'"):
+        load_sources(specs)
+
+
+def test_an_empty_source_names_its_file(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_text("[]")
+    with pytest.raises(DataError, match=r"source .*empty.json: no pairs in .*empty.json \(0 rows read, 0 skipped\)"):
+        load_source(str(path))
+
+
+def test_a_truncated_gz_in_a_builtin_source_names_the_file(tmp_path):
+    folder = tmp_path / "hh-rlhf"
+    folder.mkdir()
+    row = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    data = gzip.compress("".join(json.dumps({**row, "chosen": row["chosen"] + str(i)}) + "\n" for i in range(3000)).encode())
+    (folder / "helpful-base_test.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"helpful-base_test.jsonl.gz: row \d+: cannot be read \(.*\) \(a truncated file\?\)"):
+        load_source("hh-rlhf", tmp_path)
+
+
+def test_a_folder_given_as_a_pair_file_names_it(tmp_path):
+    folder = tmp_path / "train.jsonl"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"train.jsonl: cannot be read \(Is a directory\)"):
+        read_pairs(folder)
+
+
+STORED = {"id": "hh/1", "source": "hh", "task": "chat", "prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([], r"train.jsonl: no pairs in the file"),
+    ([STORED, {**STORED, "chosen": "c"}], r"train.jsonl: row 2: field id: id 'hh/1' is already used by row 1"),
+    ([{**STORED, "id": None}], r"train.jsonl: row 1: field id: expected text, got NoneType"),
+    ([{k: v for k, v in STORED.items() if k != "source"}], r"train.jsonl: row 1: field source: missing field"),
+    ([{**STORED, "prompt": "q"}], r"train.jsonl: row 1: field prompt: expected a non-empty list"),
+    ([{**STORED, "task": "poetry"}], r"train.jsonl: row 1: field task: unknown task 'poetry'"),
+])
+def test_read_pairs_checks_every_row_of_a_pair_file(rows, message, tmp_path):
+    path = write_rows(tmp_path / "train.jsonl", rows)
+    with pytest.raises(DataError, match=message + r".*was it changed by hand" if rows else message):
+        read_pairs(path)

@@ -2,73 +2,107 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from typing import Optional
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
-from .config import ConfigError, load_config, parse_overrides
+from .chain import ChainError
+from .config import ConfigError, absolute_profile, load_config, parse_overrides
 from .data import DataError, count_pairs, load_sources
-from .results import RunExistsError
+from .evaluate import EvalError
+from .layout import RunLayout
+from .models import ModelError
+from .results import Run, RunError
+from .rubrics import RubricError
+from .sft import SftError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# Bad input, not a bug: the kit's own error classes (each message names the file, row or key)
+# and what reading a file raises (OSError: missing, a folder, no permission; JSON or UTF-8
+# errors from files read outside the loaders). Anything else is a bug and keeps its traceback.
+BAD_INPUT = (ConfigError, DataError, EvalError, SftError, RubricError, RunError, ChainError, ModelError,
+             OSError, json.JSONDecodeError, UnicodeDecodeError)
 
-KNOWN_ERRORS = (ConfigError, DataError, RunExistsError, FileNotFoundError)
+
+def one_line(err: Exception) -> str:
+    """An error as one line; an OS error as `<file>: <reason>`."""
+    text = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename and err.strerror else str(err)
+    return " ".join(text.split())
 
 
-def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code=2)
+def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except BAD_INPUT as err:
+            typer.echo(f"error: {one_line(err)}", err=True)
+            raise typer.Exit(code=2) from None
+    return guarded
+
+
+class KitTyper(typer.Typer):
+    """A Typer app whose every command ends bad input with one `error:` line and exit code 2."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+        return lambda command: register(_one_line_errors(command))
+
+
+def _absolute(path: Optional[str]) -> Optional[str]:
+    """A path flag against the caller's directory (notebooks run from notebooks/)."""
+    return str(Path(path).expanduser().resolve()) if path else path
+
+
+app = KitTyper(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 @app.command()
 def run(
-    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
+    profile: str = typer.Option("cpu", callback=absolute_profile, help="profile name in configs/ or a YAML path"),
     run_name: str = typer.Option(..., help="results/<run-name> receives the manifest and executed notebooks"),
     only: Optional[list[str]] = typer.Option(None, help="run only these notebooks (repeatable)"),
     start_from: Optional[str] = typer.Option(None, "--from", help="start the chain at this notebook"),
-    data_dir: Optional[str] = typer.Option(None, help="data directory (default: $PATARM_DATA_DIR or ../shared/data)"),
-    resume: bool = typer.Option(False, help="continue an existing run of that name"),
+    data_dir: Optional[str] = typer.Option(None, callback=_absolute, help="data directory (default: $PATARM_DATA_DIR or ../shared/data)"),
+    resume: bool = typer.Option(False, help="continue an existing run: finished notebooks are skipped"),
+    force: bool = typer.Option(False, "--force", help="run the selected notebooks again, replacing their outputs"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
 ) -> None:
     """Run the profile's notebooks in order with papermill."""
-    from .chain import ChainError, run_chain
+    from .chain import run_chain
 
-    try:
-        done = run_chain(profile, run_name, parse_overrides(set_ or []), data_dir, only, start_from, resume)
-    except (*KNOWN_ERRORS, ChainError) as err:
-        _fail(err)
+    done = run_chain(profile, run_name, parse_overrides(set_ or []), data_dir, only, start_from, resume, force)
     typer.echo(f"run complete: {done.dir}")
 
 
 @app.command()
 def data(
-    profile: str = typer.Option("cpu", help="profile whose sources are counted"),
+    profile: str = typer.Option("cpu", callback=absolute_profile, help="profile whose sources are counted"),
     source: Optional[list[str]] = typer.Option(None, help="validate and count this file or hub id instead"),
-    data_dir: Optional[str] = typer.Option(None, help="data directory"),
+    data_dir: Optional[str] = typer.Option(None, callback=_absolute, help="data directory"),
     skip_bad_rows: bool = typer.Option(False, help="with --source: skip bad rows and report them"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Pair counts per source, task and split; validates every row on the way."""
     from .config import SourceConfig
 
-    try:
-        config = load_config(profile)
-        specs = [SourceConfig(name=s, bad_rows="skip" if skip_bad_rows else "error") for s in source] if source else config.data.sources
-        summary = {
-            loaded.spec.name: {
-                "rows": loaded.report.rows,
-                "pairs": loaded.report.pairs,
-                "duplicates": loaded.report.duplicates,
-                "skipped": loaded.report.skipped,
-                "missing_files": loaded.report.missing_files,
-                **count_pairs(loaded.pairs, config.data.split_fractions),
-            }
-            for loaded in load_sources(specs, data_dir or config.data.data_dir)
+    config = load_config(profile)
+    specs = [SourceConfig(name=s, bad_rows="skip" if skip_bad_rows else "error") for s in source] if source else config.data.sources
+    summary = {
+        loaded.spec.name: {
+            "rows": loaded.report.rows,
+            "pairs": loaded.report.pairs,
+            "duplicates": loaded.report.duplicates,
+            "skipped": loaded.report.skipped,
+            "missing_files": loaded.report.missing_files,
+            **count_pairs(loaded.pairs, config.data.split_fractions),
         }
-    except KNOWN_ERRORS as err:
-        _fail(err)
+        for loaded in load_sources(specs, data_dir or config.data.data_dir)
+    }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -82,30 +116,44 @@ def data(
             typer.echo(f"  by {key}: " + ", ".join(f"{k} {v}" for k, v in facts[key].items()))
 
 
+def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]]) -> Run:
+    """The run a stage command works on. An existing run keeps its own config (a --profile or
+    --set that would change it is refused before anything runs); a new folder becomes a new run
+    made with --profile (default cpu) and --set."""
+    from .results import Run
+
+    folder = Path(run_dir).resolve()
+    overrides = parse_overrides(set_ or [])
+    if not RunLayout(folder).manifest.exists():
+        return Run.create(folder.name, load_config(profile or "cpu", overrides), folder.parent)
+    run = Run.open(folder)
+    if profile or overrides:
+        run.check_config(load_config(profile or run.manifest()["profile"], overrides))
+    return run
+
+
+RUN_DIR = typer.Option(..., help="the run folder (results/<run-name>); a new folder starts a new run")
+PROFILE = typer.Option(None, callback=absolute_profile, help="profile of a new run (default cpu); an existing run keeps its own")
+FORCE = typer.Option(False, "--force", help="replace this stage's finished outputs")
+SET = typer.Option(None, "--set", help="override a config key of a new run: section.key=value")
+
+
 @app.command("sft")
 def sft_command(
-    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
-    run_dir: str = typer.Option(..., help="a run folder (its pairs/ from notebook 01 are used) or a new one"),
+    run_dir: str = RUN_DIR,
+    profile: Optional[str] = PROFILE,
     checks: bool = typer.Option(True, help="after training, compare base and warmed-up judge on dev pairs"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
+    force: bool = FORCE,
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """Format warm-up: LoRA SFT of the judge into <run>/sft/adapter, then its checks."""
-    from pathlib import Path
+    from . import stages
 
-    from .results import Run
-    from .sft import SftError, run_sft, warmup_checks
-
-    try:
-        config = load_config(profile, parse_overrides(set_ or []))
-        folder = Path(run_dir)
-        run = Run.open(folder) if (folder / "manifest.json").exists() else Run.create(folder.name, config, folder.parent)
-        result = run_sft(config, run)
-        typer.echo(f"{result.steps} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} -> "
-                   f"{result.final_loss:.3f}; adapter {result.adapter_dir}")
-        report = warmup_checks(config, run, result.adapter_dir) if checks else {"judges": {}}
-    except (*KNOWN_ERRORS, SftError) as err:
-        _fail(err)
-    for name, facts in report["judges"].items():
+    warmup = stages.sft(_stage_run(run_dir, profile, set_), force=force, checks=checks)
+    result = warmup.result
+    typer.echo(f"{result.steps} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} -> "
+               f"{result.final_loss:.3f}; adapter {result.adapter_dir}")
+    for name, facts in (warmup.checks or {"judges": {}})["judges"].items():
         low, high = facts["accuracy_ci95"]
         typer.echo(f"  {name}: parse rate {facts['parse_rate']:.1%}, all-equal GRPO groups {facts['all_equal_share']:.1%}, "
                    f"pairwise accuracy {facts['accuracy']:.1%} [{low:.1%}, {high:.1%}]")
@@ -113,29 +161,19 @@ def sft_command(
 
 @app.command("train")
 def train_command(
-    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
-    run_dir: str = typer.Option(..., help="a run folder holding pairs/train.jsonl (notebook 01)"),
-    resume: bool = typer.Option(False, help="continue from the latest checkpoint in <run>/par/checkpoints"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
+    run_dir: str = RUN_DIR,
+    profile: Optional[str] = PROFILE,
+    resume: bool = typer.Option(False, help="continue from the latest complete checkpoint in <run>/par/checkpoints"),
+    force: bool = FORCE,
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """PAR training (GRPO + LoRA) into <run>/par; starts from <run>/sft/adapter when SFT is enabled.
 
     Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli train ...
     """
-    from pathlib import Path
+    from . import stages
 
-    from .results import Run
-    from .train import train_par
-
-    try:
-        config = load_config(profile, parse_overrides(set_ or []))
-        run = Run.open(Path(run_dir))
-        start_adapter = run.dir / "sft" / "adapter" if config.sft.enabled else None
-        if start_adapter and not (start_adapter / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{start_adapter} is missing: run `patarm-kit sft` first, or --set sft.enabled=false")
-        result = train_par(config, run, start_adapter, resume)
-    except KNOWN_ERRORS + (FileExistsError,) as err:
-        _fail(err)
+    result = stages.par(_stage_run(run_dir, profile, set_), force=force, resume=resume)
     last = result.metrics[-1] if result.metrics else {}
     typer.echo(f"{result.global_step} steps; last step: reward {last.get('par/reward_mean')}, pair accuracy "
                f"{last.get('par/pair_accuracy')}; adapter {result.adapter}")
@@ -143,22 +181,15 @@ def train_command(
 
 @app.command("train-bt")
 def train_bt_command(
-    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
-    run_dir: str = typer.Option(..., help="a run folder holding pairs/train.jsonl (notebook 01)"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
+    run_dir: str = RUN_DIR,
+    profile: Optional[str] = PROFILE,
+    force: bool = FORCE,
+    set_: Optional[list[str]] = SET,
 ) -> None:
     """The scalar Bradley-Terry baseline (LoRA + score head) on the run's training pairs, into <run>/bt/adapter."""
-    from .bt import train_bt
-    from .data import read_pairs
-    from .results import Run, now
+    from . import stages
 
-    try:
-        config = load_config(profile, parse_overrides(set_ or []))
-        run = Run.open(run_dir)
-        result = train_bt(config, read_pairs(run.dir / "pairs" / "train.jsonl"), run.dir / "bt" / "adapter")
-    except KNOWN_ERRORS as err:
-        _fail(err)
-    run.update("stages", "bt", {"status": "done", "finished": now(), "config": config.to_dict()["bt"], **result.summary()})
+    result = stages.bt(_stage_run(run_dir, profile, set_), force=force)
     typer.echo(f"{result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s; loss {result.log[0]['loss']:.3f} -> "
                f"{result.final_loss:.3f}; train accuracy {result.train_accuracy:.1%}; adapter {result.adapter_dir}")
 
@@ -168,36 +199,31 @@ def evaluate_command(
     judge: str = typer.Option(..., help="length | random | base | adapter:PATH | pairwise | bt:PATH"),
     bench: str = typer.Option(..., help="rmbench | rewardbench | pairs:SOURCE"),
     out: str = typer.Option(..., help="metrics JSON; the per-item judgments go beside it"),
-    profile: str = typer.Option("cpu", help="profile name in configs/ or a YAML path"),
+    profile: str = typer.Option("cpu", callback=absolute_profile, help="profile name in configs/ or a YAML path"),
     limit: Optional[str] = typer.Option(None, help="items per domain/subset, or 'all'; default: the profile's eval.limit"),
     ties: Optional[str] = typer.Option(None, help="half | zero (default: the profile's eval.ties)"),
     votes: Optional[int] = typer.Option(None, help="judgments per response, averaged (generative judges)"),
-    data_dir: Optional[str] = typer.Option(None, help="data directory"),
+    data_dir: Optional[str] = typer.Option(None, callback=_absolute, help="data directory"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
 ) -> None:
     """Score one judge on one benchmark with the benchmark's own rules and 95% intervals."""
-    from pathlib import Path
+    from .evaluate import evaluate
 
-    from .evaluate import EvalError, evaluate
-
-    try:
-        overrides = parse_overrides(set_ or [])
-        if data_dir:
-            overrides["data.data_dir"] = data_dir
-        config = load_config(profile, overrides)
-        if ties not in (None, "half", "zero"):
-            raise EvalError(f"--ties must be half or zero, not {ties!r}")
-        if limit is None:
-            limit_items = config.eval.limit_for(bench)
-        elif limit == "all":
-            limit_items = None
-        elif limit.isdigit() and int(limit) > 0:
-            limit_items = int(limit)
-        else:
-            raise EvalError(f"--limit must be a positive number or 'all', not {limit!r}")
-        metrics = evaluate(config, judge, bench, Path(out), limit_items, ties, votes)
-    except (*KNOWN_ERRORS, EvalError) as err:
-        _fail(err)
+    overrides = parse_overrides(set_ or [])
+    if data_dir:
+        overrides["data.data_dir"] = data_dir
+    config = load_config(profile, overrides)
+    if Path(out).is_dir():
+        raise EvalError(f"--out {out} is a folder; give the metrics file's path (e.g. {Path(out) / 'metrics.json'})")
+    if limit is None:
+        limit_items = config.eval.limit_for(bench)
+    elif limit == "all":
+        limit_items = None
+    elif limit.isdigit() and int(limit) > 0:
+        limit_items = int(limit)
+    else:
+        raise EvalError(f"--limit must be a positive number or 'all', not {limit!r}")
+    metrics = evaluate(config, judge, bench, Path(out), limit_items, ties, votes)
     typer.echo(format_metrics(metrics))
 
 
@@ -230,15 +256,12 @@ def format_metrics(metrics: dict) -> str:
 @app.command()
 def verify(
     run_dir: str = typer.Argument(..., help="a run folder (results/<run-name>)"),
-    data_dir: Optional[str] = typer.Option(None, help="data directory (default: the one the run recorded)"),
+    data_dir: Optional[str] = typer.Option(None, callback=_absolute, help="data directory (default: the one the run recorded)"),
 ) -> None:
     """Recompute every metric from the stored judgments and check the data hashes; exit 1 on any difference."""
     from .verify import verify_run
 
-    try:
-        report = verify_run(run_dir, data_dir)
-    except KNOWN_ERRORS as err:
-        _fail(err)
+    report = verify_run(run_dir, data_dir)
     typer.echo(report.summary())
     if not report.ok:
         raise typer.Exit(code=1)
@@ -252,12 +275,22 @@ def compare(
     """Differences between two runs: accuracy and interval per judge and bench, and config keys."""
     from .verify import compare_runs
 
-    try:
-        differences = compare_runs(run_a, run_b)
-    except KNOWN_ERRORS as err:
-        _fail(err)
+    differences = compare_runs(run_a, run_b)
     typer.echo(f"A = {run_a}\nB = {run_b}")
     typer.echo("\n".join(f"  {d}" for d in differences) if differences else "  no differences in metrics or config")
+
+
+@app.command()
+def summary(
+    run_dir: str = typer.Argument(..., help="a run folder (results/<run-name>)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """The run's headline table: accuracy under both tie rules, 95% intervals, n, tie and invalid shares,
+    truncated inputs, and the paired differences (what SUMMARY.md shows; nothing is written)."""
+    from .summary import render_summary, summary_json
+
+    facts = summary_json(run_dir)
+    typer.echo(json.dumps(facts, indent=2) if as_json else render_summary(facts), nl=as_json)
 
 
 def main() -> None:

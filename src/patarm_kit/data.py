@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,6 @@ from .config import REPO_ROOT, SourceConfig
 
 TASKS = ("chat", "math", "code", "safety")
 DATA_DIR_ENV = "PATARM_DATA_DIR"
-SPLITS = ("train", "dev", "test")
 
 
 class DataError(ValueError):
@@ -138,9 +138,14 @@ def sha256_of(path: Path) -> str:
 
 
 def _read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """Rows of a JSON array or a (gzipped) JSON-lines file, numbered from 1."""
+    """Rows of a JSON array or a (gzipped) JSON-lines file, numbered from 1.
+
+    Every way a file can fail to read (missing, a folder, no permission, not UTF-8, not JSON,
+    a truncated or corrupt .gz) is one DataError naming the file, and the row where known.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     is_lines = ".jsonl" in path.suffixes
+    number = 0
     try:
         with opener(path, "rt", encoding="utf-8") as handle:
             if not is_lines:
@@ -158,8 +163,11 @@ def _read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
                     raise DataError(f"{path}: row {number}: not valid JSON ({err.msg})") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON at line {err.lineno} ({err.msg})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot be read ({err})") from None
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as err:
+        where = f" row {number + 1}:" if number else ""
+        reason = getattr(err, "strerror", None) or str(err)
+        truncated = " (a truncated file?)" if isinstance(err, EOFError) else ""
+        raise DataError(f"{path}:{where} cannot be read ({reason}){truncated}") from None
 
 
 # ---------------------------------------------------------------- field checks
@@ -193,71 +201,29 @@ def _user_prompt(text: str) -> tuple[dict[str, str], ...]:
     return ({"role": "user", "content": text},)
 
 
-# ---------------------------------------------------------------- converters per source
-
-RMBENCH_DOMAINS = {
-    "chat": "chat",
-    "code": "code",
-    "math": "math",
-    "safety-refuse": "safety",
-    "safety-response": "safety",
-}
+def _messages(value: Any, name: str) -> tuple[dict[str, str], ...]:
+    """A prompt given as text (one user turn) or as a non-empty list of {role, content} messages."""
+    if isinstance(value, str) and value.strip():
+        return _user_prompt(value)
+    if isinstance(value, list) and value and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in value):
+        return tuple({"role": m["role"], "content": m["content"]} for m in value)
+    raise RowProblem(name, "expected text or a non-empty list of {role, content} messages")
 
 
-def _variants(row: dict, name: str) -> tuple[str, ...]:
-    value = row.get(name)
-    if not isinstance(value, list) or len(value) != 3:
-        raise RowProblem(name, "expected a list of 3 responses (concise, detailed, markdown)")
-    for i, text in enumerate(value):
-        if not isinstance(text, str) or not text.strip():
-            raise RowProblem(f"{name}[{i}]", "empty or non-text response")
-    return tuple(value)
-
-
-def rmbench_pair(row: Any, domain: str) -> PreferencePair:
-    prompt = _text(row, "prompt")
-    chosen, rejected = _variants(row, "chosen"), _variants(row, "rejected")
-    for i in range(3):
-        _distinct(chosen[i], rejected[i], f"rejected[{i}]")
+def row_id(row: dict[str, Any], default: int | None = None) -> str:
+    """A row's own id (text or a number), else `default` (its row number); null or empty ids are
+    refused, since evaluation keys its outcomes by pair id."""
     if "id" not in row:
-        raise RowProblem("id", "missing field")
-    return PreferencePair(
-        id=f"rm-bench/{domain}/{row['id']}",
-        source="rm-bench",
-        task=RMBENCH_DOMAINS[domain],
-        prompt=_user_prompt(prompt),
-        chosen=chosen[0],
-        rejected=rejected[0],
-        subset=domain,
-        chosen_variants=chosen,
-        rejected_variants=rejected,
-    )
+        if default is None:
+            raise RowProblem("id", "missing field")
+        return str(default)
+    value = row["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise RowProblem("id", f"expected a non-empty text or number, got {value!r}")
+    return str(value)
 
 
-LLMBAR_FILES = ("Natural", "Adversarial_Neighbor", "Adversarial_GPTInst", "Adversarial_GPTOut", "Adversarial_Manual")
-
-
-def llmbar_pair(row: Any, subset: str, number: int) -> PreferencePair:
-    instruction = _text(row, "input")
-    outputs = (_text(row, "output_1"), _text(row, "output_2"))
-    try:
-        label = int(row.get("label"))
-    except (TypeError, ValueError):
-        raise RowProblem("label", f"expected 1 or 2, got {row.get('label')!r}") from None
-    if label not in (1, 2):
-        raise RowProblem("label", f"expected 1 or 2, got {label}")
-    chosen, rejected = outputs[label - 1], outputs[2 - label]
-    _distinct(chosen, rejected, "output_2")
-    return PreferencePair(
-        id=f"llmbar/{subset}/{number}",
-        source="llmbar",
-        task="chat",
-        prompt=_user_prompt(instruction),
-        chosen=chosen,
-        rejected=rejected,
-        subset=subset,
-    )
-
+# ---------------------------------------------------------------- converters per source
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
@@ -345,22 +311,12 @@ def generic_pair(row: Any, source: str, number: int, default_task: str = "chat")
     for name in ("prompt", "chosen", "rejected"):
         if name not in row:
             raise RowProblem(name, "missing field")
-    prompt_value = row["prompt"]
-    if isinstance(prompt_value, str):
-        if not prompt_value.strip():
-            raise RowProblem("prompt", "empty text")
-        prompt = _user_prompt(prompt_value)
-    elif isinstance(prompt_value, list) and prompt_value and all(
-        isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt_value
-    ):
-        prompt = tuple({"role": m["role"], "content": m["content"]} for m in prompt_value)
-    else:
-        raise RowProblem("prompt", "expected text or a non-empty list of {role, content} messages")
+    prompt = _messages(row["prompt"], "prompt")
     chosen, rejected = _last_content(row["chosen"], "chosen"), _last_content(row["rejected"], "rejected")
     _distinct(chosen, rejected)
     task = _check_task(row.get("task", default_task))
     return PreferencePair(
-        id=f"{source}/{row.get('id', number)}",
+        id=f"{source}/{row_id(row, number)}",
         source=source,
         task=task,
         prompt=prompt,
@@ -379,20 +335,34 @@ def _convert_rows(
     convert: Callable[[Any, int], PreferencePair | list[PreferencePair]],
     report: SourceReport,
     bad_rows: str,
+    hint: str = "fix the row, or set bad_rows: skip for this source",
 ) -> list[PreferencePair]:
     pairs: list[PreferencePair] = []
+    first_row: dict[str, tuple[int, tuple[str, str, str]]] = {}
     for number, row in rows:
         report.rows += 1
         try:
             converted = convert(row, number)
+            converted = converted if isinstance(converted, list) else [converted]
+            for pair in converted:
+                _check_unique_id(pair, number, first_row)
         except RowProblem as problem:
             message = f"{where}: row {number}: field {problem.field}: {problem}"
             if bad_rows != "skip":
-                raise DataError(message + " (fix the row, or set bad_rows: skip for this source)") from None
+                raise DataError(f"{message} ({hint})") from None
             report.skip(f"{problem.field}: {problem}", message)
             continue
-        pairs.extend(converted if isinstance(converted, list) else [converted])
+        pairs.extend(converted)
     return pairs
+
+
+def _check_unique_id(pair: PreferencePair, number: int, first_row: dict[str, tuple[int, tuple[str, str, str]]]) -> None:
+    """A repeated pair is a duplicate (counted and dropped later); another pair under a used id is
+    an error: evaluation keys outcomes by id, so 20 pairs sharing an id would be scored as one."""
+    content = (pair.prompt_text, pair.chosen, pair.rejected)
+    row, first_content = first_row.setdefault(pair.id, (number, content))
+    if first_content != content:
+        raise RowProblem("id", f"id {pair.id!r} is already used by row {row} for another pair; ids must be unique")
 
 
 def _local_files(report: SourceReport, folder: Path, names: Iterable[str]) -> Iterator[tuple[str, Path]]:
@@ -409,12 +379,15 @@ def _local_files(report: SourceReport, folder: Path, names: Iterable[str]) -> It
 def _load_builtin(name: str, data_dir: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
     pairs: list[PreferencePair] = []
     if name == "rm-bench":
-        files = [f"{d}_filtered.json" for d in RMBENCH_DOMAINS]
-        for file_name, path in _local_files(report, data_dir / "rm-bench", files):
+        from .bench.rmbench import DATA_FILES, rmbench_pair  # a benchmark's rows are its module's business
+
+        for file_name, path in _local_files(report, data_dir / "rm-bench", DATA_FILES):
             domain = file_name.removesuffix("_filtered.json")
             pairs += _convert_rows(_read_json_rows(path), str(path), lambda r, n: rmbench_pair(r, domain), report, bad_rows)
     elif name == "llmbar":
-        for file_name, path in _local_files(report, data_dir / "llmbar", [f"{s}.json" for s in LLMBAR_FILES]):
+        from .bench.rewardbench import LLMBAR_FILES_TO_SUBSETS, llmbar_pair
+
+        for file_name, path in _local_files(report, data_dir / "llmbar", [f"{s}.json" for s in LLMBAR_FILES_TO_SUBSETS]):
             subset = file_name.removesuffix(".json")
             pairs += _convert_rows(_read_json_rows(path), str(path), lambda r, n: llmbar_pair(r, subset, n), report, bad_rows)
     elif name == "hh-rlhf":
@@ -451,28 +424,16 @@ HUB_DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _rewardbench_task(subset: str) -> str:
-    if subset == "math-prm":
-        return "math"
-    if subset.startswith("hep-"):
-        return "code"
-    if subset.startswith(("refusals", "xstest", "donotanswer")):
-        return "safety"
-    return "chat"
-
-
 def _hub_converter(hub_id: str) -> Callable[[Any, int], PreferencePair]:
-    source = hub_id
-    if hub_id == "allenai/reward-bench":
-        def convert(row: Any, number: int) -> PreferencePair:
-            pair = generic_pair(row, source, number, default_task=_rewardbench_task(str(row.get("subset", ""))))
-            return pair
-        return convert
-    if hub_id == "THU-KEG/RM-Bench":
-        return lambda row, number: rmbench_pair(row, str(row.get("domain", "")))
-    if hub_id == "Anthropic/hh-rlhf":
-        return lambda row, number: hh_pair(row, "hub", number)
-    return lambda row, number: generic_pair(row, source, number)
+    """The row converter of a hub dataset: the benchmarks' own, hh-rlhf's, else generic columns."""
+    from .bench import rewardbench, rmbench
+
+    converters: dict[str, Callable[[Any, int], PreferencePair]] = {
+        "allenai/reward-bench": rewardbench.hub_pair,
+        "THU-KEG/RM-Bench": rmbench.hub_pair,
+        "Anthropic/hh-rlhf": lambda row, number: hh_pair(row, "hub", number),
+    }
+    return converters.get(hub_id, lambda row, number: generic_pair(row, hub_id, number))
 
 
 def _load_hub(hub_id: str, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
@@ -535,6 +496,9 @@ def load_source(
     if spec.limit is not None and spec.limit < len(pairs):
         pairs = subsample(pairs, spec.limit)
         report.limited_to = spec.limit
+    if not pairs:
+        raise DataError(f"source {name}: no pairs in {', '.join(report.files)} "
+                        f"({report.rows} rows read, {sum(report.skipped.values())} skipped)")
     report.pairs = len(pairs)
     return pairs, report
 
@@ -584,8 +548,26 @@ def save_pairs(pairs: Iterable[PreferencePair], path: Path) -> None:
     atomic_write_text(path, "".join(json.dumps(p.to_row(), ensure_ascii=False) + "\n" for p in pairs))
 
 
+def stored_pair(row: Any, number: int) -> PreferencePair:
+    """A row as `save_pairs` wrote it, checked field by field: pair files can be edited by hand."""
+    for name in ("id", "source", "chosen", "rejected"):
+        _text(row, name)
+    _check_task(row.get("task"))
+    if not isinstance(row.get("prompt"), list):
+        raise RowProblem("prompt", "expected a non-empty list of {role, content} messages")
+    _messages(row["prompt"], "prompt")
+    return PreferencePair.from_row(row)
+
+
 def read_pairs(path: Path) -> list[PreferencePair]:
-    return [PreferencePair.from_row(row) for _, row in _read_json_rows(Path(path))]
+    """The pairs of a pair file (pairs/<split>.jsonl); a bad row, a repeated id or no pairs at all is a DataError."""
+    path = Path(path)
+    report = SourceReport(source=str(path))
+    pairs = _convert_rows(_read_json_rows(path), str(path), stored_pair, report, "error",
+                          hint="the data stage writes these files; was it changed by hand?")
+    if not pairs:
+        raise DataError(f"{path}: no pairs in the file (a split can be empty when data.split_fractions gives it little or nothing)")
+    return pairs
 
 
 # ---------------------------------------------------------------- IFEval prompts (downstream stage)
@@ -633,8 +615,19 @@ class LoadedSource:
 
 
 def load_sources(sources: Iterable[SourceConfig], data_dir: str | None = None) -> list[LoadedSource]:
-    """Load and validate every source first, so a bad row stops the stage before anything is written."""
-    return [LoadedSource(spec, *load_source(spec, data_dir)) for spec in sources]
+    """Load and validate every source first, so a bad row stops the stage before anything is written.
+
+    Pair ids must be unique across sources too: training sources share the split files.
+    """
+    loaded = [LoadedSource(spec, *load_source(spec, data_dir)) for spec in sources]
+    first_source: dict[str, int] = {}
+    for index, source in enumerate(loaded):
+        for pair in source.pairs:
+            first = first_source.setdefault(pair.id, index)
+            if first != index:
+                raise DataError(f"sources {loaded[first].spec.name} and {source.spec.name} both have pair id {pair.id!r}; "
+                                "ids must be unique across sources (a source listed twice?)")
+    return loaded
 
 
 def write_stage_pairs(loaded: list[LoadedSource], fractions: dict[str, float], out_dir: Path) -> dict[str, Path]:
