@@ -1,5 +1,11 @@
 # The README's two commands: `make reproduce` (set up + run the chain) and `make test`.
 # Both create or reuse .venv; a second call reuses it in seconds.
+#
+# Tests come in two tiers. `make test` (CI) executes every notebook once on the smoke profile
+# (nbval, the real model) and every test not marked `slow`: at most 15 minutes on 2 free cores.
+# `make test-all` adds the slow tier (`@pytest.mark.slow`: real training runs, two training
+# processes, resume after SIGKILL, the determinism test). Both first run the notebooks into a
+# fresh $PATARM_RESULTS_DIR; the determinism test takes that smoke run as its first of two.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +18,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv reproduce smoke test lab clean-venv
+.PHONY: venv reproduce smoke test test-all lab clean-venv
 
 venv: $(STAMP)
 
@@ -31,8 +37,14 @@ reproduce: venv
 smoke:
 	$(MAKE) reproduce PROFILE=smoke
 
+PYTEST := PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest notebooks tests --nbval-lax --nbval-kernel-name python3 \
+	--nbval-cell-timeout 1800 -p no:cacheprovider --durations=10
+
 test: venv
-	PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest notebooks tests --nbval-lax --nbval-kernel-name python3 --nbval-cell-timeout 1800 -p no:cacheprovider
+	$(PYTEST) -m "not slow"
+
+test-all: venv
+	$(PYTEST)
 
 lab: venv
 	$(VENV)/bin/jupyter lab notebooks/

@@ -10,6 +10,7 @@ import pytest
 from patarm_kit import sft
 from patarm_kit.config import ModelConfig, load_config
 from patarm_kit.judge import JudgeRequest, Judgment
+from patarm_kit.judges import prompt_judge
 from patarm_kit.prompts import parse_judgment
 from patarm_kit.rubrics import load_rubrics
 
@@ -68,7 +69,7 @@ def test_label_scores_come_from_the_side_bands():
 def test_targets_are_seeded_and_independent_of_the_other_pairs(tokenizer):
     assert targets("format", "chosen", n=20, seed=3) == targets("format", "chosen", n=20, seed=3)
     assert targets("format", "chosen", n=20, seed=3) != targets("format", "chosen", n=20, seed=4)
-    judge = sft.prompt_builder(load_config("smoke"), tokenizer)
+    judge = prompt_judge(load_config("smoke"), tokenizer)
     pairs = [p for p in _pairs(6)]
     forward = {(e.pair_id, e.side): e for e in sft.pair_examples(pairs, judge, "format", seed=0)}
     backward = {(e.pair_id, e.side): e for e in sft.pair_examples(pairs[::-1], judge, "format", seed=0)}
@@ -86,7 +87,7 @@ def _pairs(n: int):
 
 def test_examples_use_the_judge_prompt_and_the_loss_covers_only_the_judgment(tokenizer):
     """TRL masks the common prefix of tokenize(prompt) and tokenize(prompt + completion)."""
-    judge = sft.prompt_builder(load_config("smoke"), tokenizer)
+    judge = prompt_judge(load_config("smoke"), tokenizer)
     pairs = _pairs(3)
     examples = sft.pair_examples(pairs, judge, "format", seed=0)
     assert [(e.pair_id, e.side) for e in examples] == [(p.id, s) for p in pairs for s in ("chosen", "rejected")]
@@ -202,7 +203,7 @@ def test_a_short_real_sft_run_lowers_the_loss_and_its_adapter_reloads(tmp_path):
     config = load_config("smoke", {  # short prompts and few tokens keep this under a minute on 2 cores
         "sft.n_pairs": 2, "sft.max_steps": 4, "sft.batch_size": 2, "sft.learning_rate": 0.002,
         "judge.max_prompt_tokens": 48, "judge.max_response_tokens": 32,
-        "sft.n_check_pairs": 1, "par.num_generations": 2, "par.max_completion_length": 12,
+        "sft.n_check_pairs": 1, "sft.checks.n": 2, "sft.checks.max_new_tokens": 12,
     })
     run = Run.create("sft-test", config, results_dir=tmp_path)
     result = sft.run_sft(config, run)

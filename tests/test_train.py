@@ -18,7 +18,7 @@ from patarm_kit.data import PreferencePair, save_pairs
 from patarm_kit.par import rewards_for_batch
 from patarm_kit.prompts import parse_judgment
 from patarm_kit.results import Run
-from patarm_kit.train import read_metrics, rollout_metrics
+from patarm_kit.train import CHECKPOINT_COMPLETE, latest_checkpoint, read_metrics, rollout_metrics
 from par_reward_worker import rewards_of  # the reward call the multi-process worker makes
 
 # Each (pair, side) has 3 rollouts: 3 pairs x 2 sides x 3 = 18 completions. Two processes hold
@@ -37,7 +37,7 @@ ROLLOUTS = [
     for i, text in enumerate(texts)
 ]
 TINY_RUN = [
-    "par.n_pairs=2", "par.pairs_per_step=1", "par.num_generations=2", "par.max_completion_length=8",
+    "par.n_pairs=2", "par.pairs_per_step=1", "par.rollouts.n=2", "par.rollouts.max_new_tokens=8",
     "par.max_steps=2", "par.save_steps=1", "judge.max_prompt_tokens=32", "judge.max_response_tokens=32",
     "model.torch_threads=1",  # one thread: on a shared machine two threads wait on each other (10x slower)
 ]
@@ -128,9 +128,12 @@ def test_tiny_grpo_run_writes_metrics_checkpoints_and_adapter(tmp_path):
     assert result.metrics[0]["par/completion_length_mean"] <= 8
     for step in (1, 2):
         checkpoint = result.checkpoints / f"checkpoint-{step}"
-        for name in ("adapter_model.safetensors", "trainer_state.json", "optimizer.pt"):
+        for name in ("adapter_model.safetensors", "trainer_state.json", "optimizer.pt", CHECKPOINT_COMPLETE):
             assert (checkpoint / name).is_file(), checkpoint / name
+    assert latest_checkpoint(result.checkpoints).name == "checkpoint-2"
     assert (result.adapter / "adapter_model.safetensors").is_file()
+    assert not list(result.adapter.glob("*.bin")), "the trainer's pickled training_args.bin stays out of the adapter"
+    assert sorted(p.name for p in result.adapter.parent.iterdir()) == ["adapter", "checkpoints", "metrics.jsonl"]
     card = (result.adapter / "README.md").read_text()
     assert "smollm2-135m-instruct" in card and "none (fresh LoRA)" in card
     record = run.manifest()["training"]["par"]
@@ -177,20 +180,23 @@ def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path):
         command += ["--set", override]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state_file = run.dir / "par" / "checkpoints" / "checkpoint-1" / "trainer_state.json"
+    marker = run.dir / "par" / "checkpoints" / "checkpoint-1" / CHECKPOINT_COMPLETE
     deadline = time.monotonic() + 150
-    while not state_file.is_file() and first.poll() is None and time.monotonic() < deadline:
+    while not marker.is_file() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    assert state_file.is_file(), "the first process never wrote checkpoint-1"
+    assert marker.is_file(), "the first process never finished checkpoint-1"
     assert not (run.dir / "par" / "adapter").exists()  # it did not finish
+    with (run.dir / "par" / "metrics.jsonl").open("a") as log:
+        log.write('{"step": 2, "par/rew')  # a line torn by the kill: resume must cut it off
 
     second = subprocess.run([*command, "--resume"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert second.returncode == 0, second.stderr[-3000:]
     record = run.manifest()["training"]["par"]
     assert record["resumed_from"].endswith("checkpoint-1") and record["global_step"] == 2
     assert record["start_adapter"].endswith("sft/adapter")
+    assert (run.dir / "par" / "metrics.jsonl").read_text().endswith("}\n"), "the torn line was cut off"
     metrics = read_metrics(run.dir / "par" / "metrics.jsonl")
     assert [row["step"] for row in metrics] == [1, 2]  # step 1 from the killed run, step 2 after resume
     assert (run.dir / "par" / "adapter" / "adapter_model.safetensors").is_file()

