@@ -9,7 +9,8 @@ import yaml
 
 from patarm_kit import figures
 from patarm_kit.config import load_config
-from patarm_kit.evaluate import evaluate, metrics_file
+from patarm_kit.evaluate import evaluate
+from patarm_kit.layout import RunLayout
 from patarm_kit.results import Run, read_json
 
 FIGURES = {
@@ -40,18 +41,21 @@ def trained_run(run_copy):
     config = Run.open(run_copy).config()
     for label, judge in (("base", "random"), ("par", "length")):
         for bench in ("rmbench", "rewardbench", "pairs:hh-rlhf"):
-            evaluate(config, judge, bench, metrics_file(run_copy / "eval", label, bench), 4, label=label)
+            evaluate(config, judge, bench, RunLayout(run_copy).eval_metrics(label, bench), 4, label=label)
     held_out = figures.read_jsonl(run_copy / "eval" / "par__pairs-hh-rlhf.judgments.jsonl")
     (run_copy / "sft").mkdir()  # the warm-up checks' format: one judgment per line, with the judge's name
     (run_copy / "sft" / "check_judgments.jsonl").write_text("".join(json.dumps({"judge": "sft", **r}) + "\n" for r in held_out))
     return run_copy
 
 
-def test_every_figure_writes_png_and_svg(trained_run):
+def test_every_figure_writes_png_svg_and_its_data(trained_run):
+    assert FIGURES.keys() == figures.FIGURE_DATA.keys()
     for name, draw in FIGURES.items():
         assert draw(trained_run) is not None, name
         for ext in ("png", "svg"):
             assert (trained_run / "figures" / f"{name}.{ext}").stat().st_size > 1000, (name, ext)
+        data = figures.FIGURE_DATA[name](trained_run)
+        assert (trained_run / "figures" / f"{name}.csv").read_text() == data.to_csv(index=False), name
     table = figures.benchmark_table(trained_run)
     assert set(table["judge"]) == {"length", "random", "base", "par"} and len(table) == 12
     for ext in ("csv", "md"):
@@ -86,7 +90,7 @@ def test_paper_table_holds_the_papers_numbers_and_ours(trained_run):
         assert row["paper source"].startswith("empty: per-benchmark tables")
 
     eval_dir = trained_run / "eval"
-    acc = {(j, b): read_json(metrics_file(eval_dir, j, b))["acc"] for j in ("base", "par") for b in ("rewardbench", "rmbench")}
+    acc = {(j, b): read_json(RunLayout(trained_run).eval_metrics(j, b))["acc"] for j in ("base", "par") for b in ("rewardbench", "rmbench")}
     gains = [100 * (acc[("par", b)] - acc[("base", b)]) / acc[("base", b)] for b in ("rewardbench", "rmbench")]
     assert headline["ours"] == pytest.approx(sum(gains) / 2)
     assert table.loc[claims["judge_rmbench"]["claim"], "ours"] == pytest.approx(gains[1])
@@ -104,3 +108,41 @@ def test_paper_table_without_evaluations_keeps_our_cells_empty(tmp_path):
     claim_rows = table[~table["row"].str.startswith("setting:")]
     assert claim_rows["ours"].isna().all() and claim_rows["ours source"].str.startswith("empty:").all()
     assert claim_rows["paper"].dropna().tolist() == [8.7, 4.7, 13.6]
+
+
+def test_figure_data_holds_the_numbers_drawn(trained_run):
+    """Each CSV row is a bar, a matrix cell, a curve point or a histogram count, from the results files."""
+    eval_dir = trained_run / "eval"
+    bars = figures.benchmark_bars_data(trained_run)
+    assert len(bars) == 12
+    for row in bars.itertuples():
+        stored = read_json(RunLayout(trained_run).eval_metrics(row.judge, row.bench))
+        assert (row.acc, [row.ci95_low, row.ci95_high]) == (stored["acc"], stored["ci95"]["acc"])
+    cells = figures.rmbench_matrices_data(trained_run)
+    par = read_json(RunLayout(trained_run).eval_metrics("par", "rmbench"))
+    chat = cells[(cells["judge"] == "par") & (cells["domain"] == "chat")]
+    assert chat["share"].to_numpy().reshape(3, 3).tolist() == par["domains"]["chat"]["matrix"]
+    assert (chat["chosen_style"].iloc[1], chat["rejected_style"].iloc[1]) == ("concise", "detailed")
+    curves = figures.par_curves_data(trained_run)
+    assert curves[curves["metric"] == "par/reward_mean"]["value"].tolist() == [0.25, 0.5, 0.75]
+    votes = figures.votes_curve_data(trained_run)
+    assert votes["votes"].tolist() == [1, 2] and votes["judge"].unique().tolist() == ["random"]
+    counts = figures.score_shift_data(trained_run)
+    held_out = read_jsonl_rows(eval_dir / "par__pairs-hh-rlhf.judgments.jsonl")
+    label = "after PAR: par, held-out hh-rlhf"
+    assert counts[counts["label"] == label]["judgments"].sum() == len(held_out)
+    off_scale = counts[(counts["label"] == label) & (counts["score"] == "off the scale")]["judgments"].sum()
+    assert off_scale == len(held_out)  # the stand-in "par" here is the length judge: characters, not a 1..10 score
+    on_scale = counts[counts["score"].isin(range(1, 11))]
+    assert on_scale["judgments"].sum() == 0  # neither stand-in (length, random) gives a score on the judge's scale
+
+
+def read_jsonl_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_tables_are_saved_as_their_frames_give_them(trained_run):
+    for name, build in figures.TABLES.items():
+        table = build(trained_run)
+        paths = figures.save_table(table, trained_run, name)
+        assert [p.read_text() for p in paths] == list(figures.table_files(table).values())

@@ -1,25 +1,44 @@
 """The committed reference run (results/reference-cpu) still checks out from its files alone.
 
-Every metric is recomputed from the stored judgments with today's code and compared with the
-committed metrics files, the stage tables and the data hashes: a change to a scoring rule that
-would move a published number fails here.
+Every metric is recomputed from the stored judgments with today's code, every judgment's score
+re-parsed from its text, the tables, figure data and SUMMARY.md rebuilt and compared with the
+committed files, every recorded file and data hash checked: a change to a scoring rule, the
+parser or a table that would move a published number fails here.
 """
 
 import json
 
+import pytest
+
 from patarm_kit.config import REPO_ROOT, load_config
-from patarm_kit.verify import verify_run
+from patarm_kit.figures import FIGURE_DATA, TABLES
+from patarm_kit.verify import recorded_outputs, verify_run
 
 REFERENCE = REPO_ROOT / "results" / "reference-cpu"
 
 
-def test_reference_run_verifies():
-    report = verify_run(REFERENCE)
+@pytest.fixture(scope="module")
+def report():
+    return verify_run(REFERENCE)
+
+
+def test_reference_run_verifies(report):
     assert report.ok, report.summary()
     judges, benches = load_config("cpu").eval.judges, load_config("cpu").eval.benches
     # every judge on every bench, less pairwise on RM-Bench, plus the votes curve's file
     assert report.checked["metrics files"] == len(judges) * len(benches)
     assert report.checked["data files"] >= 14
+    assert report.checked["judgments re-parsed"] > 1000
+
+
+def test_reference_run_has_its_summary_tables_and_figure_data_checked(report):
+    """SUMMARY.md, both tables and every figure's data are rebuilt by verify, and recorded with every result file."""
+    generated = {"SUMMARY.md", *(f"tables/{name}.{ext}" for name in TABLES for ext in ("csv", "md")),
+                 *(f"figures/{name}.csv" for name in FIGURE_DATA)}
+    assert generated <= report.rebuilt, report.summary()
+    recorded = recorded_outputs(json.loads((REFERENCE / "manifest.json").read_text()))
+    results = {p.relative_to(REFERENCE).as_posix() for p in REFERENCE.glob("eval/*")}
+    assert generated | results <= recorded.keys()
 
 
 def test_reference_run_is_a_complete_cpu_run():

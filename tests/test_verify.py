@@ -1,15 +1,26 @@
-"""`patarm-kit verify` and `compare` on a real run folder made without a model (see conftest.small_run)."""
+"""`patarm-kit verify` and `compare` on real run folders: a small one made without a model
+(conftest.small_run) and a copy of the committed reference run, tampered with the ways a hand
+edit would: each tamper must fail verify and name the file."""
 
+import csv
+import io
 import json
 import math
+import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from patarm_kit.cli import app
-from patarm_kit.verify import value_differences, verify_run
+from patarm_kit.config import REPO_ROOT
+from patarm_kit.data import load_sources, save_pairs, sha256_of
+from patarm_kit.results import Run
+from patarm_kit.summary import migrate
+from patarm_kit.verify import table_differences, value_differences, verify_run
 
 runner = CliRunner()
+REFERENCE = REPO_ROOT / "results" / "reference-cpu"
 
 
 def edit_json(path: Path, change) -> None:
@@ -34,7 +45,8 @@ def test_verify_names_the_file_and_field_of_a_changed_accuracy(run_copy):
     result = runner.invoke(app, ["verify", str(run_copy)])
     assert result.exit_code == 1
     assert "eval/length__rmbench.json: acc: stored" in result.output
-    assert "1 differences" in result.output
+    assert "eval/length__rmbench.json: (file): sha256" in result.output  # and the stage's record of it
+    assert "2 differences" in result.output
 
 
 def test_verify_catches_a_changed_data_hash(run_copy):
@@ -62,6 +74,7 @@ def test_verify_checks_the_stage_04_summary(run_copy):
         ("metrics/04_benchmarks.json", "table[0].ci95_high"),
         ("metrics/04_benchmarks.json", "paired[0].diff"),
         ("metrics/04_benchmarks.json", "votes_curve[1].acc"),
+        ("metrics/04_benchmarks.json", "(file)"),  # and its sha256 is not the one the eval stage recorded
     ]
 
 
@@ -98,3 +111,172 @@ def test_value_differences_tolerance_and_missing_values():
         f"f.json: a[0]: stored 0.5, recomputed {0.5 + 1e-9!r}"]
     assert value_differences({"x": math.nan, "y": None}, {}, "f.json", labels) == []  # pandas' NaN = no value
     assert value_differences({"ok": True}, {"ok": 1}, "f.json", labels)  # a flag is not a number
+
+
+# ---------------------------------------------------------------- tampering with the reference run
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """A copy of the committed reference run, migrated first if the committed one is not yet
+    (figure data, SUMMARY.md and output records). Read-only: tests tamper with `reference_copy`."""
+    run = Path(shutil.copytree(REFERENCE, tmp_path_factory.mktemp("reference") / "reference-cpu"))
+    if "migrated" not in Run.open(run).manifest() and not any("outputs" in s for s in Run.open(run).manifest()["stages"].values()):
+        migrate(run)
+    return run
+
+
+@pytest.fixture
+def reference_copy(reference, tmp_path) -> Path:
+    return Path(shutil.copytree(reference, tmp_path / "reference-cpu"))
+
+
+def replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text and old != new, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def first_row(path: Path) -> dict[str, str]:
+    return next(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def flip_a_sign_in_the_paper_table(run: Path) -> str:
+    path = run / "tables" / "05_paper_vs_ours.csv"
+    ours = next(row["ours"] for row in csv.DictReader(io.StringIO(path.read_text())) if row["ours"] and float(row["ours"]) != 0)
+    replace_once(path, f",{ours},", f",{ours[1:] if ours.startswith('-') else '-' + ours},")
+    return "tables/05_paper_vs_ours.csv: row 1 ("
+
+
+def edit_a_cell_of_the_benchmark_markdown(run: Path) -> str:
+    path = run / "tables" / "05_benchmarks.md"
+    row = path.read_text().splitlines()[2]
+    cells = row.split(" | ")
+    replace_once(path, row, " | ".join([*cells[:3], "0.99", *cells[4:]]))  # the first row's acc
+    return "tables/05_benchmarks.md: row 1 ("
+
+
+def edit_a_number_in_figure_data(run: Path) -> str:
+    path = run / "figures" / "05_benchmark_bars.csv"
+    replace_once(path, f",{first_row(path)['ci95_high']}\n", ",0.99\n")
+    return "figures/05_benchmark_bars.csv: row 1 ("
+
+
+def edit_the_summary(run: Path) -> str:
+    replace_once(run / "SUMMARY.md", "| `length` | ", "| `length` | 1")
+    return "SUMMARY.md: line "
+
+
+def make_a_judgments_text_disagree_with_its_score(run: Path) -> str:
+    path = run / "eval" / "par__pairs-hh-rlhf.judgments.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    row = json.loads(lines[0])
+    assert row["score"] is not None and f"<score>{row['score']}</score>" in row["text"]
+    row["text"] = row["text"].replace(f"<score>{row['score']}</score>", f"<score>{row['score'] % 10 + 1}</score>")
+    path.write_text(json.dumps(row) + "\n" + "".join(lines[1:]))
+    return "eval/par__pairs-hh-rlhf.judgments.jsonl: line 1 ("
+
+
+def delete_the_benchmarks_summary(run: Path) -> str:
+    (run / "metrics" / "04_benchmarks.json").unlink()
+    return "metrics/04_benchmarks.json: (file): missing"
+
+
+def delete_the_manifests_data_section(run: Path) -> str:
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["data"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return "manifest.json: data.hh-rlhf: no data hashes"
+
+
+def delete_an_expected_output(run: Path) -> str:
+    (run / "figures" / "05_votes_curve.png").unlink()
+    return "figures/05_votes_curve.png: (file): missing"
+
+
+@pytest.mark.parametrize("tamper", [
+    flip_a_sign_in_the_paper_table, edit_a_cell_of_the_benchmark_markdown, edit_a_number_in_figure_data,
+    edit_the_summary, make_a_judgments_text_disagree_with_its_score, delete_the_benchmarks_summary,
+    delete_the_manifests_data_section, delete_an_expected_output,
+], ids=lambda tamper: tamper.__name__)
+def test_verify_fails_on_a_tampered_reference_run_and_names_the_file(reference_copy, tamper):
+    named = tamper(reference_copy)
+    result = runner.invoke(app, ["verify", str(reference_copy)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("FAILED") and named in result.output, result.output
+
+
+def test_the_untouched_reference_copy_passes_with_everything_checked(reference):
+    report = verify_run(reference)
+    assert report.ok, report.summary()
+    assert {"SUMMARY.md", "tables/05_benchmarks.csv", "tables/05_paper_vs_ours.md", "figures/05_rmbench_matrices.csv",
+            "figures/05_score_shift.csv"} <= report.rebuilt
+    assert report.checked["judgments re-parsed"] > 1000 and report.checked["recorded files"] > 50
+
+
+def test_a_file_changed_after_its_stage_recorded_it_is_a_difference(reference_copy):
+    notebook = reference_copy / "notebooks" / "05_figures.ipynb"
+    notebook.write_text(notebook.read_text().replace("05", "06", 1))
+    assert [(d.file, d.field) for d in verify_run(reference_copy).differences] == [("notebooks/05_figures.ipynb", "(file)")]
+
+
+def test_a_stage_run_after_the_migration_records_its_files_anew(reference_copy):
+    figure = reference_copy / "figures" / "05_votes_curve.png"
+    figure.write_bytes(figure.read_bytes() + b"redrawn")
+    assert [d.file for d in verify_run(reference_copy).differences] == ["figures/05_votes_curve.png"]
+    manifest = json.loads((reference_copy / "manifest.json").read_text())
+    manifest["stages"]["figures"] = {"status": "done", "outputs": {"figures/05_votes_curve.png": sha256_of(figure)}}
+    (reference_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert verify_run(reference_copy).ok
+
+
+def test_the_preview_metrics_are_rebuilt_from_the_preview_judgments(reference_copy):
+    path = reference_copy / "metrics" / "02_base_judge.json"
+    replace_once(path, '"parse_rate": 0.0', '"parse_rate": 0.5')
+    fields = [(d.file, d.field) for d in verify_run(reference_copy).differences]
+    assert ("metrics/02_base_judge.json", "judging.parse_rate") in fields
+
+
+def test_a_file_left_out_on_purpose_is_a_note(reference_copy):
+    (reference_copy / "figures" / "05_votes_curve.png").unlink()
+    manifest = json.loads((reference_copy / "manifest.json").read_text())
+    manifest["left_out"] = {"figures/": "figures are not kept in this copy"}
+    (reference_copy / "manifest.json").write_text(json.dumps(manifest))
+    report = verify_run(reference_copy)
+    assert report.ok, report.summary()
+    assert "figures/05_votes_curve.png: left out (figures are not kept in this copy)" in report.notes
+
+
+def test_the_benchmarks_summary_may_be_absent_only_when_no_record_says_eval_ran(run_copy):
+    (run_copy / "metrics" / "04_benchmarks.json").unlink()
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    for stages in ({}, {"eval": {"status": "done"}}):  # no records, then a record without outputs (an older run)
+        (run_copy / "manifest.json").write_text(json.dumps({**manifest, "stages": stages}))
+        report = verify_run(run_copy)
+        assert report.ok == (stages == {}), report.summary()
+    assert [(d.file, d.detail) for d in report.differences] == [("metrics/04_benchmarks.json", "missing, but the eval stage ran")]
+    assert any("stage records without outputs" in note and "eval" in note for note in report.notes)
+
+
+def test_length_scores_are_checked_against_the_stored_responses(run_copy):
+    """With the run's pair files kept (the data stage writes them), a length judgment's score must be its response's length."""
+    judgments = run_copy / "eval" / "length__rmbench.judgments.jsonl"
+    rows = [json.loads(line) for line in judgments.read_text().splitlines()]
+    length_judgments = sum(len(path.read_text().splitlines()) for path in run_copy.glob("eval/length__*.judgments.jsonl"))
+    assert verify_run(run_copy).checked["judgments re-scored"] == length_judgments
+    rows[0]["score"] += 1
+    judgments.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    fields = {(d.file, d.field) for d in verify_run(run_copy).differences}
+    assert ("eval/length__rmbench.judgments.jsonl", f"line 1 ({rows[0]['pair_id']}, {rows[0]['side']}, sample 0).score") in fields
+
+
+def test_table_differences_name_row_and_column():
+    stored = "judge,acc\nlength,0.5\nrandom,0.25\n"
+    assert table_differences("t.csv", stored, stored) == []
+    assert [str(d) for d in table_differences("t.csv", "judge,acc\nlength,-0.5\nrandom,0.25\n", stored)] == [
+        "t.csv: row 1 (length).acc: stored '-0.5', rebuilt '0.5'"]
+    assert [d.field for d in table_differences("t.csv", stored + "bt,0.1\n", stored)] == ["(rows)"]
+    assert [d.field for d in table_differences("t.csv", stored.replace("\n", "\r\n"), stored)] == ["(text)"]
+    markdown = "| judge | acc |\n|---|---|\n| a\\|b | 0.5 |\n"
+    assert [str(d) for d in table_differences("t.md", markdown.replace("0.5", "0.6"), markdown, markdown=True)] == [
+        "t.md: row 1 (a\\|b).acc: stored '0.6', rebuilt '0.5'"]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .bench import get_bench
 from .config import REPO_ROOT
 from .data import PreferencePair
-from .evaluate import metrics_file, summary_row
+from .evaluate import summary_row
 from .judge import Judgment, read_judgments
+from .layout import RunLayout
+from .prompts import SCORE_RANGE
 from .results import Run, atomic_write_text, read_json
 
 if TYPE_CHECKING:  # imported for the annotations only: importing this module stays light
@@ -69,9 +73,11 @@ def plot_score_distributions(judgments_by_label: Mapping[str, Sequence[Any]], ti
 # ---------------------------------------------------------------- notebook 05: figures and tables from results files
 #
 # Each function below reads one kind of results file of a run folder, draws or tabulates it,
-# saves it (figures: PNG + SVG in <run>/figures/, tables: CSV + Markdown in <run>/tables/)
-# and returns the figure or table. When its input does not exist (a stage that was not run)
-# it prints a note and returns None: a missing result is shown as missing, never filled in.
+# saves it (figures: PNG + SVG + the numbers drawn as CSV in <run>/figures/, tables: CSV +
+# Markdown in <run>/tables/) and returns the figure or table. A figure's numbers come from a
+# `*_data` function and a table from a `*_frame` function, which only read: `verify` calls them
+# again to check the saved files. When an input does not exist (a stage that was not run) it
+# prints a note and returns None: a missing result is shown as missing, never filled in.
 
 REFERENCE_FILE = REPO_ROOT / "results" / "paper" / "reference.yaml"
 JUDGE_ORDER = ("length", "random", "bt", "pairwise", "base", "sft", "par")  # baselines first, ours last
@@ -92,13 +98,16 @@ def skip(what: str, reason: str) -> None:
     print(f"[05] skipped {what}: {reason}")
 
 
-def save_figure(fig: Figure, run_dir: Path | str, name: str) -> list[Path]:
-    """<run>/figures/<name>.png and .svg (the SVG without a date, so a rerun writes the same file)."""
-    png, svg = (Path(run_dir) / "figures" / f"{name}.{ext}" for ext in ("png", "svg"))
+def save_figure(fig: Figure, run_dir: Path | str, name: str, data: pd.DataFrame) -> list[Path]:
+    """<run>/figures/<name>.png and .svg (the SVG without a date, so a rerun writes the same file),
+    and beside them <name>.csv, the numbers the figure draws: `verify` rebuilds and compares it."""
+    layout = RunLayout(Path(run_dir))
+    png, svg, csv = layout.figure(name, "png"), layout.figure(name, "svg"), layout.figure_data(name)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120, bbox_inches="tight")
     fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
-    return [png, svg]
+    atomic_write_text(csv, data.to_csv(index=False))
+    return [png, svg, csv]
 
 
 def _empty(value: Any) -> bool:
@@ -117,12 +126,18 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_files(table: pd.DataFrame) -> dict[str, str]:
+    """A table's files' text by extension: CSV (for tools) and Markdown (for reading)."""
+    return {"csv": table.to_csv(index=False), "md": markdown_table(table)}
+
+
 def save_table(table: pd.DataFrame, run_dir: Path | str, name: str) -> list[Path]:
-    """<run>/tables/<name>.csv (for tools) and .md (for reading)."""
-    csv, md = (Path(run_dir) / "tables" / f"{name}.{ext}" for ext in ("csv", "md"))
-    atomic_write_text(csv, table.to_csv(index=False))
-    atomic_write_text(md, markdown_table(table))
-    return [csv, md]
+    """<run>/tables/<name>.csv and .md."""
+    paths = []
+    for ext, text in table_files(table).items():
+        paths.append(RunLayout(Path(run_dir)).table(name, ext))
+        atomic_write_text(paths[-1], text)
+    return paths
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -131,16 +146,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def bench_label(bench: str) -> str:
-    return {"rmbench": "RM-Bench", "rewardbench": "RewardBench"}.get(bench, bench.replace("pairs:", "held-out "))
+    return get_bench(bench).label
 
 
 def suite_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     """The benchmark stage's files eval/<judge>__<bench>.json (the votes-curve files are named otherwise)."""
-    eval_dir = Path(run_dir) / "eval"
+    layout = RunLayout(Path(run_dir))
     found = []
-    for path in sorted(eval_dir.glob("*.json")):
+    for path in sorted(layout.eval_dir.glob("*.json")):
         metrics = read_json(path)
-        if path.name == metrics_file(eval_dir, metrics["judge"], metrics["bench"]).name:
+        if path == layout.eval_metrics(metrics["judge"], metrics["bench"]):
             found.append(metrics)
     rank = {judge: i for i, judge in enumerate(JUDGE_ORDER)}
     return sorted(found, key=lambda m: (m["bench"], rank.get(m["judge"], len(rank)), m["judge"]))
@@ -159,122 +174,170 @@ def _grid(n_panels: int, columns: int, size: tuple[float, float]) -> tuple[Figur
     return fig, flat[:n_panels]
 
 
+def par_curves_data(run_dir: Path | str) -> pd.DataFrame | None:
+    """One row per plotted point: metric (a PAR_CURVES key), step, value; None without PAR metrics."""
+    import pandas as pd
+
+    path = RunLayout(Path(run_dir)).par_metrics
+    rows = read_jsonl(path) if path.is_file() else []
+    points = [{"metric": key, "step": row["step"], "value": row[key]}
+              for key in PAR_CURVES for row in rows if row.get(key) is not None]
+    return pd.DataFrame(points) if points else None
+
+
 def plot_par_curves(run_dir: Path | str) -> Figure | None:
     """PAR training, step by step: is the reward rising, does the judge keep its format, do groups carry signal?"""
     from matplotlib.ticker import MaxNLocator
 
-    path = Path(run_dir) / "par" / "metrics.jsonl"
-    rows = read_jsonl(path) if path.is_file() else []
-    if not rows:
-        return skip("PAR training curves", f"{path} not found or empty (PAR training not run)")
-    logged = {key: title for key, title in PAR_CURVES.items() if any(key in row for row in rows)}
-    for key in PAR_CURVES.keys() - logged.keys():
+    data = par_curves_data(run_dir)
+    if data is None:
+        path = RunLayout(Path(run_dir)).par_metrics
+        return skip("PAR training curves", f"{path} not found, empty, or without any curve's key (PAR training not run)")
+    curves = dict(tuple(data.groupby("metric", sort=False)))
+    for key in PAR_CURVES.keys() - curves.keys():
         print(f"[05] PAR curves: {key} was never logged")
-    fig, axes = _grid(len(logged), 4, (3.4, 2.6))
-    for ax, (key, title) in zip(axes, logged.items()):
-        points = [(row["step"], row[key]) for row in rows if row.get(key) is not None]
-        ax.plot(*zip(*points), marker="o", markersize=3)
-        ax.set_title(title, fontsize=9)
+    fig, axes = _grid(len(curves), 4, (3.4, 2.6))
+    for ax, (key, points) in zip(axes, curves.items()):
+        ax.plot(points["step"], points["value"], marker="o", markersize=3)
+        ax.set_title(PAR_CURVES[key], fontsize=9)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(f"PAR training ({len(rows)} logged steps)", fontsize=10)
-    save_figure(fig, run_dir, "05_par_curves")
+    fig.suptitle(f"PAR training ({data['step'].nunique()} logged steps)", fontsize=10)
+    save_figure(fig, run_dir, "05_par_curves", data)
     return fig
+
+
+def benchmark_bars_data(run_dir: Path | str) -> pd.DataFrame | None:
+    """One row per bar: judge, bench, n, accuracy and its 95% interval; None before the benchmark stage."""
+    import pandas as pd
+
+    results = suite_metrics(run_dir)
+    if not results:
+        return None
+    return pd.DataFrame([summary_row(m) for m in results])[["judge", "bench", "n", "acc", "ci95_low", "ci95_high"]]
 
 
 def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
     """One panel per benchmark, one bar per judge with its 95% bootstrap interval; 0.5 is chance."""
-    import numpy as np
-
-    results = suite_metrics(run_dir)
-    if not results:
-        return skip("benchmark bars", f"no metrics files in {Path(run_dir) / 'eval'} (benchmark stage not run)")
-    benches = list(dict.fromkeys(m["bench"] for m in results))
-    fig, axes = _grid(len(benches), 3, (4.2, 3.2))
-    for ax, bench in zip(axes, benches):
-        rows = [summary_row(m) for m in results if m["bench"] == bench]
-        acc = np.array([r["acc"] for r in rows])
-        low = np.array([r["acc"] if r["ci95_low"] is None else r["ci95_low"] for r in rows])
-        high = np.array([r["acc"] if r["ci95_high"] is None else r["ci95_high"] for r in rows])
-        ax.bar([r["judge"] for r in rows], acc, yerr=[acc - low, high - acc], capsize=4, color="tab:blue", alpha=0.75)
+    data = benchmark_bars_data(run_dir)
+    if data is None:
+        return skip("benchmark bars", f"no metrics files in {RunLayout(Path(run_dir)).eval_dir} (benchmark stage not run)")
+    panels = list(data.groupby("bench", sort=False))
+    fig, axes = _grid(len(panels), 3, (4.2, 3.2))
+    for ax, (bench, rows) in zip(axes, panels):
+        acc = rows["acc"].to_numpy(dtype=float)
+        low = rows["ci95_low"].astype(float).fillna(rows["acc"]).to_numpy()  # no interval: no error bar
+        high = rows["ci95_high"].astype(float).fillna(rows["acc"]).to_numpy()
+        ax.bar(rows["judge"], acc, yerr=[acc - low, high - acc], capsize=4, color="tab:blue", alpha=0.75)
         for x, value in enumerate(acc):
             ax.text(x, 0.02, f"{value:.2f}", ha="center", fontsize=8, color="white")
         ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         ax.set_ylim(0, 1)
-        ax.set_title(f"{bench_label(bench)} (n={rows[0]['n']})", fontsize=9)
+        ax.set_title(f"{bench_label(bench)} (n={rows['n'].iloc[0]})", fontsize=9)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     axes[0].set_ylabel("accuracy (95% interval)")
-    save_figure(fig, run_dir, "05_benchmark_bars")
+    save_figure(fig, run_dir, "05_benchmark_bars", data)
     return fig
+
+
+
+def rmbench_matrices_data(run_dir: Path | str) -> pd.DataFrame | None:
+    """One row per cell of each RM-Bench style matrix: judge, domain ("overall" averages the domains
+    present), n, the easy/normal/hard scores, chosen style, rejected style, and the share of
+    comparisons the chosen response won. None when RM-Bench was not evaluated."""
+    import numpy as np
+    import pandas as pd
+
+    results = [m for m in suite_metrics(run_dir) if get_bench(m["bench"]).style_matrix]
+    if not results:
+        return None
+    rows = []
+    for metrics in results:
+        domains = metrics["domains"]
+        overall = {**metrics["overall"], "n": sum(d["n"] for d in domains.values()),
+                   "matrix": np.mean([d["matrix"] for d in domains.values()], axis=0)}
+        for domain, facts in {**domains, "overall": overall}.items():
+            for (i, j), share in np.ndenumerate(np.asarray(facts["matrix"])):
+                rows.append({"judge": metrics["judge"], "domain": domain, "n": facts["n"], "easy": facts["easy"],
+                             "normal": facts["normal"], "hard": facts["hard"], "chosen_style": STYLE_LABELS[i],
+                             "rejected_style": STYLE_LABELS[j], "share": float(share)})
+    return pd.DataFrame(rows)
 
 
 def plot_rmbench_matrices(run_dir: Path | str) -> Figure | None:
     """RM-Bench's 3x3 style matrix per judge and domain: upper triangle = Hard (the right answer is plainer)."""
     import numpy as np
 
-    results = [m for m in suite_metrics(run_dir) if m["bench"] == "rmbench"]
-    if not results:
+    data = rmbench_matrices_data(run_dir)
+    if data is None:
         return skip("RM-Bench matrices", f"no eval/*__rmbench.json in {run_dir} (RM-Bench not evaluated)")
-    domains = list(dict.fromkeys(d for m in results for d in m["domains"]))
-    columns = [*domains, "overall"]
-    fig, axes = _grid(len(results) * len(columns), len(columns), (2.6, 2.6))
-    for row, metrics in enumerate(results):
+    judges = list(dict.fromkeys(data["judge"]))
+    columns = [*dict.fromkeys(d for d in data["domain"] if d != "overall"), "overall"]
+    panels = dict(tuple(data.groupby(["judge", "domain"], sort=False)))
+    fig, axes = _grid(len(judges) * len(columns), len(columns), (2.6, 2.6))
+    for row, judge in enumerate(judges):
         for column, domain in enumerate(columns):
             ax = axes[row * len(columns) + column]
-            if domain == "overall":  # RM-Bench's overall scores average the domains present
-                facts = {**metrics["overall"], "n": sum(d["n"] for d in metrics["domains"].values()),
-                         "matrix": np.mean([d["matrix"] for d in metrics["domains"].values()], axis=0)}
-            elif domain in metrics["domains"]:
-                facts = metrics["domains"][domain]
-            else:
+            if (judge, domain) not in panels:
                 ax.set_axis_off()
-                ax.set_title(f"{metrics['judge']} · {domain}: not scored", fontsize=8)
+                ax.set_title(f"{judge} · {domain}: not scored", fontsize=8)
                 continue
-            matrix = np.asarray(facts["matrix"])
+            cells = panels[(judge, domain)]
+            facts = cells.iloc[0]
+            matrix = cells["share"].to_numpy().reshape(3, 3)  # cells run chosen style by rejected style
             image = ax.imshow(matrix, vmin=0, vmax=1, cmap="RdYlGn")
             for (i, j), value in np.ndenumerate(matrix):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
             ax.set_xticks(range(3), STYLE_LABELS, fontsize=7, rotation=30)
             ax.set_yticks(range(3), STYLE_LABELS if column == 0 else [""] * 3, fontsize=7)
-            ax.set_title(f"{metrics['judge']} · {domain} (n={facts['n']})\n"
+            ax.set_title(f"{judge} · {domain} (n={facts['n']})\n"
                          f"hard {facts['hard']:.2f} · normal {facts['normal']:.2f} · easy {facts['easy']:.2f}", fontsize=8)
         axes[row * len(columns)].set_ylabel("chosen style")
     for ax in axes[-len(columns):]:
         ax.set_xlabel("rejected style", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.6, label="chosen scored higher (share)")
-    save_figure(fig, run_dir, "05_rmbench_matrices")
+    save_figure(fig, run_dir, "05_rmbench_matrices", data)
     return fig
+
+
+def votes_curve_data(run_dir: Path | str) -> pd.DataFrame | None:
+    """One row per point: judge, bench, votes, accuracy and its 95% interval (from metrics/04_benchmarks.json)."""
+    import pandas as pd
+
+    path = RunLayout(Path(run_dir)).benchmarks_summary
+    curve = read_json(path).get("votes_curve", []) if path.is_file() else []
+    if not curve:
+        return None
+    return pd.DataFrame(curve)[["judge", "bench", "votes", "acc", "ci95_low", "ci95_high"]]
 
 
 def plot_votes_curve(run_dir: Path | str) -> Figure | None:
     """Accuracy against the number of sampled judgments averaged per response (test-time voting)."""
-    path = Path(run_dir) / "metrics" / "04_benchmarks.json"
-    curve = read_json(path).get("votes_curve", []) if path.is_file() else []
-    if not curve:
+    data = votes_curve_data(run_dir)
+    if data is None:
+        path = RunLayout(Path(run_dir)).benchmarks_summary
         return skip("votes curve", f"no votes_curve rows in {path} (eval.votes_curve empty, or stage 04 not run)")
     fig, (ax,) = _grid(1, 1, (4.5, 3.2))
-    for judge, bench in dict.fromkeys((r["judge"], r["bench"]) for r in curve):
-        rows = sorted((r for r in curve if (r["judge"], r["bench"]) == (judge, bench)), key=lambda r: r["votes"])
-        votes = [r["votes"] for r in rows]
-        ax.plot(votes, [r["acc"] for r in rows], marker="o", label=f"{judge} on {bench_label(bench)}")
-        ax.fill_between(votes, [r["ci95_low"] for r in rows], [r["ci95_high"] for r in rows], alpha=0.2)
-        ax.set_xticks(votes)
+    for (judge, bench), rows in data.groupby(["judge", "bench"], sort=False):
+        rows = rows.sort_values("votes")
+        ax.plot(rows["votes"], rows["acc"], marker="o", label=f"{judge} on {bench_label(bench)}")
+        ax.fill_between(rows["votes"], rows["ci95_low"], rows["ci95_high"], alpha=0.2)
+        ax.set_xticks(rows["votes"])
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
     ax.set_xlabel("votes (judgments averaged per response)")
     ax.set_ylabel("accuracy (95% interval)")
     ax.legend(fontsize=8)
-    save_figure(fig, run_dir, "05_votes_curve")
+    save_figure(fig, run_dir, "05_votes_curve", data)
     return fig
 
 
 def score_judgments(run_dir: Path | str) -> dict[str, list[Judgment]]:
     """Every stored set of 1..10 judge scores of a run, before and after training, labelled by origin."""
-    run_dir = Path(run_dir)
+    layout = RunLayout(Path(run_dir))
     found: dict[str, list[Judgment]] = {}
-    base_train = run_dir / "judgments" / "02_base_train.jsonl"
-    if base_train.is_file():
-        found["before: base, train pairs (02)"] = read_judgments(base_train)
-    checks = run_dir / "sft" / "check_judgments.jsonl"
+    if layout.preview_judgments.is_file():
+        found["before: base, train pairs (02)"] = read_judgments(layout.preview_judgments)
+    checks = layout.sft_check_judgments
     if checks.is_file():
         rows = read_jsonl(checks)
         for judge in dict.fromkeys(row["judge"] for row in rows):
@@ -282,11 +345,34 @@ def score_judgments(run_dir: Path | str) -> dict[str, list[Judgment]]:
             found[f"{when}: {judge}, dev pairs (sft checks)"] = [
                 Judgment(**{k: v for k, v in row.items() if k != "judge"}) for row in rows if row["judge"] == judge]
     for metrics in suite_metrics(run_dir):
-        if metrics["judge"] in ("base", "sft", "par") and metrics["bench"].startswith("pairs:"):
+        if metrics["judge"] in ("base", "sft", "par") and get_bench(metrics["bench"]).held_out:
             when = {"base": "before", "sft": "after warm-up", "par": "after PAR"}[metrics["judge"]]
             label = f"{when}: {metrics['judge']}, {bench_label(metrics['bench'])}"
-            found[label] = read_judgments(run_dir / "eval" / metrics["judgments_file"])
+            found[label] = read_judgments(layout.eval_dir / metrics["judgments_file"])
     return found
+
+
+def score_counts(found: Mapping[str, Sequence[Judgment]]) -> pd.DataFrame:
+    """What the score histograms draw: per label and side, how many judgments gave each score 1..10
+    (the judge's scale), and how many were invalid or gave a number off the scale (not drawn)."""
+    import pandas as pd
+
+    scale = range(SCORE_RANGE[0], SCORE_RANGE[1] + 1)
+    rows = []
+    for label, judgments in found.items():
+        for side in ("chosen", "rejected"):
+            counts = Counter(j.score for j in judgments if j.side.startswith(side))
+            off_scale = sum(n for score, n in counts.items() if score is not None and score not in scale)
+            rows += [{"label": label, "side": side, "score": score, "judgments": counts.get(score, 0)} for score in scale]
+            rows += [{"label": label, "side": side, "score": "invalid", "judgments": counts.get(None, 0)},
+                     {"label": label, "side": side, "score": "off the scale", "judgments": off_scale}]
+    return pd.DataFrame(rows)
+
+
+def score_shift_data(run_dir: Path | str) -> pd.DataFrame | None:
+    """`score_counts` of the run's stored judge scores; None when there are none."""
+    found = score_judgments(run_dir)
+    return score_counts(found) if found else None
 
 
 def plot_score_shift(run_dir: Path | str) -> Figure | None:
@@ -297,21 +383,25 @@ def plot_score_shift(run_dir: Path | str) -> Figure | None:
     if not any(label.startswith("after PAR") for label in found):
         print("[05] score distributions: no PAR judgments on held-out pairs yet (evaluate the par judge on pairs:SOURCE)")
     fig = plot_score_distributions(found, title="chosen vs rejected scores, before and after training")
-    save_figure(fig, run_dir, "05_score_shift")
+    save_figure(fig, run_dir, "05_score_shift", score_counts(found))
     return fig
 
 
-def benchmark_table(run_dir: Path | str) -> pd.DataFrame | None:
+def benchmark_frame(run_dir: Path | str) -> pd.DataFrame | None:
     """Every judge on every benchmark: accuracy, 95% interval, invalid share (and RM-Bench's easy/normal/hard)."""
     import pandas as pd
 
     results = suite_metrics(run_dir)
-    if not results:
-        return skip("benchmark table", f"no metrics files in {Path(run_dir) / 'eval'} (benchmark stage not run)")
-    table = pd.DataFrame([summary_row(m) for m in results])
+    return pd.DataFrame([summary_row(m) for m in results]) if results else None
+
+
+def benchmark_table(run_dir: Path | str) -> pd.DataFrame | None:
+    """`benchmark_frame`, saved as tables/05_benchmarks.csv and .md."""
+    table = benchmark_frame(run_dir)
+    if table is None:
+        return skip("benchmark table", f"no metrics files in {RunLayout(Path(run_dir)).eval_dir} (benchmark stage not run)")
     save_table(table, run_dir, "05_benchmarks")
     return table
-
 
 # ---------------------------------------------------------------- paper versus ours
 
@@ -345,16 +435,7 @@ def _our_value(claim: Mapping[str, Any], results: Sequence[dict[str, Any]]) -> t
 
 def _coverage(metrics: Mapping[str, Any]) -> str:
     """What part of a benchmark a metrics file covers, read from the file itself."""
-    if metrics["bench"] == "rmbench":
-        domains = ", ".join(f"{d} (n={f['n']})" for d, f in metrics["domains"].items())
-        missing = f"; {', '.join(metrics['domains_missing'])} missing" if metrics.get("domains_missing") else ""
-        return f"RM-Bench: {domains}{missing}"
-    if metrics["bench"] == "rewardbench":
-        subsets = ", ".join(f"{s} (n={f['n']})" for s, f in metrics["subsets"].items())
-        partial = [s for s, f in metrics["sections"].items() if not f["complete"]]
-        note = f"; sections incomplete: {', '.join(partial)}, so no RewardBench score" if partial else ""
-        return f"RewardBench subsets {subsets}{note}"
-    return f"{bench_label(metrics['bench'])} (n={metrics['n']}, not a benchmark of the paper)"
+    return get_bench(metrics["bench"]).coverage(metrics)
 
 
 def _our_training(manifest: Mapping[str, Any]) -> str:
@@ -369,7 +450,7 @@ def _our_training(manifest: Mapping[str, Any]) -> str:
     return f"local data: {sources}; {sft_text}; {par_text}"
 
 
-def paper_table(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> pd.DataFrame:
+def paper_frame(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> pd.DataFrame:
     """The paper's numbers (reference.yaml: value, version, place) beside ours, and both settings.
 
     Every paper cell comes from the reference file; a claim the paper does not give stays empty
@@ -400,6 +481,26 @@ def paper_table(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> 
          "ours": " · ".join(coverage.values()) or None,
          "ours source": "eval/*.json" if coverage else "empty: no benchmark stage in this run"},
     ]
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def paper_table(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> pd.DataFrame:
+    """`paper_frame`, saved as tables/05_paper_vs_ours.csv and .md."""
+    table = paper_frame(run_dir, reference)
     save_table(table, run_dir, "05_paper_vs_ours")
     return table
+
+
+# ---------------------------------------------------------------- what verify rebuilds
+#
+# Each saved figure's data and each table, by name, with the function that builds it from the
+# run's files alone (no drawing, no writing): `verify` rebuilds them and compares with the files.
+
+FIGURE_DATA = {
+    "05_par_curves": par_curves_data,
+    "05_benchmark_bars": benchmark_bars_data,
+    "05_rmbench_matrices": rmbench_matrices_data,
+    "05_votes_curve": votes_curve_data,
+    "05_score_shift": score_shift_data,
+}
+TABLES = {"05_benchmarks": benchmark_frame, "05_paper_vs_ours": paper_frame}

@@ -1,0 +1,241 @@
+"""SUMMARY.md: a run's headline numbers, generated from its files, and the README block made from it.
+
+A reader meets a run's results in three places: the run's SUMMARY.md, `patarm-kit summary`
+and the README. All three come from `summary_json`, which reads only the run's stored
+evaluations (metrics files and per-item judgments), so `patarm-kit verify` rebuilds SUMMARY.md
+and compares it byte for byte, and tests/test_readme_results.py checks the README block.
+
+Each (judge, bench) row gives accuracy under both tie rules. The run scores with one rule
+(`eval.ties`); the other is recomputed from the same stored judgments, because "ties count ½"
+and "ties count 0" can rank two judges differently when one of them often ties or fails to
+parse. Beside them: the 95% bootstrap interval, n, the share of tied comparisons, the share of
+invalid judgments and how many judgments saw a truncated input.
+
+    python -m patarm_kit.summary --migrate results/<run>   # add figure data, tables, SUMMARY.md to an older run
+    python -m patarm_kit.summary --update-readme README.md # rewrite the README's summary blocks
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import sha256_of
+from .evaluate import compute_metrics, paired_differences, summary_row
+from .figures import FIGURE_DATA, TABLES, bench_label, save_table, suite_metrics
+from .judge import Judgment, read_judgments
+from .judges import parse_judge
+from .layout import RunLayout
+from .results import Run, RunError, atomic_write_text, git_commit, now, write_json
+
+TIE_RULES = ("half", "zero")  # ties and invalid judgments count ½, or count as wrong
+TIE_LABELS = {"half": "ties count ½", "zero": "ties count 0"}
+_ROW_KEYS = ("judge", "bench", "n", "acc", "ci95_low", "ci95_high", "invalid_share")  # a table row's other keys are its bench's
+
+
+# ---------------------------------------------------------------- the numbers
+
+
+def rescored(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str) -> dict[str, Any]:
+    """A stored evaluation scored under a tie rule, from its judgments (same items, votes and bootstrap seed)."""
+    if ties == stored["ties"]:
+        return stored
+    groups = {item["pair_id"]: item["group"] for item in stored["items"]}
+    again = compute_metrics(stored["bench"], judgments, groups, ties, stored["votes"], stored["voting"],
+                            parse_judge(stored["judge_spec"]).pairwise, stored["config"]["eval"]["n_boot"], stored["config"]["seed"])
+    return {**stored, **again}
+
+
+def headline_row(stored: dict[str, Any], judgments: Sequence[Judgment]) -> dict[str, Any]:
+    """One (judge, bench): accuracy and interval under both tie rules, n, tie share, invalid share, truncation."""
+    scored = {ties: rescored(stored, judgments, ties) for ties in TIE_RULES}
+    rows = {ties: summary_row(metrics) for ties, metrics in scored.items()}
+    outcomes = {ties: np.array([item["outcome"] for item in metrics["items"]]) for ties, metrics in scored.items()}
+    counted = [j for j in judgments if stored["votes"] is None or j.sample < stored["votes"]]
+    own = rows[stored["ties"]]
+    return {
+        "judge": stored["judge"],
+        "bench": stored["bench"],
+        "n": own["n"],
+        "acc": {ties: rows[ties]["acc"] for ties in TIE_RULES},
+        "ci95": {ties: [rows[ties]["ci95_low"], rows[ties]["ci95_high"]] for ties in TIE_RULES},
+        # A tied comparison adds ½ under one rule and 0 under the other, so twice the gap between
+        # the rules' per-item outcomes is the share of comparisons that tied (equal or invalid).
+        "tie_share": float(2 * np.mean(outcomes["half"] - outcomes["zero"])),
+        "invalid_share": stored["invalid"]["share"],
+        "truncated_inputs": sum(bool(j.input_truncated) for j in counted),
+        "judgments": len(counted),
+        "extras": {key: value for key, value in own.items() if key not in _ROW_KEYS},  # the bench's own columns
+    }
+
+
+def summary_json(run_dir: Path | str) -> dict[str, Any]:
+    """The run's headline numbers: a row per (judge, bench) and the configured paired differences."""
+    run = Run.open(run_dir)
+    manifest, layout = run.manifest(), run.layout
+    config = manifest["config"]
+    order = {bench: i for i, bench in enumerate(config["eval"]["benches"])}
+    results = sorted(suite_metrics(run.dir), key=lambda m: order.get(m["bench"], len(order)))  # stable: judge order kept
+    rows = [headline_row(m, read_judgments(layout.eval_dir / m["judgments_file"])) for m in results]
+    paired = paired_differences(results, config["eval"]["paired"], config["eval"]["n_boot"], config["seed"])
+    return {"run": manifest["run_name"], "profile": manifest["profile"], "config_fingerprint": manifest["config_fingerprint"],
+            "ties": config["eval"]["ties"], "rows": rows, "paired": paired}
+
+
+# ---------------------------------------------------------------- SUMMARY.md
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _with_interval(value: float | None, interval: Sequence[float | None]) -> str:
+    low, high = interval
+    return _pct(value) + ("" if low is None else f" [{_pct(low)}, {_pct(high)}]")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def render_summary(facts: dict[str, Any]) -> str:
+    """SUMMARY.md's text from `summary_json`: one table per bench, then the paired differences."""
+    own = facts["ties"]
+    accuracy = [f"accuracy, {TIE_LABELS[t]}" + (" (the run's rule)" if t == own else "") for t in TIE_RULES]
+    lines = [
+        f"# Summary of run `{facts['run']}`",
+        "",
+        f"Profile `{facts['profile']}`, config `{facts['config_fingerprint']}`. Generated from the run's stored "
+        "evaluations by `patarm-kit summary`; `patarm-kit verify` rebuilds this file and compares it byte for byte.",
+        "",
+        "Accuracy in %, with its seeded bootstrap 95% interval over prompts. The run scores ties and invalid "
+        f"judgments by `eval.ties: {own}`; the other accuracy column rescores the same stored judgments by the other "
+        "rule. Tie share (%): comparisons with equal scores or an invalid judgment. Invalid share (%): judgments "
+        "without a score. Truncated inputs: judgments whose prompt or response was cut to fit the judge, as each "
+        "judgment records it. Further columns: the bench's own scores from its table row, in %, by the run's rule.",
+    ]
+    if not facts["rows"]:
+        lines += ["", "No evaluations in this run (the eval stage has not run)."]
+    for bench in dict.fromkeys(row["bench"] for row in facts["rows"]):
+        rows = [row for row in facts["rows"] if row["bench"] == bench]
+        extra = list(dict.fromkeys(key for row in rows for key in row["extras"]))
+        header = ["judge", "n", *accuracy, "tie share", "invalid share", "truncated inputs", *extra]
+        body = [[f"`{row['judge']}`", str(row["n"]), *(_with_interval(row["acc"][t], row["ci95"][t]) for t in TIE_RULES),
+                 _pct(row["tie_share"]), _pct(row["invalid_share"]), f"{row['truncated_inputs']} of {row['judgments']}",
+                 *(_pct(row["extras"].get(key)) for key in extra)] for row in rows]
+        lines += ["", f"## {bench_label(bench)}", "", *_table(header, body)]
+    if facts["paired"]:
+        body = [[f"`{p['a']}` − `{p['b']}`", bench_label(p["bench"]), str(p["n"]),
+                 f"{100 * p['diff']:+.1f} [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]", f"{p['p_value']:.3f}"]
+                for p in facts["paired"]]
+        lines += ["", "## Paired differences", "",
+                  f"Accuracy of A minus accuracy of B on the items both judged, in points, with a paired bootstrap "
+                  f"95% interval and p-value ({TIE_LABELS[own]}, the run's rule).", "",
+                  *_table(["A − B", "bench", "n", "difference [95%]", "p"], body)]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(run_dir: Path | str) -> Path:
+    """Write <run>/SUMMARY.md (the figures stage calls this; it records the file as its output)."""
+    path = RunLayout(Path(run_dir)).summary
+    atomic_write_text(path, render_summary(summary_json(run_dir)))
+    return path
+
+
+# ---------------------------------------------------------------- the README's results block
+
+README_BLOCK = re.compile(r"(<!-- summary:begin (\S+) -->\n)(.*?)(<!-- summary:end -->)", re.DOTALL)
+
+
+def readme_block(summary_text: str, run: str) -> str:
+    """A run's results block for the README: its SUMMARY.md less the title, headings one level down."""
+    body = summary_text.split("\n", 1)[1].lstrip("\n")
+    body = re.sub(r"^## ", "### ", body, flags=re.MULTILINE)
+    return f"From [`{run}/SUMMARY.md`]({run}/SUMMARY.md) (generated; a test checks that this block matches it).\n\n{body}\n"
+
+
+def render_readme(readme_text: str, root: Path) -> str:
+    """The README with every `<!-- summary:begin RUN -->` block remade from RUN/SUMMARY.md (RUN relative to `root`)."""
+    def block(match: re.Match) -> str:
+        summary = RunLayout(Path(root) / match[2]).summary.read_text(encoding="utf-8")
+        return match[1] + readme_block(summary, match[2]) + match[4]
+
+    return README_BLOCK.sub(block, readme_text)
+
+
+# ---------------------------------------------------------------- migrating a run made before summaries
+
+
+def migrate(run_dir: Path | str) -> dict[str, Any]:
+    """Bring a run made before figure data, SUMMARY.md and output records up to date, once.
+
+    Writes each drawn figure's data (the figures themselves are not redrawn), regenerates
+    tables/, writes SUMMARY.md, records the sha256 of every file then present (but the run's
+    hand-written README), and says so in manifest["migrated"]. Nothing else is computed anew.
+    """
+    run = Run.open(run_dir)
+    layout, manifest = run.layout, run.manifest()
+    if "migrated" in manifest:
+        raise RunError(f"{run.dir}: already migrated on {manifest['migrated']['at']}")
+    added, regenerated = [], {}
+    for name, build in FIGURE_DATA.items():
+        path = layout.figure_data(name)
+        if layout.figure(name).is_file() and not path.exists() and (data := build(run.dir)) is not None:
+            atomic_write_text(path, data.to_csv(index=False))
+            added.append(layout.key(path))
+    for name, build in TABLES.items():
+        table = build(run.dir)
+        if table is None:
+            continue
+        paths = [layout.table(name, ext) for ext in ("csv", "md")]
+        before = {path: path.read_bytes() if path.is_file() else None for path in paths}
+        save_table(table, run.dir, name)
+        regenerated.update({layout.key(p): "added" if before[p] is None else "unchanged" if before[p] == p.read_bytes()
+                            else "changed" for p in paths})
+    write_summary(run.dir)
+    added.append(layout.key(layout.summary))
+    note = {
+        "at": now(),
+        "by": "python -m patarm_kit.summary --migrate",
+        "git": git_commit(),
+        "added": added,
+        "regenerated": regenerated,
+        "note": "figure data written from the run's files (figures not redrawn); tables regenerated; SUMMARY.md "
+                "written; outputs: the sha256 of every file present at migration but the run's README, which verify checks "
+                "(the stage records of this run predate output records)",
+        "outputs": {layout.key(p): sha256_of(p) for p in sorted(run.dir.rglob("*"))
+                    if p.is_file() and p not in (layout.manifest, layout.readme)},  # the run's README is prose, not a result
+    }
+    write_json(layout.manifest, {**run.manifest(), "migrated": note})
+    return note
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m patarm_kit.summary", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--migrate", metavar="RUN", help="add figure data, tables, SUMMARY.md and output records to an older run")
+    parser.add_argument("--update-readme", metavar="README", help="rewrite the README's summary blocks from their runs")
+    args = parser.parse_args(argv)
+    if not (args.migrate or args.update_readme):
+        parser.error("give --migrate RUN and/or --update-readme README")
+    try:
+        if args.migrate:
+            note = migrate(args.migrate)
+            print(f"migrated {args.migrate}: added {', '.join(note['added'])}; tables {note['regenerated']}; "
+                  f"{len(note['outputs'])} files recorded")
+        if args.update_readme:
+            readme = Path(args.update_readme)
+            atomic_write_text(readme, render_readme(readme.read_text(encoding="utf-8"), readme.resolve().parent))
+            print(f"updated the summary blocks of {readme}")
+    except (OSError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""SUMMARY.md and `patarm-kit summary`: both tie rules, tie and invalid shares and truncation,
+checked against counts made by hand from the stored judgments of the committed reference run."""
+
+import json
+import shutil
+from collections import defaultdict
+
+import pytest
+from typer.testing import CliRunner
+
+from patarm_kit import figures
+from patarm_kit.cli import app
+from patarm_kit.config import REPO_ROOT
+from patarm_kit.data import sha256_of
+from patarm_kit.results import Run, RunError, read_json
+from patarm_kit.summary import migrate, readme_block, render_readme, render_summary, summary_json, write_summary
+from patarm_kit.verify import verify_run
+
+REFERENCE = REPO_ROOT / "results" / "reference-cpu"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def reference_facts():
+    return summary_json(REFERENCE)
+
+
+def row_of(facts, judge, bench):
+    return next(r for r in facts["rows"] if (r["judge"], r["bench"]) == (judge, bench))
+
+
+def judgments_of(judge, bench):
+    name = f"{judge}__{bench.replace(':', '-')}.judgments.jsonl"
+    return [json.loads(line) for line in (REFERENCE / "eval" / name).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("judge", ["length", "bt", "base", "sft", "par"])
+def test_both_tie_rules_on_held_out_pairs_match_a_count_by_hand(reference_facts, judge):
+    rows = judgments_of(judge, "pairs:hh-rlhf")
+    scores = defaultdict(dict)
+    for row in rows:
+        scores[row["pair_id"]][row["side"]] = row["score"]
+    wins = sum(1 for s in scores.values() if None not in s.values() and s["chosen"] > s["rejected"])
+    ties = sum(1 for s in scores.values() if None in s.values() or s["chosen"] == s["rejected"])
+    n = len(scores)
+    facts = row_of(reference_facts, judge, "pairs:hh-rlhf")
+    assert facts["n"] == n == 48
+    assert facts["acc"]["zero"] == pytest.approx(wins / n)
+    assert facts["acc"]["half"] == pytest.approx((wins + ties / 2) / n)
+    assert facts["tie_share"] == pytest.approx(ties / n)
+    assert facts["invalid_share"] == pytest.approx(sum(r["score"] is None for r in rows) / len(rows))
+    assert facts["truncated_inputs"] == sum(bool(r["input_truncated"]) for r in rows) and facts["judgments"] == len(rows)
+
+
+def test_rmbench_tie_share_counts_the_nine_comparisons_of_each_prompt(reference_facts):
+    scores = defaultdict(dict)
+    for row in judgments_of("sft", "rmbench"):
+        scores[row["pair_id"]][row["side"]] = row["score"]
+    shares = [sum(s[f"chosen_{i}"] == s[f"rejected_{j}"] for i in range(3) for j in range(3)) / 9 for s in scores.values()]
+    facts = row_of(reference_facts, "sft", "rmbench")
+    assert facts["tie_share"] == pytest.approx(sum(shares) / len(shares))
+    assert facts["acc"]["zero"] < facts["acc"]["half"]
+    assert set(facts["extras"]) == {"rm_easy", "rm_normal", "rm_hard"}
+
+
+def test_the_runs_own_rule_gives_its_stored_numbers(reference_facts):
+    stored = read_json(REFERENCE / "metrics" / "04_benchmarks.json")
+    assert reference_facts["ties"] == "half"
+    for row in stored["table"]:
+        facts = row_of(reference_facts, row["judge"], row["bench"])
+        assert (facts["acc"]["half"], facts["ci95"]["half"], facts["n"]) == (row["acc"], [row["ci95_low"], row["ci95_high"]], row["n"])
+    assert len(reference_facts["rows"]) == len(stored["table"])
+    for ours, theirs in zip(reference_facts["paired"], stored["paired"]):
+        assert ours == pytest.approx(theirs)
+    base = row_of(reference_facts, "base", "rewardbench")  # never parses: all ties, ½ under one rule, 0 under the other
+    assert (base["acc"], base["tie_share"], base["invalid_share"]) == ({"half": 0.5, "zero": 0.0}, 1.0, 1.0)
+
+
+def test_summary_markdown_has_a_table_per_bench_and_the_paired_differences(reference_facts):
+    text = render_summary(reference_facts)
+    assert text.startswith("# Summary of run `reference-cpu`\n")
+    assert [line for line in text.splitlines() if line.startswith("## ")] == [
+        "## RM-Bench", "## RewardBench", "## held-out hh-rlhf", "## Paired differences"]
+    assert "| `base` | 30 | 50.0 [50.0, 50.0] | 0.0 [0.0, 0.0] | 100.0 | 100.0 | 11 of 60 |" in text
+    assert "| `par` − `sft` | held-out hh-rlhf | 48 | +16.7 [+3.1, +29.2] | 0.020 |" in text
+
+
+def test_summary_command_prints_the_table_or_json(small_run):
+    text = runner.invoke(app, ["summary", str(small_run)])
+    assert text.exit_code == 0 and text.output == render_summary(summary_json(small_run))
+    as_json = runner.invoke(app, ["summary", str(small_run), "--json"])
+    assert as_json.exit_code == 0 and json.loads(as_json.output) == summary_json(small_run)
+    assert not (small_run / "SUMMARY.md").exists()  # printing writes nothing
+
+
+def test_summary_command_on_a_folder_that_is_not_a_run(tmp_path):
+    result = runner.invoke(app, ["summary", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+def test_write_summary_and_the_readme_block(run_copy, tmp_path):
+    path = write_summary(run_copy)
+    assert path == run_copy / "SUMMARY.md" and path.read_text() == render_summary(summary_json(run_copy))
+    block = readme_block(path.read_text(), "results/small")
+    assert block.startswith("From [`results/small/SUMMARY.md`](results/small/SUMMARY.md)")
+    assert "\n### RM-Bench\n" in block and "# Summary" not in block
+    (tmp_path / "results").mkdir()
+    shutil.copytree(run_copy, tmp_path / "results" / "small")
+    readme = "# Kit\n\nBefore.\n<!-- summary:begin results/small -->\nold table\n<!-- summary:end -->\nAfter.\n"
+    rendered = render_readme(readme, tmp_path)
+    assert rendered == f"# Kit\n\nBefore.\n<!-- summary:begin results/small -->\n{block}<!-- summary:end -->\nAfter.\n"
+    assert render_readme(rendered, tmp_path) == rendered
+
+
+def test_migrate_adds_figure_data_and_summary_and_records_every_file_once(run_copy):
+    figures.plot_benchmark_bars(run_copy)
+    figures.benchmark_table(run_copy)
+    drawn = (run_copy / "figures" / "05_benchmark_bars.csv").read_text()
+    (run_copy / "figures" / "05_benchmark_bars.csv").unlink()  # as a run drawn before figure data was saved
+    (run_copy / "README.md").write_text("What this run is (prose, edited at will).\n")
+    note = migrate(run_copy)
+    assert note["added"] == ["figures/05_benchmark_bars.csv", "SUMMARY.md"]
+    assert (run_copy / "figures" / "05_benchmark_bars.csv").read_text() == drawn
+    assert note["regenerated"] == {"tables/05_benchmarks.csv": "unchanged", "tables/05_benchmarks.md": "unchanged",
+                                   "tables/05_paper_vs_ours.csv": "added", "tables/05_paper_vs_ours.md": "added"}
+    manifest = Run.open(run_copy).manifest()
+    files = {p.relative_to(run_copy).as_posix() for p in run_copy.rglob("*") if p.is_file()} - {"manifest.json", "README.md"}
+    assert manifest["migrated"]["outputs"] == {key: sha256_of(run_copy / key) for key in sorted(files)}
+    assert manifest["migrated"]["at"] and "figures not redrawn" in manifest["migrated"]["note"]
+    assert verify_run(run_copy).ok
+    with pytest.raises(RunError, match="already migrated"):
+        migrate(run_copy)
+
+
+def test_a_run_without_evaluations_says_so(tmp_path):
+    from patarm_kit.config import load_config
+
+    empty = Run.create("empty", load_config("smoke"), results_dir=tmp_path).dir
+    assert "No evaluations in this run" in render_summary(summary_json(empty))
+    assert summary_json(empty)["rows"] == [] and summary_json(empty)["paired"] == []
+
