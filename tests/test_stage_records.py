@@ -124,3 +124,21 @@ def test_the_chain_refuses_a_finished_notebook_before_running_anything(tmp_path,
         run_chain("smoke", "done", overrides={"seed": "7"}, only=["01_data_pairing"])
     assert executed.read_text() == '{"cells": []}'
     assert json.loads(run.layout.manifest.read_text())["stages"] == {"data": {"status": "done"}}
+
+
+def test_eval_refuses_to_replace_an_existing_evaluation_unless_forced(tmp_path):
+    from typer.testing import CliRunner
+
+    from patarm_kit.cli import app
+
+    out = tmp_path / "eval" / "length__rewardbench.json"
+    args = ["eval", "--judge", "length", "--bench", "rewardbench", "--profile", "smoke", "--limit", "2", "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    judgments = out.with_suffix(".judgments.jsonl")
+    before = {path: path.read_bytes() for path in (out, judgments)}
+    judgments.write_text("edited by hand\n")
+    refused = CliRunner().invoke(app, [*args[:-2], "--limit", "3", "--out", str(out)])
+    assert refused.exit_code == 2 and "already exists" in refused.output and "--force" in refused.output
+    assert out.read_bytes() == before[out] and judgments.read_text() == "edited by hand\n"
+    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
+    assert judgments.read_bytes() == before[judgments]

@@ -204,6 +204,7 @@ def evaluate_command(
     ties: Optional[str] = typer.Option(None, help="half | zero (default: the profile's eval.ties)"),
     votes: Optional[int] = typer.Option(None, help="judgments per response, averaged (generative judges)"),
     data_dir: Optional[str] = typer.Option(None, callback=_absolute, help="data directory"),
+    force: bool = typer.Option(False, "--force", help="replace an existing --out file and its judgments"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
 ) -> None:
     """Score one judge on one benchmark with the benchmark's own rules and 95% intervals."""
@@ -213,8 +214,6 @@ def evaluate_command(
     if data_dir:
         overrides["data.data_dir"] = data_dir
     config = load_config(profile, overrides)
-    if Path(out).is_dir():
-        raise EvalError(f"--out {out} is a folder; give the metrics file's path (e.g. {Path(out) / 'metrics.json'})")
     if limit is None:
         limit_items = config.eval.limit_for(bench)
     elif limit == "all":
@@ -223,7 +222,7 @@ def evaluate_command(
         limit_items = int(limit)
     else:
         raise EvalError(f"--limit must be a positive number or 'all', not {limit!r}")
-    metrics = evaluate(config, judge, bench, Path(out), limit_items, ties, votes)
+    metrics = evaluate(config, judge, bench, Path(out), limit_items, ties, votes, force=force)
     typer.echo(format_metrics(metrics))
 
 

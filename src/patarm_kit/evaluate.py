@@ -21,7 +21,7 @@ from .config import RunConfig, SamplingConfig
 from .judge import Judgment, read_judgments, save_judgments
 from .judges import JudgeSpec, build_judge, parse_judge
 from .layout import RunLayout
-from .results import git_commit, package_versions, read_json, write_json
+from .results import OutputExistsError, git_commit, package_versions, read_json, write_json
 from .stats import paired_bootstrap_diff
 
 # ---------------------------------------------------------------- metrics from judgments
@@ -89,14 +89,22 @@ def _sampling(spec: JudgeSpec, block: SamplingConfig, votes: int | None) -> Samp
 
 def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, limit: int | None = None,
              ties: str | None = None, votes: int | None = None, label: str | None = None,
-             sampling: SamplingConfig | None = None) -> dict[str, Any]:
+             sampling: SamplingConfig | None = None, force: bool = False) -> dict[str, Any]:
     """Judge a benchmark's items, write the metrics JSON and the per-item judgments beside it.
+
+    An existing metrics or judgments file is refused before anything runs unless `force`.
 
     `judge` is a spec, or a JudgeSpec parsed with the run's layout (`parse_judge("par", layout)`),
     which records the run's own models as `<run>/...`. Generative judges sample as `sampling`
     says (default: eval.sampling), with n = `votes` when given. `label` names the judge in tables.
     Every setting is checked before the model loads; nothing is written when one is wrong.
     """
+    judgments_file = RunLayout.judgments_of(out)
+    for path in (Path(out), judgments_file):
+        if path.is_dir():
+            raise EvalError(f"--out {out}: {path} is a folder; give the metrics file's path (e.g. {path / 'metrics.json'})")
+        if path.exists() and not force:
+            raise OutputExistsError(f"{path} already exists; pass --force to replace it, or choose another --out")
     spec = parse_judge(judge) if isinstance(judge, str) else judge
     benchmark = get_bench(bench)
     ties = ties or config.eval.ties
@@ -113,7 +121,6 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
         judgments = scorer.judge(benchmark.requests(items.pairs))
     metrics = compute_metrics(bench, judgments, items.groups, ties, block.n, config.judge.voting, spec.pairwise,
                               config.eval.n_boot, config.seed)
-    judgments_file = RunLayout.judgments_of(out)
     metrics.update(
         judge=label or spec.label, judge_spec=spec.recorded, limit=limit, data_files=items.files, config=config.to_dict(),
         config_fingerprint=config.fingerprint(), packages=package_versions(), git=git_commit(),
@@ -159,13 +166,21 @@ def run_suite(config: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
     return results
 
 
+def votes_curve_file(config: RunConfig, layout: RunLayout) -> Path | None:
+    """The metrics file of the votes curve's one sampled evaluation (None: no curve in this profile)."""
+    if not config.eval.votes_curve:
+        return None
+    return layout.eval_metrics(f"{config.eval.votes_curve_judge}-votes{config.eval.votes_curve_sampling.n}",
+                               config.eval.votes_curve_bench)
+
+
 def votes_curve(config: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
     """Accuracy against the number of votes: n sampled judgments once (eval.votes_curve_sampling),
     scored with the first k for each k of eval.votes_curve."""
-    if not config.eval.votes_curve:
+    out = votes_curve_file(config, layout)
+    if out is None:
         return []
     judge, bench, sampling = config.eval.votes_curve_judge, config.eval.votes_curve_bench, config.eval.votes_curve_sampling
-    out = layout.eval_metrics(f"{judge}-votes{sampling.n}", bench)
     limit = config.eval.votes_curve_limit or config.eval.limit_for(bench)
     stored = evaluate(config, parse_judge(judge, layout), bench, out, limit, label=judge, sampling=sampling)
     judgments = read_judgments(RunLayout.judgments_of(out))

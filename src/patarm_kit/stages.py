@@ -212,13 +212,13 @@ def evaluate(run: Run, force: bool = False) -> EvalStage:
 
     config, layout = run.config(), run.layout
     plan = evaluation.suite_plan(config, layout)
-    outputs = [out for *_, out in plan] + [layout.benchmarks_summary]
+    metrics_files = [out for *_, out in plan] + [f for f in [evaluation.votes_curve_file(config, layout)] if f]
+    outputs = [*metrics_files, *map(layout.judgments_of, metrics_files), layout.benchmarks_summary]
     inputs = sorted({layout.adapter(judge) for judge, *_ in plan if judge in RUN_ALIASES})
     with run.stage("eval", config, inputs=inputs, outputs=outputs, force=force) as record:
         results = evaluation.run_suite(config, layout)
         curve = evaluation.votes_curve(config, layout)
         summary = write_benchmarks_summary(run, results, curve)
-        record.extra_outputs += [layout.judgments_of(out) for *_, out in plan]
         record.facts["evaluations"] = len(results)
     return EvalStage(results, summary["table"], summary["paired"], curve)
 
