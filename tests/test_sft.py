@@ -215,7 +215,7 @@ def test_a_short_real_sft_run_lowers_the_loss_and_its_adapter_reloads(tmp_path):
     model, _ = load_model(config.model, adapter=adapter)
     assert isinstance(model, PeftModel)
     assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
-    stage = run.manifest()["stages"]["sft"]
+    stage = result.facts  # what the sft stage records in the manifest
     assert stage["base_model"] == "smollm2-135m-instruct" and stage["steps"] == 4 and stage["data"]["examples"] == 4
 
     checks = sft.warmup_checks(config, run, adapter)

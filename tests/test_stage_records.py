@@ -142,3 +142,17 @@ def test_eval_refuses_to_replace_an_existing_evaluation_unless_forced(tmp_path):
     assert out.read_bytes() == before[out] and judgments.read_text() == "edited by hand\n"
     assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
     assert judgments.read_bytes() == before[judgments]
+
+
+def test_a_stage_command_works_on_an_existing_run_with_its_own_config(tmp_path):
+    """`train-bt --run-dir R` without --profile uses R's config; a --set that would change it is refused."""
+    from typer.testing import CliRunner
+
+    from patarm_kit.cli import app
+
+    run = Run.create("r", load_config("smoke", {"bt.max_steps": 1}), results_dir=tmp_path)
+    refused = CliRunner().invoke(app, ["train-bt", "--run-dir", str(run.dir), "--set", "bt.max_steps=2"])
+    assert refused.exit_code == 2 and "another config (differs in bt.max_steps)" in refused.output
+    missing = CliRunner().invoke(app, ["train-bt", "--run-dir", str(run.dir)])  # the run's config; no pairs yet
+    assert missing.exit_code == 2 and "pairs/train.jsonl" in missing.output, missing.output
+    assert run.manifest()["stages"] == {}

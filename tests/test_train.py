@@ -148,19 +148,19 @@ def test_tiny_grpo_run_writes_metrics_checkpoints_and_adapter(tmp_path):
 @pytest.mark.model
 def test_two_cpu_processes_train_with_a_pair_split_across_them(tmp_path):
     """4 completions per step on 2 processes: the chosen side on one, the rejected on the other."""
-    run = make_run(tmp_path, TINY_RUN)
+    run = make_run(tmp_path, [*TINY_RUN, "sft.enabled=false"])
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO_ROOT / "configs/accelerate/cpu_2proc.yaml"), "--main_process_port", str(free_port()),
-        "-m", "patarm_kit.cli", "train", "--profile", "smoke", "--run-dir", str(run.dir), "--set", "sft.enabled=false",
+        "-m", "patarm_kit.cli", "train", "--run-dir", str(run.dir),  # the run's own config
     ]
-    for override in TINY_RUN:
-        command += ["--set", override]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     record = run.manifest()["training"]["par"]
     assert record["num_processes"] == 2 and record["grpo_args"]["per_device_train_batch_size"] == 2
     assert record["global_step"] == 2 and [row["step"] for row in read_metrics(run.dir / "par" / "metrics.jsonl")] == [1, 2]
+    stage = run.manifest()["stages"]["par"]  # recorded once, by the main process
+    assert stage["status"] == "done" and "par/adapter/adapter_model.safetensors" in stage["outputs"]
 
 
 @pytest.mark.slow

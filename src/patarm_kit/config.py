@@ -395,13 +395,13 @@ def _is_profile_file(name_or_path: str) -> bool:
     return Path(name_or_path).suffix in (".yaml", ".yml")
 
 
-def absolute_profile(profile: str) -> str:
-    """A profile name as it is; a profile path made absolute against the current directory.
+def absolute_profile(profile: str | None) -> str | None:
+    """A profile name as it is (None: not given); a profile path made absolute against the current directory.
 
     The CLI applies this before anything else: notebooks run from notebooks/, where a relative
     path would point somewhere else.
     """
-    return str(Path(profile).expanduser().resolve()) if _is_profile_file(profile) else profile
+    return str(Path(profile).expanduser().resolve()) if profile and _is_profile_file(profile) else profile
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

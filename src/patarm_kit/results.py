@@ -234,10 +234,14 @@ class Run:
 
         Before anything runs: the config must be the run's, and no declared output may exist
         unless `force` (then the old outputs are removed first, so stale files never mix with new
-        ones) or `resume` (the stage continues its own partial outputs).
+        ones) or `resume` (the stage continues its own partial outputs). With several processes
+        every one checks, and the main process alone writes the record.
         """
         outputs = [Path(p) for p in outputs]
         existing = self.check_stage(name, config, outputs, force, resume)
+        if os.environ.get("RANK", "0") != "0":  # under `accelerate launch` only the main process records and removes
+            yield StageRecord(name, {})
+            return
         if force and not resume:
             for path in existing:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
