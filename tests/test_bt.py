@@ -35,7 +35,7 @@ def test_rows_put_prompt_and_responses_where_trl_expects_them(hh_pairs):
     # TRL's own preprocessing (explicit prompt: prompt + side, chat template) gives the token ids
     # the scorer reads for the same prompt and response.
     tokenizer = classifier_tokenizer(resolve_model_path(ModelConfig()))
-    args = RewardConfig(output_dir="unused", max_length=None, bf16=False, activation_checkpointing=False, report_to="none")
+    args = RewardConfig(output_dir="unused", max_length=None, bf16=False, gradient_checkpointing=False, report_to="none")
     (tokenized,) = RewardTrainer._prepare_dataset(None, datasets.Dataset.from_list([row]), tokenizer, args, "train")
     assert tokenized["chosen_ids"] == conversation_ids(tokenizer, pair.prompt, pair.chosen, 10**6)
     assert tokenized["rejected_ids"] == conversation_ids(tokenizer, pair.prompt, pair.rejected, 10**6)

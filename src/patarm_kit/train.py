@@ -228,7 +228,7 @@ def grpo_args(config: RunConfig, output_dir: Path) -> Any:
         top_p=par.rollouts.top_p,
         top_k=0,  # as the judge at evaluation: nucleus sampling only, no hidden top-k
         bf16=par.bf16,
-        activation_checkpointing=par.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        gradient_checkpointing=par.gradient_checkpointing,
         use_vllm=par.use_vllm,
         vllm_mode=par.vllm_mode,
         vllm_gpu_memory_utilization=par.vllm_gpu_memory_utilization,
