@@ -158,17 +158,27 @@ def test_cli_rejects_unknown_judges_and_benches(tmp_path):
     assert json.loads((tmp_path / "len.json").read_text())["ties"] == "zero"
 
 
-class VerdictBackend:
+class VerdictEngine:
     """Always answers A: a maximally position-biased pairwise judge."""
 
-    def generate(self, prompts, n, seed):
+    def generate(self, prompts, sampling, seed):
+        assert sampling.n == 1, "a pairwise judge makes one verdict per order"
         return [[Completion("<criteria>\n- x: y\n</criteria><evaluation>ok</evaluation><verdict>A</verdict>", 5, True)] for _ in prompts]
+
+    def use_adapter(self, adapter):
+        assert adapter is None
+
+    def settings(self):
+        return {"engine": "scripted"}
+
+    def close(self):
+        pass
 
 
 def test_pairwise_judge_cancels_position_bias(config, data_dir):
     pairs = load_source("llmbar", data_dir)[0][:4]
-    judge = Judge(load_tokenizer(ModelConfig()), VerdictBackend(), JudgeConfig(batch_size=3), load_rubrics())
-    judgments = judge.judge_pairwise(pairs, progress=False)
+    judge = Judge(load_tokenizer(ModelConfig()), VerdictEngine(), JudgeConfig(batch_size=3), load_rubrics())
+    judgments = judge.judge_pairwise(pairs)
     assert [j.side for j in judgments[:2]] == ["AB", "BA"]
     assert [j.score for j in judgments[:2]] == [1.0, 0.0], "always-A is right in one order and wrong in the other"
     metrics = compute_metrics("rewardbench", judgments, {p.id: "llmbar-natural" for p in pairs}, "half", pairwise=True, n_boot=50)

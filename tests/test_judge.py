@@ -6,6 +6,7 @@ import pytest
 
 from patarm_kit.config import JudgeConfig, SamplingConfig, SourceConfig
 from patarm_kit.data import load_source
+from patarm_kit.engine import HFEngine
 from patarm_kit.judge import (
     Completion,
     Judge,
@@ -22,18 +23,28 @@ from patarm_kit.config import ModelConfig
 from patarm_kit.rubrics import load_rubrics
 
 
-class ScriptedBackend:
+class ScriptedEngine:
     """Answers each prompt with a judgment whose score is the prompt's length mod 10 + 1.
 
-    Lets the tests check that results come back in request order whatever the batching.
+    Lets the tests check that results come back in request order, and what the judge asks of its engine.
     """
 
     def __init__(self):
-        self.calls = []
+        self.calls, self.adapters = [], []
 
-    def generate(self, prompts, n, seed):
-        self.calls.append((len(prompts), seed))
-        return [[Completion(f"<criteria>\n- a: b\n</criteria><score>{len(p) % 10 + 1}</score>", 12, True)] * n for p in prompts]
+    def generate(self, prompts, sampling, seed):
+        self.calls.append((len(prompts), sampling, seed))
+        return [[Completion(f"<criteria>\n- a: b\n</criteria><score>{len(p) % 10 + 1}</score>", 12, True)] * sampling.n
+                for p in prompts]
+
+    def use_adapter(self, adapter):
+        self.adapters.append(adapter)
+
+    def settings(self):
+        return {"engine": "scripted"}
+
+    def close(self):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +71,27 @@ def test_rmbench_requests_cover_all_six_styles(data_dir):
 
 
 def test_results_come_back_in_request_order_with_n_samples(tokenizer, pairs):
-    backend = ScriptedBackend()
-    judge = Judge(tokenizer, backend, JudgeConfig(batch_size=6), load_rubrics(), sampling=SamplingConfig(n=3))
+    engine = ScriptedEngine()
+    sampling = SamplingConfig(n=3, temperature=0.7, max_new_tokens=40)
+    judge = Judge(tokenizer, engine, JudgeConfig(batch_size=6), load_rubrics(), seed=5, sampling=sampling, adapter="some/adapter")
     requests = requests_for_pairs(pairs)
-    judgments = judge.judge(requests, progress=False)
+    judgments = judge.judge(requests)
     assert len(judgments) == 3 * len(requests)
     assert [(j.pair_id, j.side) for j in judgments[::3]] == [(r.pair_id, r.side) for r in requests]
     assert [j.sample for j in judgments[:3]] == [0, 1, 2]
     expected = [len(judge.prompt_text(r)[0]) % 10 + 1 for r in requests]
     assert [j.score for j in judgments[::3]] == expected
-    assert all(n == 2 for n, _ in backend.calls), "batch_size counts sequences: 6 // 3 samples = 2 prompts"
-    assert [seed for _, seed in backend.calls] == list(range(len(backend.calls)))
+    assert engine.calls == [(len(requests), sampling, 5)], "every request in one call: the engine schedules them"
+    assert engine.adapters == ["some/adapter"], "engines are shared: the judge asks for its adapter on every call"
+    assert judge.engine_settings() == {"engine": "scripted"}
+    judge.judge(requests[:2], n_samples=1)
+    assert engine.calls[-1] == (2, dataclasses.replace(sampling, n=1), 5) and engine.adapters == ["some/adapter"] * 2
     assert all(j.criteria == ["a: b"] and j.task in ("chat", "safety") for j in judgments)
 
 
 def test_inputs_are_cut_to_their_token_budgets(tokenizer, pairs):
     config = JudgeConfig(max_prompt_tokens=8, max_response_tokens=5)
-    judge = Judge(tokenizer, ScriptedBackend(), config, load_rubrics())
+    judge = Judge(tokenizer, ScriptedEngine(), config, load_rubrics())
     long = dataclasses.replace(requests_for_pairs(pairs)[0], response="word " * 50)
     text, truncated = judge.prompt_text(long)
     assert truncated == ["prompt", "response"] and "word word word word word [...]" in text
@@ -93,8 +108,8 @@ def test_voting():
 
 
 def test_voted_scores_respect_the_vote_budget(tokenizer, pairs):
-    judge = Judge(tokenizer, ScriptedBackend(), JudgeConfig(), load_rubrics(), sampling=SamplingConfig(n=4))
-    judgments = judge.judge(requests_for_pairs(pairs[:1]), progress=False)
+    judge = Judge(tokenizer, ScriptedEngine(), JudgeConfig(), load_rubrics(), sampling=SamplingConfig(n=4))
+    judgments = judge.judge(requests_for_pairs(pairs[:1]))
     judgments[0].score = 1
     one = voted_scores(judgments, votes=1)
     assert one[(pairs[0].id, "chosen")] == 1
@@ -102,8 +117,8 @@ def test_voted_scores_respect_the_vote_budget(tokenizer, pairs):
 
 
 def test_judgments_round_trip(tmp_path, tokenizer, pairs):
-    judge = Judge(tokenizer, ScriptedBackend(), JudgeConfig(), load_rubrics(), sampling=SamplingConfig(n=2))
-    judgments = judge.judge(requests_for_pairs(pairs[:2]), progress=False)
+    judge = Judge(tokenizer, ScriptedEngine(), JudgeConfig(), load_rubrics(), sampling=SamplingConfig(n=2))
+    judgments = judge.judge(requests_for_pairs(pairs[:2]))
     save_judgments(judgments, tmp_path / "j.jsonl")
     assert read_judgments(tmp_path / "j.jsonl") == judgments
 
@@ -112,10 +127,10 @@ def test_judgments_round_trip(tmp_path, tokenizer, pairs):
 def test_real_model_judges_and_records_every_sample(smollm, pairs):
     model, tokenizer = smollm
     sampling = SamplingConfig(n=2, temperature=1.0, max_new_tokens=24)
-    judge = Judge.from_model(model, tokenizer, JudgeConfig(batch_size=4), load_rubrics(), sampling, seed=7)
+    judge = Judge(tokenizer, HFEngine(model, tokenizer, batch_size=4), JudgeConfig(), load_rubrics(), seed=7, sampling=sampling)
     requests = requests_for_pairs(pairs[:2])
-    first = judge.judge(requests, progress=False)
-    again = judge.judge(requests, progress=False)
+    first = judge.judge(requests)
+    again = judge.judge(requests)
     assert [j.text for j in first] == [j.text for j in again], "seeded sampling repeats exactly"
     assert len(first) == 8 and all(0 < j.completion_tokens <= 24 for j in first)
     assert all(j.completion_tokens == 24 for j in first if j.truncated), "truncated means the limit was hit"

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
+from patarm_kit import engine
 from patarm_kit import evaluate as evaluation
 from patarm_kit.bench import BENCHMARKS, Benchmark, EvalError, get_bench, rewardbench, rmbench
-from patarm_kit.config import SamplingConfig, load_config
+from patarm_kit.config import ConfigError, SamplingConfig, load_config
 from patarm_kit.data import RowProblem
 from patarm_kit.evaluate import evaluate, recompute_metrics, run_suite, suite_plan, summary_row
 from patarm_kit.figures import bench_label
@@ -143,12 +144,27 @@ def test_a_judge_added_in_one_place_works_end_to_end(monkeypatch, config, tmp_pa
     assert recompute_metrics(tmp_path / "short.json")["acc"] == shortest["acc"]
 
 
+def test_the_vllm_engine_never_falls_back_silently(config, monkeypatch):
+    monkeypatch.setattr(engine, "vllm_available", lambda: False)
+    with pytest.raises(ConfigError, match="judge.engine=vllm: vLLM is not installed .* set judge.engine=hf"):
+        build_judge("base", config, SamplingConfig())
+
+
 @pytest.mark.model
-def test_the_factory_builds_a_model_judge_that_samples_as_its_block_says(config):
+def test_the_factory_builds_model_judges_on_one_engine_that_metrics_record(tmp_path):
+    config = load_config("cpu", {"eval.n_boot": 50, "judge.compile": False})  # eager vLLM: starts in ~20 s
     sampling = SamplingConfig(n=2, temperature=1.0, top_p=0.9, max_new_tokens=8)
     judge = build_judge("base", config, sampling)
-    assert judge.sampling == sampling and judge.backend.sampling == sampling
+    assert judge.sampling == sampling and judge.engine is engine.judge_engine(config)
+    assert build_judge("pairwise", config, sampling).engine is judge.engine, "one engine per process serves every judge"
     requests = get_bench("rewardbench").requests(get_bench("rewardbench").load(config, limit=1).pairs[:1])
-    judgments = judge.judge(requests, progress=False)
+    judgments = judge.judge(requests)
     assert [(j.side, j.sample) for j in judgments] == [("chosen", 0), ("chosen", 1), ("rejected", 0), ("rejected", 1)]
     assert all(j.completion_tokens <= 8 for j in judgments)
+    greedy = SamplingConfig(n=1, temperature=0.0, max_new_tokens=8)
+    metrics = evaluate(config, "base", "rewardbench", tmp_path / "base.json", limit=1, sampling=greedy)
+    recorded = metrics["engine"]
+    assert recorded["engine"] == "vllm" and recorded["prefix_caching"] and recorded["enforce_eager"] and recorded["adapter"] is None
+    assert json.loads((tmp_path / "base.json").read_text())["engine"] == recorded
+    assert "engine" not in evaluate(config, "length", "rewardbench", tmp_path / "length.json", limit=1)
+    engine.close_shared_engines()

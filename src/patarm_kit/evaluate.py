@@ -18,7 +18,7 @@ from typing import Any
 from .bench import EvalError, Scoring, get_bench
 from .bench.base import TIE_VALUES
 from .config import RunConfig, SamplingConfig
-from .judge import Judgment, read_judgments, save_judgments
+from .judge import Judge, Judgment, read_judgments, save_judgments
 from .judges import JudgeSpec, build_judge, parse_judge
 from .layout import RunLayout
 from .results import OutputExistsError, git_commit, package_versions, read_json, write_json
@@ -126,6 +126,8 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
         config_fingerprint=config.fingerprint(), packages=package_versions(), git=git_commit(),
         judgments_file=judgments_file.name,
     )  # no times in here: two runs of the same config on the same machine give identical files
+    if isinstance(scorer, Judge):
+        metrics["engine"] = scorer.engine_settings()  # which engine generated the judgments, and how
     save_judgments(judgments, judgments_file)
     write_json(out, metrics)
     return metrics

@@ -5,22 +5,25 @@ renders the pointwise prompt (`prompts.pointwise_messages` + the tokenizer's cha
 samples n judgments per request, parses each, and returns one `Judgment` record per sample:
 an invalid judgment keeps its reason and is never replaced by a number.
 
-Generation goes through a small backend seam: `HFBackend` (transformers `generate`, the
-default, CPU or GPU) or `VLLMBackend` (GPU, when vLLM is installed). Requests are sorted by
-prompt length and batched with left padding, so a batch wastes few pad tokens.
+Generation goes through an engine (engine.py): `VLLMEngine` or `HFEngine` (transformers
+`generate`). The judge hands it every request of a call at once; the engine schedules them
+(vLLM batches continuously, HF in length-sorted batches) and seeds each one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 from .config import JudgeConfig, SamplingConfig
 from .data import PreferencePair
+from .engine import Completion, Engine
 from .prompts import pairwise_messages, parse_judgment, parse_verdict, pointwise_messages, render_chat
 from .rubrics import Rubric
 
@@ -55,7 +58,7 @@ class Judgment:
     completion_tokens: int
     truncated: bool  # generation hit max_new_tokens
     input_truncated: list[str] = field(default_factory=list)  # "prompt" and/or "response"
-    seconds: float = 0.0  # this sample's share of its batch's generation time
+    seconds: float = 0.0  # this sample's share of its judge call's generation time
 
     @property
     def valid(self) -> bool:
@@ -63,18 +66,6 @@ class Judgment:
 
     def to_row(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    tokens: int
-    finished: bool  # ended with an end-of-turn token, not at the length limit
-
-
-class GenerationBackend(Protocol):
-    def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Completion]]:
-        """n sampled completions for each prompt text."""
 
 
 def requests_for_pairs(pairs: Iterable[PreferencePair], sides: Sequence[str] = ("chosen", "rejected")) -> list[JudgeRequest]:
@@ -94,98 +85,38 @@ def requests_for_style_variants(pairs: Iterable[PreferencePair]) -> list[JudgeRe
     ]
 
 
-class HFBackend:
-    """transformers `generate` with left padding; seeded per batch so runs repeat exactly."""
-
-    def __init__(self, model: Any, tokenizer: Any, sampling: SamplingConfig):
-        self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
-
-    def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Completion]]:
-        import torch
-
-        tokenizer = self.tokenizer
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-        sample = self.sampling.temperature > 0
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            output = self.model.generate(
-                **inputs,
-                max_new_tokens=self.sampling.max_new_tokens,
-                do_sample=sample,
-                temperature=self.sampling.temperature if sample else None,
-                top_p=self.sampling.top_p if sample else None,
-                top_k=0 if sample else None,  # keep nucleus sampling as configured, no hidden top-k
-                num_return_sequences=n,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        generated = output[:, inputs["input_ids"].shape[1]:]
-        stop_ids = _stop_token_ids(self.model, tokenizer)
-        completions = []
-        for row in generated.tolist():
-            length = next((i + 1 for i, token in enumerate(row) if token in stop_ids), len(row))
-            finished = length < len(row) or (bool(row) and row[length - 1] in stop_ids)
-            text = tokenizer.decode(row[:length], skip_special_tokens=True)
-            completions.append(Completion(text, length, finished))
-        return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos])
-
-
-class VLLMBackend:
-    """vLLM for GPU rollouts and evaluation (not installed on CPU machines)."""
-
-    def __init__(self, model_path: str, sampling: SamplingConfig, adapter: str | None = None):
-        from vllm import LLM  # optional dependency: pip install -e .[gpu]
-
-        self.llm = LLM(model=model_path, enable_lora=adapter is not None, seed=0)
-        self.sampling, self.adapter = sampling, adapter
-
-    def generate(self, prompts: list[str], n: int, seed: int) -> list[list[Completion]]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(
-            n=n, temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-            max_tokens=self.sampling.max_new_tokens, seed=seed,
-        )
-        lora = None
-        if self.adapter:
-            from vllm.lora.request import LoRARequest
-
-            lora = LoRARequest("judge", 1, self.adapter)
-        outputs = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
-        return [
-            [Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in out.outputs] for out in outputs
-        ]
-
-
 class Judge:
     """The generative judge: builds prompts, samples judgments, parses them.
 
-    `config` says how it reads (budgets, batch size); `sampling` how it samples for the use that
-    built it (n judgments per request; its backend decodes with the same block).
+    `config` says how it reads (budgets); `sampling` how it samples for the use that built it
+    (n judgments per request). `engine` generates, serving the base model with `adapter`
+    merged in (None: the base model); engines are shared, so the judge asks for its adapter
+    on every call. A judge that only renders prompts has no engine.
     """
 
     def __init__(
         self,
         tokenizer: Any,
-        backend: GenerationBackend,
+        engine: Engine | None,
         config: JudgeConfig,
         rubrics: Mapping[str, Rubric],
         enable_thinking: bool | None = None,
         seed: int = 0,
         sampling: SamplingConfig | None = None,
+        adapter: str | Path | None = None,
     ):
-        self.tokenizer, self.backend, self.config = tokenizer, backend, config
+        self.tokenizer, self.engine, self.config, self.adapter = tokenizer, engine, config, adapter
         self.rubrics, self.enable_thinking, self.seed = rubrics, enable_thinking, seed
         self.sampling = sampling or SamplingConfig()
 
-    @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, config: JudgeConfig, rubrics: Mapping[str, Rubric],
-                   sampling: SamplingConfig, enable_thinking: bool | None = None, seed: int = 0) -> "Judge":
-        return cls(tokenizer, HFBackend(model, tokenizer, sampling), config, rubrics, enable_thinking, seed, sampling)
+    def engine_settings(self) -> dict[str, Any]:
+        """Which engine judged and how (metrics files record it); no times, so reruns give equal files."""
+        return self._engine().settings()
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("this judge only renders prompts (built without an engine)")
+        return self.engine
 
     # ------------------------------------------------------------ prompts
 
@@ -220,41 +151,25 @@ class Judge:
 
     # ------------------------------------------------------------ judging
 
-    def judge(self, requests: Sequence[JudgeRequest], n_samples: int | None = None, progress: bool = True) -> list[Judgment]:
+    def judge(self, requests: Sequence[JudgeRequest], n_samples: int | None = None) -> list[Judgment]:
         """n judgments per request, in request order (sample 0..n-1 for each)."""
-        from tqdm.auto import tqdm
-
         n = n_samples or self.sampling.n
         rendered = [self.prompt_text(r) for r in requests]
         lengths = [self._tokens(text) for text, _ in rendered]
-        order = sorted(range(len(requests)), key=lambda i: lengths[i])  # length bucketing
-        per_batch = max(1, self.config.batch_size // n)
-        results: dict[int, list[Judgment]] = {}
-        bar = tqdm(total=len(requests) * n, desc="judging", unit="judgment", disable=not progress)
-        started = time.monotonic()
-        for batch_number, start in enumerate(range(0, len(order), per_batch)):
-            batch = order[start:start + per_batch]
-            tick = time.monotonic()
-            outputs = self.backend.generate([rendered[i][0] for i in batch], n, self.seed + batch_number)
-            share = (time.monotonic() - tick) / (len(batch) * n)
-            for i, completions in zip(batch, outputs):
-                results[i] = [
-                    self._record(requests[i], k, c, lengths[i], rendered[i][1], share) for k, c in enumerate(completions)
-                ]
-            bar.update(len(batch) * n)
-            bar.set_postfix(per_min=f"{bar.n / max(time.monotonic() - started, 1e-9) * 60:.0f}")
-        bar.close()
-        return [judgment for i in range(len(requests)) for judgment in results[i]]
+        outputs, share = self._generate([text for text, _ in rendered], n)
+        return [
+            self._record(requests[i], k, completion, lengths[i], rendered[i][1], share)
+            for i, completions in enumerate(outputs)
+            for k, completion in enumerate(completions)
+        ]
 
-    def judge_pairwise(self, pairs: Sequence[PreferencePair], progress: bool = True) -> list[Judgment]:
+    def judge_pairwise(self, pairs: Sequence[PreferencePair]) -> list[Judgment]:
         """The pairwise baseline: each pair in both orders; score 1.0 when the verdict picks the chosen.
 
         Showing (chosen, rejected) and (rejected, chosen) cancels the judge's position bias.
         The record's `side` is the order ("AB": chosen shown as A); an unreadable verdict is
         invalid, as for pointwise judgments.
         """
-        from tqdm.auto import tqdm
-
         prompts, keys = [], []
         for pair in pairs:
             conversation, _ = self.fit_conversation(pair.prompt)
@@ -265,22 +180,25 @@ class Judge:
                 messages = pairwise_messages(conversation, a, b, pair.task, self.rubrics[pair.task])
                 prompts.append(render_chat(self.tokenizer, messages, self.enable_thinking))
                 keys.append((pair, order))
+        outputs, share = self._generate(prompts, 1)
         judgments = []
-        size = self.config.batch_size
-        for batch_number, start in enumerate(tqdm(range(0, len(prompts), size), desc="pairwise judging", disable=not progress)):
-            tick = time.monotonic()
-            outputs = self.backend.generate(prompts[start:start + size], 1, self.seed + batch_number)
-            share = (time.monotonic() - tick) / len(outputs)
-            for index, (completion,) in enumerate(outputs, start=start):
-                pair, order = keys[index]
-                verdict, reason = parse_verdict(completion.text, truncated=not completion.finished)
-                picked_chosen = None if verdict is None else float((verdict == "A") == (order == "AB"))
-                judgments.append(Judgment(
-                    pair.id, order, pair.task, 0, completion.text, picked_chosen,
-                    None if reason is None else str(reason), [], self._tokens(prompts[index]), completion.tokens,
-                    not completion.finished, [], share,
-                ))
+        for prompt, (pair, order), (completion,) in zip(prompts, keys, outputs):
+            verdict, reason = parse_verdict(completion.text, truncated=not completion.finished)
+            picked_chosen = None if verdict is None else float((verdict == "A") == (order == "AB"))
+            judgments.append(Judgment(
+                pair.id, order, pair.task, 0, completion.text, picked_chosen,
+                None if reason is None else str(reason), [], self._tokens(prompt), completion.tokens,
+                not completion.finished, [], share,
+            ))
         return judgments
+
+    def _generate(self, prompts: list[str], n: int) -> tuple[list[list[Completion]], float]:
+        """n completions per prompt in one engine call (the engine schedules them), and each one's share of its time."""
+        engine = self._engine()
+        engine.use_adapter(self.adapter)
+        started = time.monotonic()
+        outputs = engine.generate(prompts, dataclasses.replace(self.sampling, n=n), self.seed)
+        return outputs, (time.monotonic() - started) / max(1, len(prompts) * n)
 
     def _record(self, request: JudgeRequest, sample: int, completion: Completion, prompt_tokens: int,
                 input_truncated: list[str], seconds: float) -> Judgment:

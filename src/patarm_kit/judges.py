@@ -65,17 +65,22 @@ class BTJudge:
 
 
 def model_judge(config: RunConfig, sampling: SamplingConfig, adapter: str | None = None) -> Judge:
-    """The generative judge: the profile's model (with a LoRA adapter), sampling as the use's block says."""
-    from .models import load_model
+    """The generative judge: the profile's model (with a LoRA adapter merged in), sampling as the use's block says.
 
-    model, tokenizer = load_model(config.model, adapter=adapter)
-    return Judge.from_model(model, tokenizer, config.judge, load_rubrics(config.judge.rubric_file), sampling,
-                            config.model.enable_thinking, config.seed)
+    Every model judge of a process shares one engine (`judge.engine`); the adapter is swapped
+    into its weights when this judge generates.
+    """
+    from .engine import judge_engine
+    from .models import load_tokenizer
+
+    engine = judge_engine(config)  # first: a wrong engine setting stops here, before anything loads
+    return Judge(load_tokenizer(config.model), engine, config.judge, load_rubrics(config.judge.rubric_file),
+                 config.model.enable_thinking, config.seed, sampling, adapter)
 
 
 def prompt_judge(config: RunConfig, tokenizer: Any) -> Judge:
-    """A judge that only renders prompts (no model): SFT and PAR train on exactly the prompts judged later."""
-    return Judge(tokenizer, None, config.judge, load_rubrics(config.judge.rubric_file), config.model.enable_thinking)  # type: ignore[arg-type]
+    """A judge that only renders prompts (no engine): SFT and PAR train on exactly the prompts judged later."""
+    return Judge(tokenizer, None, config.judge, load_rubrics(config.judge.rubric_file), config.model.enable_thinking)
 
 
 # ---------------------------------------------------------------- the registry

@@ -37,6 +37,7 @@ from typing import Any
 from . import data
 from .config import RunConfig
 from .data import PreferencePair
+from .engine import cpu_seconds
 from .judge import Judge, JudgeRequest, Judgment, judging_summary, requests_for_pairs, voted_scores
 from .judges import build_judge, prompt_judge
 from .models import load_model, load_tokenizer, lora_config, lora_summary, save_adapter
@@ -416,10 +417,11 @@ def warmup_checks(config: RunConfig, run: Run, adapter_path: str | Path) -> dict
     records = []
     for name, spec in (("base", "base"), ("sft", f"adapter:{adapter_path}")):
         judge = build_judge(spec, config, sampling)
-        cpu_started = time.process_time()
+        cpu_started = cpu_seconds()
         judgments = judge.judge(requests_for_pairs(pairs))
         checks["judges"][name] = {**judge_report(judgments, pair_ids, config),
-                                  "cpu_seconds": round(time.process_time() - cpu_started, 1)}
+                                  "cpu_seconds": round(cpu_seconds() - cpu_started, 1),  # the engine's processes too
+                                  "engine": judge.engine_settings()}
         records += [{"judge": name, **j.to_row()} for j in judgments]
     write_jsonl(run.layout.sft_check_judgments, records)
     write_json(run.layout.sft_checks, checks)

@@ -106,7 +106,8 @@ def preview(run: Run, force: bool = False) -> PreviewStage:
         judge_module.save_judgments(judgments, layout.preview_judgments)
         summary = judge_module.judging_summary(judgments)
         criteria = criteria_summary(judgments, load_rubrics(config.judge.rubric_file))
-        write_json(layout.preview_metrics, {"judging": summary, "criteria": criteria, "pairs": len(sample)})
+        write_json(layout.preview_metrics, {"judging": summary, "criteria": criteria, "pairs": len(sample),
+                                            "engine": base_judge.engine_settings()})
         figure = _save(plot_score_distributions({"base judge": judgments}, title="scores before training"), figure_path)
         record.facts.update(parse_rate=summary["parse_rate"], judgments=len(judgments))
     return PreviewStage(prompt, judgments, summary, criteria, figure)
