@@ -37,7 +37,7 @@ from typing import Any
 from . import data
 from .config import RunConfig
 from .data import PreferencePair
-from .engine import cpu_seconds
+from .engine import close_shared_engines, cpu_seconds
 from .judge import Judge, JudgeRequest, Judgment, judging_summary, requests_for_pairs, voted_scores
 from .judges import build_judge, prompt_judge
 from .models import load_model, load_tokenizer, lora_config, lora_summary, save_adapter
@@ -423,6 +423,7 @@ def warmup_checks(config: RunConfig, run: Run, adapter_path: str | Path) -> dict
                                   "cpu_seconds": round(cpu_seconds() - cpu_started, 1),  # the engine's processes too
                                   "engine": judge.engine_settings()}
         records += [{"judge": name, **j.to_row()} for j in judgments]
+    close_shared_engines()  # PAR training often follows in this process: it gets the engine's memory and cores
     write_jsonl(run.layout.sft_check_judgments, records)
     write_json(run.layout.sft_checks, checks)
     return checks
