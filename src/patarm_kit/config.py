@@ -104,7 +104,7 @@ class JudgeConfig:
     """How the generative judge reads and is run, whatever the use; how it samples is per use (SamplingConfig)."""
 
     rubric_file: str | None = None
-    batch_size: int = 16
+    batch_size: int = 16  # engine hf: sequences per generate call (vLLM schedules every request of a call itself)
     max_prompt_tokens: int = 384
     max_response_tokens: int = 256
     # The generation engine (engine.py): "vllm" (vLLM, its CPU build on CPUs: 6-7x faster on the
