@@ -200,3 +200,48 @@ def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path):
     metrics = read_metrics(run.dir / "par" / "metrics.jsonl")
     assert [row["step"] for row in metrics] == [1, 2]  # step 1 from the killed run, step 2 after resume
     assert (run.dir / "par" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.model
+def test_grpo_canary_the_reward_rises_so_rollouts_come_from_the_updated_weights(tmp_path):
+    """A few GRPO steps with a reward the policy can learn quickly: completion length in tokens.
+
+    If rollouts came from a stale copy of the weights (ms-swift issue 9855: GRPO sampled from an
+    adapter that was never updated), the later steps would sample as the first one did and the
+    reward would not rise. CPU rollouts are transformers `generate` on the trained model itself
+    (../shared/ENGINE.md: vLLM rollouts save little on CPU); the canary guards any other path.
+    """
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from patarm_kit.models import load_model, lora_config
+    from patarm_kit.train import grpo_args
+
+    steps = 6
+    config = load_config("smoke", {
+        "par.pairs_per_step": 1, "par.rollouts.n": 4, "par.rollouts.max_new_tokens": 48, "par.max_steps": steps,
+        "par.learning_rate": 5e-3, "par.save_steps": steps, "model.torch_threads": 1,
+    })  # one "pair" per step: 2 prompts x 4 rollouts
+    model, tokenizer = load_model(config.model, trainable=True)
+    # Questions the model answers in a few words, so lengths vary within a group (a group of equal
+    # rewards teaches nothing) and there is room to grow below max_new_tokens.
+    questions = ["Answer in one word: what colour is the sky?", "Answer in one word: what is 2 + 2?",
+                 "Answer in one word: is water wet?", "Answer in one word: what is the capital of France?"]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+               for q in questions]
+    mean_lengths = []
+
+    def length_reward(completions, completion_ids, **kwargs):
+        lengths = [float(len(ids)) for ids in completion_ids]
+        mean_lengths.append(sum(lengths) / len(lengths))
+        return lengths
+
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=length_reward, args=grpo_args(config, tmp_path),
+        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts * steps]),
+        processing_class=tokenizer, peft_config=lora_config(config.lora),
+    )
+    trainer.train()
+    assert len(mean_lengths) == steps
+    first, last = sum(mean_lengths[:2]) / 2, sum(mean_lengths[-2:]) / 2
+    assert last > first + 3, f"completion length per step {mean_lengths}: the reward did not rise"
