@@ -61,13 +61,21 @@ def compute_metrics(
     return metrics
 
 
+def rescore(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str | None = None,
+            votes: int | None = None) -> dict[str, Any]:
+    """A stored evaluation's numbers rebuilt from its judgments (same items, voting and bootstrap
+    seed), under its own tie rule and votes unless others are given: verify, the summary's
+    other tie rule and the votes curve all score through here."""
+    groups = {item["pair_id"]: item["group"] for item in stored["items"]}
+    return compute_metrics(stored["bench"], judgments, groups, ties or stored["ties"], votes or stored["votes"],
+                           stored["voting"], parse_judge(stored["judge_spec"]).pairwise,
+                           stored["config"]["eval"]["n_boot"], stored["config"]["seed"])
+
+
 def recompute_metrics(metrics_file: Path) -> dict[str, Any]:
     """Rebuild a metrics file's numbers from its stored judgments (no model)."""
     stored = read_json(metrics_file)
-    judgments = read_judgments(Path(metrics_file).parent / stored["judgments_file"])
-    groups = {item["pair_id"]: item["group"] for item in stored["items"]}
-    return compute_metrics(stored["bench"], judgments, groups, stored["ties"], stored["votes"], stored["voting"],
-                           parse_judge(stored["judge_spec"]).pairwise, stored["config"]["eval"]["n_boot"], stored["config"]["seed"])
+    return rescore(stored, read_judgments(Path(metrics_file).parent / stored["judgments_file"]))
 
 
 # ---------------------------------------------------------------- one evaluation, end to end
@@ -191,9 +199,7 @@ def votes_curve(config: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
 
 def votes_point(stored: dict[str, Any], judgments: Sequence[Judgment], votes: int) -> dict[str, Any]:
     """One point of the votes curve: a stored evaluation rescored with the first `votes` samples per response."""
-    groups = {item["pair_id"]: item["group"] for item in stored["items"]}
-    metrics = compute_metrics(stored["bench"], judgments, groups, stored["ties"], votes, stored["voting"],
-                              n_boot=stored["config"]["eval"]["n_boot"], seed=stored["config"]["seed"])
+    metrics = rescore(stored, judgments, votes=votes)
     low, high = metrics["ci95"]["acc"]
     return {"judge": stored["judge"], "bench": stored["bench"], "votes": votes, "acc": metrics["acc"],
             "ci95_low": low, "ci95_high": high, "invalid_share": metrics["invalid"]["share"]}

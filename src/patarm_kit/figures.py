@@ -178,8 +178,9 @@ def par_curves_data(run_dir: Path | str) -> pd.DataFrame | None:
     """One row per plotted point: metric (a PAR_CURVES key), step, value; None without PAR metrics."""
     import pandas as pd
 
-    path = RunLayout(Path(run_dir)).par_metrics
-    rows = read_jsonl(path) if path.is_file() else []
+    from .train import read_metrics  # the append-only log's rule: a torn last line is dropped with a warning
+
+    rows = read_metrics(RunLayout(Path(run_dir)).par_metrics)
     points = [{"metric": key, "step": row["step"], "value": row[key]}
               for key in PAR_CURVES for row in rows if row.get(key) is not None]
     return pd.DataFrame(points) if points else None

@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 
 from .data import sha256_of
-from .evaluate import compute_metrics, paired_differences, summary_row
+from .evaluate import paired_differences, rescore, summary_row
 from .figures import FIGURE_DATA, TABLES, bench_label, save_table, suite_metrics
 from .judge import Judgment, read_judgments
-from .judges import parse_judge
 from .layout import RunLayout
 from .results import Run, RunError, atomic_write_text, git_commit, now, write_json
 
@@ -44,12 +43,7 @@ _ROW_KEYS = ("judge", "bench", "n", "acc", "ci95_low", "ci95_high", "invalid_sha
 
 def rescored(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str) -> dict[str, Any]:
     """A stored evaluation scored under a tie rule, from its judgments (same items, votes and bootstrap seed)."""
-    if ties == stored["ties"]:
-        return stored
-    groups = {item["pair_id"]: item["group"] for item in stored["items"]}
-    again = compute_metrics(stored["bench"], judgments, groups, ties, stored["votes"], stored["voting"],
-                            parse_judge(stored["judge_spec"]).pairwise, stored["config"]["eval"]["n_boot"], stored["config"]["seed"])
-    return {**stored, **again}
+    return stored if ties == stored["ties"] else {**stored, **rescore(stored, judgments, ties)}
 
 
 def headline_row(stored: dict[str, Any], judgments: Sequence[Judgment]) -> dict[str, Any]:
