@@ -202,25 +202,33 @@ def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path):
     assert (run.dir / "par" / "adapter" / "adapter_model.safetensors").is_file()
 
 
+CANARY_ROLLOUTS = [
+    # The cpu profile's path: vLLM inside the trainer, weights reloaded in place each step.
+    pytest.param({"par.use_vllm": True, "par.trainable_layers": 8, "par.vllm_importance_sampling": False}, id="vllm"),
+    # transformers generate on the trained model itself (the smoke profile; nbval runs it too).
+    pytest.param({"par.use_vllm": False}, id="transformers", marks=pytest.mark.slow),
+]
+
+
 @pytest.mark.model
-def test_grpo_canary_the_reward_rises_so_rollouts_come_from_the_updated_weights(tmp_path):
+@pytest.mark.parametrize("rollouts", CANARY_ROLLOUTS)
+def test_grpo_canary_the_reward_rises_so_rollouts_come_from_the_updated_weights(tmp_path, rollouts):
     """A few GRPO steps with a reward the policy can learn quickly: completion length in tokens.
 
     If rollouts came from a stale copy of the weights (ms-swift issue 9855: GRPO sampled from an
     adapter that was never updated), the later steps would sample as the first one did and the
-    reward would not rise. CPU rollouts are transformers `generate` on the trained model itself
-    (../shared/ENGINE.md: vLLM rollouts save little on CPU); the canary guards any other path.
+    reward would not rise. With vLLM the copy is real: the engine holds its own weights, and
+    only the in-place reload (train.sync_by_inplace_reload) brings the trained ones over.
     """
     from datasets import Dataset
-    from trl import GRPOTrainer
 
     from patarm_kit.models import load_model, lora_config
-    from patarm_kit.train import grpo_args
+    from patarm_kit.train import make_grpo_trainer
 
     steps = 6
     config = load_config("smoke", {
         "par.pairs_per_step": 1, "par.rollouts.n": 4, "par.rollouts.max_new_tokens": 48, "par.max_steps": steps,
-        "par.learning_rate": 5e-3, "par.save_steps": steps, "model.torch_threads": 1,
+        "par.learning_rate": 5e-3, "par.save_steps": steps, "model.torch_threads": 1, **rollouts,
     })  # one "pair" per step: 2 prompts x 4 rollouts
     model, tokenizer = load_model(config.model, trainable=True)
     # Questions the model answers in a few words, so lengths vary within a group (a group of equal
@@ -236,12 +244,59 @@ def test_grpo_canary_the_reward_rises_so_rollouts_come_from_the_updated_weights(
         mean_lengths.append(sum(lengths) / len(lengths))
         return lengths
 
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=length_reward, args=grpo_args(config, tmp_path),
-        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts * steps]),
-        processing_class=tokenizer, peft_config=lora_config(config.lora),
-    )
+    trainer = make_grpo_trainer(config, model, tokenizer, Dataset.from_list([{"prompt": p} for p in prompts * steps]),
+                                length_reward, tmp_path, peft_config=lora_config(config.lora))
     trainer.train()
     assert len(mean_lengths) == steps
     first, last = sum(mean_lengths[:2]) / 2, sum(mean_lengths[-2:]) / 2
     assert last > first + 3, f"completion length per step {mean_lengths}: the reward did not rise"
+
+
+@pytest.mark.model
+def test_only_the_top_layers_train_and_too_many_layers_is_a_config_error():
+    from peft import get_peft_model
+
+    from patarm_kit.config import ConfigError
+    from patarm_kit.models import load_model, lora_config
+    from patarm_kit.train import train_top_layers_only
+
+    config = load_config("smoke")
+    model = get_peft_model(load_model(config.model, trainable=True)[0], lora_config(config.lora))
+    counts = train_top_layers_only(model, 8)
+    n_layers = model.config.num_hidden_layers
+    trained_layers = {int(name.split(".layers.")[1].split(".")[0]) for name, p in model.named_parameters() if p.requires_grad}
+    assert trained_layers == set(range(n_layers - 8, n_layers))
+    assert counts == {"layers": n_layers, "trained_layers": 8,
+                      "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    with pytest.raises(ConfigError, match="par.trainable_layers=99"):
+        train_top_layers_only(model, 99)
+
+
+@pytest.mark.model
+def test_projecting_completion_tokens_only_gives_trl_the_same_logprobs_and_gradients():
+    """The CPU shortcut (train.project_completion_tokens_only) changes TRL's work, not its numbers."""
+    import torch
+    from trl.trainer.utils import add_fused_lm_head
+
+    from patarm_kit.models import load_model
+    from patarm_kit.train import project_completion_tokens_only
+
+    model, tokenizer = load_model(load_config("smoke", {"model.dtype": "float32"}).model)
+    add_fused_lm_head(model, temperature=0.7, cast_lm_head_to_fp32=False, outputs=("log_probs", "entropy"))
+    ids = tokenizer(["The judge reads the rubric and writes a score of seven.",
+                     "A short prompt, then a completion to score."], return_tensors="pt", padding=True)
+    labels = ids["input_ids"].masked_fill(ids["attention_mask"] == 0, -100)
+    labels[:, :-6] = -100  # score the last 6 tokens, as TRL scores a completion
+    results = {}
+    try:
+        for enabled in (False, True):
+            project_completion_tokens_only(enabled)
+            embeddings = model.get_input_embeddings()(ids["input_ids"]).detach().requires_grad_()
+            out = model(inputs_embeds=embeddings, attention_mask=ids["attention_mask"], labels=labels, fused_lm_head=True)
+            out.log_probs.sum().backward()
+            results[enabled] = (out.log_probs.detach(), out.entropy.detach(), embeddings.grad)
+    finally:
+        project_completion_tokens_only(False)
+    for shortcut, full in zip(results[True], results[False]):
+        torch.testing.assert_close(shortcut, full, rtol=1e-5, atol=1e-5)
+    assert results[True][0][:, -6:].abs().sum() > 0  # the scored positions hold real log-probabilities

@@ -160,6 +160,13 @@ class ParConfig:
     # n rollouts per (pair, side) form one group, so n >= 2
     rollouts: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4, max_new_tokens=160))
     gradient_accumulation_steps: int = 1  # splits a step's completions into micro-batches (memory)
+    # Train the LoRA weights of the top N transformer layers only (None: all). The backward
+    # pass then stops at layer L-N and the layers below keep no activations for it.
+    trainable_layers: int | None = None
+    # TRL's fused LM head projects every position onto the vocabulary where there is no Triton
+    # (CPU) and masks the prompt afterwards; True projects the completion tokens only there
+    # (same log-probabilities; the prompt is ~80% of a judge rollout's tokens). See train.py.
+    completion_only_logprobs: bool = True
     learning_rate: float = 1e-5  # TRL's advice for LoRA (1e-6 is its full fine-tuning default)
     lr_scheduler_type: str = "linear"
     beta: float = 0.0  # KL weight; 0 needs no reference model
@@ -173,9 +180,13 @@ class ParConfig:
     save_steps: int = 2
     logging_steps: int = 1
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"] (pip install tensorboard)
-    use_vllm: bool = False  # GPU rollouts with vLLM
-    vllm_mode: str = "colocate"  # "colocate" (inside the trainer) or "server" (trl vllm-serve)
+    use_vllm: bool = False  # rollouts with vLLM (on CPU: colocate, with judge.kv_cache_gib and judge.max_model_len)
+    vllm_mode: str = "colocate"  # "colocate" (inside the trainer) or "server" (trl vllm-serve, GPUs only)
     vllm_gpu_memory_utilization: float = 0.3
+    # TRL's importance-sampling correction for rollouts sampled by vLLM: an extra no-grad
+    # forward pass over every completion, to correct for vLLM's kernels differing from the
+    # trainer's. Needed where they differ much (bf16 on GPUs); see README for the CPU numbers.
+    vllm_importance_sampling: bool = True
 
     def __post_init__(self) -> None:
         self.rollouts.check("par.rollouts", min_n=2)
@@ -270,6 +281,7 @@ MINIMUM: dict[str, int] = {
     "sft.n_pairs": 1, "sft.max_steps": 1, "sft.warmup_steps": 0, "sft.batch_size": 1, "sft.max_length": 1,
     "sft.n_check_pairs": 1,
     "par.n_pairs": 1, "par.max_steps": 1, "par.pairs_per_step": 1, "par.gradient_accumulation_steps": 1,
+    "par.trainable_layers": 1,
     "par.num_iterations": 1, "par.save_steps": 1, "par.logging_steps": 1,
     "bt.n_pairs": 1, "bt.max_steps": 1, "bt.batch_size": 1, "bt.max_length": 1,
     "eval.limit": 1, "eval.n_boot": 1, "eval.votes_curve": 1, "eval.votes_curve_limit": 1,

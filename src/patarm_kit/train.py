@@ -43,6 +43,7 @@ from typing import Any
 
 from .config import ConfigError, RunConfig
 from .data import DataError, PreferencePair, read_pairs, sha256_of
+from .engine import engine_environment, vllm_package
 from .judge import Judge, requests_for_pairs
 from .judges import prompt_judge
 from .layout import RunLayout
@@ -55,6 +56,7 @@ METRIC_PREFIX = "par/"
 REWARD_KEY = METRIC_PREFIX + "reward_mean"
 CHECKPOINT_COMPLETE = "checkpoint_complete.json"  # written last into a checkpoint folder
 _CHECKPOINT_FOLDER = re.compile(r"checkpoint-(\d+)")  # transformers' name for the checkpoint of step N
+_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")  # a transformer layer's parameters, in every decoder the kit loads
 
 
 @dataclass
@@ -232,6 +234,8 @@ def grpo_args(config: RunConfig, output_dir: Path) -> Any:
         use_vllm=par.use_vllm,
         vllm_mode=par.vllm_mode,
         vllm_gpu_memory_utilization=par.vllm_gpu_memory_utilization,
+        vllm_max_model_length=config.judge.max_model_len,
+        vllm_importance_sampling_correction=par.vllm_importance_sampling,
         save_strategy="steps",
         save_steps=par.save_steps,
         logging_steps=par.logging_steps,
@@ -382,7 +386,111 @@ def write_adapter_card(adapter_dir: Path, config: RunConfig, record: dict[str, A
     atomic_write_text(adapter_dir / "README.md", "\n".join(lines) + "\n")
 
 
+def train_top_layers_only(model: Any, n_top: int) -> dict[str, int]:
+    """Freeze every trainable weight below the top `n_top` transformer layers.
+
+    Autograd then stops the backward pass at the lowest layer that still trains, and the
+    frozen layers keep no activations for it: the update costs about one forward pass plus a
+    backward through `n_top` layers instead of through all of them. Works the same on a fresh
+    LoRA adapter and on a loaded (SFT) one. Returns layer and parameter counts for the record.
+    """
+    n_layers = model.config.num_hidden_layers
+    if n_top > n_layers:
+        raise ConfigError(f"par.trainable_layers={n_top} but {model.config.name_or_path} has {n_layers} layers")
+    lowest = n_layers - n_top
+    for name, param in model.named_parameters():
+        found = _LAYER_INDEX.search(name)
+        if param.requires_grad and (found is None or int(found.group(1)) < lowest):
+            param.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError(f"par.trainable_layers={n_top} leaves no trainable weights (are the LoRA targets in those layers?)")
+    return {"layers": n_layers, "trained_layers": n_top, "trainable_parameters": sum(p.numel() for p in trainable)}
+
+
+def project_completion_tokens_only(enabled: bool) -> None:
+    """Choose whether TRL's fused LM head skips the prompt positions on CPU (process-wide).
+
+    TRL 1.16 computes per-token log-probabilities with a chunked LM-head kernel. On Triton
+    devices it projects only the positions it scores (the completion); elsewhere it projects
+    every position, prompt included, so that shapes stay fixed for compilers such as Neuron's,
+    and masks the prompt afterwards. CPUs compile nothing here, and the vocabulary projection
+    of the prompt, forward and backward in fp32, was most of a PAR step's update on 2 cores
+    (`benchmarks/grpo_step.py`). TRL decides this with `_use_triton` in `trl.trainer.utils`
+    (and only there: the kernels' own choice of code path is untouched), so we answer "yes"
+    for CPU tensors. The scored log-probabilities are the same (tests/test_train.py).
+    """
+    import trl.trainer.utils as trl_utils
+    from trl.kernels.chunked_logprob import _use_triton
+
+    def compact_on_cpu(device: Any) -> bool:
+        return device.type == "cpu" or _use_triton(device)
+
+    trl_utils._use_triton = compact_on_cpu if enabled else _use_triton
+
+
+def sync_by_inplace_reload(generation: Any) -> None:
+    """Make TRL's colocated vLLM take the trained weights the way vLLM's CPU build can.
+
+    TRL's colocate sync loads the merged weights tensor by tensor into the engine's model. The
+    CPU build repacks every linear weight for its kernels after loading and drops the original
+    parameter, so that fails ("'Parameter' object has no attribute 'weight_loader'"). vLLM's
+    own in-place reload takes checkpoint-format weights (what TRL's iterator yields: LoRA merged,
+    checkpoint names), restores the layers, loads and repacks them. The tensors are copied
+    because TRL unmerges the adapter in place once its iterator is used up. The prefix cache
+    holds KV entries of the old weights, so it is dropped. The GRPO canary test proves the
+    rollouts then come from the updated weights.
+    """
+    worker = generation.llm.llm_engine.model_executor.driver_worker  # colocate runs the worker in this process
+
+    def sync_weights() -> None:
+        weights = [(name, tensor.clone()) for name, tensor in generation._iter_named_params()]
+        worker.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
+        if not generation.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM kept its prefix cache after a weight reload; its KV entries are stale")
+
+    generation.sync_weights = sync_weights
+
+
 # ---------------------------------------------------------------- the stage
+
+
+def make_grpo_trainer(
+    config: RunConfig, model: Any, tokenizer: Any, dataset: Any, reward_funcs: Any, output_dir: Path,
+    peft_config: Any = None, callbacks: Sequence[Any] = (),
+) -> Any:
+    """TRL's GRPOTrainer with `config.par`'s settings and the kit's cheaper update (see configs/cpu.yaml).
+
+    On top of TRL: only the top `par.trainable_layers` layers train; on CPU the LM head
+    projects completion tokens only; vLLM rollouts inside the trainer get their weights by an
+    in-place reload on CPU. PAR training and the GRPO canary test both build their trainer here.
+    """
+    from trl import GRPOTrainer
+
+    par = config.par
+    project_completion_tokens_only(par.completion_only_logprobs)
+    if par.use_vllm:
+        engine_environment(config.judge.kv_cache_gib)  # before TRL starts its engine, which reads it
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=reward_funcs, args=grpo_args(config, output_dir), train_dataset=dataset,
+        processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks),
+    )
+    if par.trainable_layers is not None:  # before train() builds the optimizer from what requires grad
+        train_top_layers_only(trainer.model, par.trainable_layers)
+    if par.use_vllm and par.vllm_mode == "colocate" and trainer.model.device.type == "cpu":
+        sync_by_inplace_reload(trainer.vllm_generation)
+    return trainer
+
+
+def rollout_settings(config: RunConfig, device: str) -> dict[str, Any]:
+    """Which engine sampled PAR's rollouts and how, for the run's record."""
+    par = config.par
+    if not par.use_vllm:
+        return {"engine": "transformers", "device": device}
+    package, version = vllm_package()
+    return {"engine": "vllm", "package": package, "version": version, "device": device, "mode": par.vllm_mode,
+            "weight_sync": "in-place reload" if device == "cpu" and par.vllm_mode == "colocate" else "TRL",
+            "importance_sampling": par.vllm_importance_sampling, "kv_cache_gib": config.judge.kv_cache_gib}
 
 
 def build_trainer(
@@ -391,19 +499,14 @@ def build_trainer(
 ) -> Any:
     """A GRPOTrainer over the judge prompts of `pairs`, LoRA on the base model or on `start_adapter`."""
     from datasets import Dataset
-    from trl import GRPOTrainer
 
     model, tokenizer = load_model(config.model, adapter=start_adapter, trainable=True)
     rows = prompt_rows(pairs, prompt_judge(config, tokenizer))
     _check_plain_tokenization(tokenizer, rows[0]["prompt"])
-    return GRPOTrainer(
-        model=model,
-        reward_funcs=make_gathered_par_reward(config.par.mode, config.par.format_weight),
-        args=grpo_args(config, output_dir),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=None if start_adapter else lora_config(config.lora),  # a loaded adapter is trained as is
-        callbacks=list(callbacks),
+    return make_grpo_trainer(
+        config, model, tokenizer, Dataset.from_list(rows), make_gathered_par_reward(config.par.mode, config.par.format_weight),
+        output_dir, peft_config=None if start_adapter else lora_config(config.lora),  # a loaded adapter is trained as is
+        callbacks=callbacks,
     )
 
 
@@ -434,6 +537,8 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
         "data_sha256": sha256_of(data_file),
         "n_pairs": len(pairs),
         "num_processes": trainer.args.world_size,
+        "rollouts": rollout_settings(config, trainer.model.device.type),
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "grpo_args": json.loads(trainer.args.to_json_string()),  # every TRL setting, defaults included
         "resumed_from": str(checkpoint) if checkpoint else None,
         "started": now(),
