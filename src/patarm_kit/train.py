@@ -452,6 +452,33 @@ def sync_by_inplace_reload(generation: Any) -> None:
     generation.sync_weights = sync_weights
 
 
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def rollout_engine_release(generation: Any, environment_before: dict[str, str | None]) -> Any:
+    """A TrainerCallback that stops a one-process trainer's colocated vLLM when training ends.
+
+    TRL's colocated vLLM sets the launcher variables (RANK, WORLD_SIZE, ...) and starts a
+    one-process torch.distributed group for itself. Left behind, a later trainer in the same
+    process (the BT baseline in notebook 03) would take itself for a distributed run and wrap
+    its model in DDP; the engine would also keep its memory. So the engine, vLLM's groups and
+    the variables go back to how they were before the trainer was built.
+    """
+    from transformers import TrainerCallback
+
+    class ReleaseRolloutEngine(TrainerCallback):
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            generation.llm.llm_engine.engine_core.shutdown()
+            del generation.llm
+            cleanup_dist_env_and_memory()  # vLLM's own teardown: its groups, the process group, memory
+            for name, value in environment_before.items():
+                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+    return ReleaseRolloutEngine()
+
+
 # ---------------------------------------------------------------- the stage
 
 
@@ -471,14 +498,18 @@ def make_grpo_trainer(
     project_completion_tokens_only(par.completion_only_logprobs)
     if par.use_vllm:
         engine_environment(config.judge.kv_cache_gib)  # before TRL starts its engine, which reads it
+    environment_before = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
     trainer = GRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=grpo_args(config, output_dir), train_dataset=dataset,
         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks),
     )
     if par.trainable_layers is not None:  # before train() builds the optimizer from what requires grad
         train_top_layers_only(trainer.model, par.trainable_layers)
-    if par.use_vllm and par.vllm_mode == "colocate" and trainer.model.device.type == "cpu":
-        sync_by_inplace_reload(trainer.vllm_generation)
+    if par.use_vllm and par.vllm_mode == "colocate":
+        if trainer.model.device.type == "cpu":
+            sync_by_inplace_reload(trainer.vllm_generation)
+        if trainer.accelerator.num_processes == 1:
+            trainer.add_callback(rollout_engine_release(trainer.vllm_generation, environment_before))
     return trainer
 
 
