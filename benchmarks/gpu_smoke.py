@@ -87,6 +87,7 @@ def smoke_config(model: Path, pairs: Path, bf16_training: bool) -> Any:
         "data.split_fractions": {"train": 0.5, "dev": 0.25, "test": 0.25},
         "sft.n_pairs": 4, "sft.max_steps": 3, "sft.max_length": 1024,
         "par.n_pairs": 2, "par.max_steps": 2, "par.bf16": bf16_training,
+        "par.use_vllm": False, "par.trainable_layers": 1,  # no vLLM there; the tiny model has 2 layers
         "eval.judges": ["base", "par"], "eval.benches": [f"pairs:{pairs}"], "eval.limit": 4,
         "eval.paired": [["par", "base"]], "eval.votes_curve": [], "eval.n_boot": 100,
     })

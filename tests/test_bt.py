@@ -65,3 +65,6 @@ def test_tiny_real_training_saves_an_adapter_that_scores_deterministically(hh_pa
     scores = scorer.score(requests, batch_size=3)
     assert len(scores) == len(requests) and all(isinstance(s, float) and math.isfinite(s) for s in scores)
     assert scorer.score(requests, batch_size=3) == scores
+    cut = scorer.inputs_cut(requests)
+    assert cut[-1] and cut[:-1] == [len(conversation_ids(scorer.tokenizer, r.prompt, r.response, None)) > config.bt.max_length
+                                    for r in requests[:-1]]

@@ -183,3 +183,12 @@ def test_pairwise_judge_cancels_position_bias(config, data_dir):
     assert [j.score for j in judgments[:2]] == [1.0, 0.0], "always-A is right in one order and wrong in the other"
     metrics = compute_metrics("rewardbench", judgments, {p.id: "llmbar-natural" for p in pairs}, "half", pairwise=True, n_boot=50)
     assert metrics["acc"] == 0.5
+
+
+def test_pairwise_judgments_record_which_inputs_were_cut(data_dir):
+    pairs = load_source("llmbar", data_dir)[0][:2]
+    judge = Judge(load_tokenizer(ModelConfig()), VerdictEngine(), JudgeConfig(max_response_tokens=3), load_rubrics())
+    judgments = judge.judge_pairwise(pairs)
+    assert [j.input_truncated for j in judgments] == [["response"]] * 4  # both responses of both pairs, both orders
+    roomy = Judge(load_tokenizer(ModelConfig()), VerdictEngine(), JudgeConfig(max_response_tokens=4096), load_rubrics())
+    assert [j.input_truncated for j in roomy.judge_pairwise(pairs)] == [[]] * 4

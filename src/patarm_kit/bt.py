@@ -77,7 +77,7 @@ def classifier_tokenizer(model_path: str) -> Any:
     return tokenizer
 
 
-def conversation_ids(tokenizer: Any, prompt: Sequence[dict[str, str]], response: str, max_length: int) -> list[int]:
+def conversation_ids(tokenizer: Any, prompt: Sequence[dict[str, str]], response: str, max_length: int | None) -> list[int]:
     """Prompt + response as TRL tokenizes a training side (chat template, no generation prompt), first max_length tokens."""
     messages = [*prompt, {"role": "assistant", "content": response}]
     ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
@@ -172,6 +172,7 @@ class BTScorer:
     """A trained BT adapter on its base model: one scalar reward per judge request."""
 
     def __init__(self, adapter_dir: str | Path, config: RunConfig):
+        import torch
         from peft import PeftModel
         from transformers import AutoModelForSequenceClassification
         from trl.trainer.reward_trainer import suppress_seqcls_warning
@@ -186,7 +187,13 @@ class BTScorer:
             )
         base.config.pad_token_id = self.tokenizer.pad_token_id  # where the classifier finds the last token
         self.model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        if torch.accelerator.is_available():
+            self.model.to(torch.accelerator.current_accelerator())
         self.max_length = config.bt.max_length
+
+    def inputs_cut(self, requests: Sequence[JudgeRequest]) -> list[bool]:
+        """Which requests run past bt.max_length tokens: the scorer reads their first tokens only."""
+        return [len(conversation_ids(self.tokenizer, r.prompt, r.response, None)) > self.max_length for r in requests]
 
     def score(self, requests: Sequence[JudgeRequest], batch_size: int = 16) -> list[float]:
         """The reward of each request, in order. Batches hold similar lengths, so little is padded."""

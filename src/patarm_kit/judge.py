@@ -172,23 +172,22 @@ class Judge:
         """
         prompts, keys = [], []
         for pair in pairs:
-            conversation, _ = self.fit_conversation(pair.prompt)
-            chosen, _ = self.clip(pair.chosen, self.config.max_response_tokens)
-            rejected, _ = self.clip(pair.rejected, self.config.max_response_tokens)
+            conversation, prompt_cut = self.fit_conversation(pair.prompt)
+            chosen, chosen_cut = self.clip(pair.chosen, self.config.max_response_tokens)
+            rejected, rejected_cut = self.clip(pair.rejected, self.config.max_response_tokens)
+            cut = [name for name, was_cut in (("prompt", prompt_cut), ("response", chosen_cut or rejected_cut)) if was_cut]
             for order in PAIRWISE_ORDERS:
                 a, b = (chosen, rejected) if order == "AB" else (rejected, chosen)
                 messages = pairwise_messages(conversation, a, b, pair.task, self.rubrics[pair.task])
                 prompts.append(render_chat(self.tokenizer, messages, self.enable_thinking))
-                keys.append((pair, order))
+                keys.append((pair, order, cut))
         outputs, share = self._generate(prompts, 1)
         judgments = []
-        for prompt, (pair, order), (completion,) in zip(prompts, keys, outputs):
-            verdict, reason = parse_verdict(completion.text, truncated=not completion.finished)
-            picked_chosen = None if verdict is None else float((verdict == "A") == (order == "AB"))
+        for prompt, (pair, order, cut), (completion,) in zip(prompts, keys, outputs):
+            picked_chosen, reason = pairwise_score(completion.text, order, truncated=not completion.finished)
             judgments.append(Judgment(
-                pair.id, order, pair.task, 0, completion.text, picked_chosen,
-                None if reason is None else str(reason), [], self._tokens(prompt), completion.tokens,
-                not completion.finished, [], share,
+                pair.id, order, pair.task, 0, completion.text, picked_chosen, reason, [], self._tokens(prompt),
+                completion.tokens, not completion.finished, cut, share,
             ))
         return judgments
 
@@ -222,6 +221,14 @@ class Judge:
 
 
 # ---------------------------------------------------------------- votes and summaries
+
+
+def pairwise_score(text: str, order: str, truncated: bool) -> tuple[float | None, str | None]:
+    """A pairwise verdict as a score: 1.0 when it picks the chosen response (shown as A in order
+    "AB", as B in "BA"), 0.0 when it picks the rejected one; None and the reason when unreadable."""
+    verdict, reason = parse_verdict(text, truncated=truncated)
+    score = None if verdict is None else float((verdict == "A") == (order == "AB"))
+    return score, None if reason is None else str(reason)
 
 
 def vote(scores: Sequence[int | None], method: str = "mean") -> float | None:

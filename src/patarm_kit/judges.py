@@ -29,9 +29,9 @@ from .layout import RunLayout
 from .rubrics import load_rubrics
 
 
-def plain_judgment(request: JudgeRequest, score: float) -> Judgment:
+def plain_judgment(request: JudgeRequest, score: float, input_truncated: Sequence[str] = ()) -> Judgment:
     """The record of a judge that gives a number without text (length, random, bt)."""
-    return Judgment(request.pair_id, request.side, request.task, 0, "", score, None, [], 0, 0, False)
+    return Judgment(request.pair_id, request.side, request.task, 0, "", score, None, [], 0, 0, False, list(input_truncated))
 
 
 class LengthJudge:
@@ -61,7 +61,8 @@ class BTJudge:
         self.scorer = BTScorer(adapter, config)
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
-        return [plain_judgment(r, s) for r, s in zip(requests, self.scorer.score(requests))]
+        scores, cut = self.scorer.score(requests), self.scorer.inputs_cut(requests)
+        return [plain_judgment(r, s, ["response"] if c else []) for r, s, c in zip(requests, scores, cut)]  # the end is cut
 
 
 def model_judge(config: RunConfig, sampling: SamplingConfig, adapter: str | None = None) -> Judge:

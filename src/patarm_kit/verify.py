@@ -25,8 +25,11 @@ from .config import fingerprint_of
 from .data import DataError, read_pairs, resolve_data_dir, sha256_of
 from .evaluate import paired_difference, recompute_metrics, summary_row, votes_point
 from .figures import FIGURE_DATA, TABLES, table_files
-from .judge import PAIRWISE_ORDERS, Judgment, judging_summary, read_judgments, requests_for_pairs, requests_for_style_variants
-from .prompts import parse_judgment, parse_verdict
+from .judge import (
+    PAIRWISE_ORDERS, Judgment, judging_summary, pairwise_score, read_judgments, requests_for_pairs,
+    requests_for_style_variants,
+)
+from .prompts import parse_judgment
 from .results import Run, read_json
 from .rubrics import criteria_summary, load_rubrics
 from .stages import NOTEBOOK_STAGES
@@ -327,13 +330,10 @@ def _stored_responses(run: Run) -> dict[tuple[str, str], str]:
 
 def reparsed_score(judgment: Judgment) -> tuple[float | None, str | None]:
     """A generative judgment's score and invalid reason as the parser reads its stored text today."""
-    if judgment.side in PAIRWISE_ORDERS:  # the pairwise judge: 1.0 when the verdict picks the chosen response
-        verdict, reason = parse_verdict(judgment.text, truncated=judgment.truncated)
-        score = None if verdict is None else float((verdict == "A") == (judgment.side == "AB"))
-    else:
-        parsed = parse_judgment(judgment.text, truncated=judgment.truncated)
-        score, reason = parsed.score, parsed.invalid_reason
-    return score, None if reason is None else str(reason)
+    if judgment.side in PAIRWISE_ORDERS:  # the pairwise judge
+        return pairwise_score(judgment.text, judgment.side, truncated=judgment.truncated)
+    parsed = parse_judgment(judgment.text, truncated=judgment.truncated)
+    return parsed.score, None if parsed.invalid_reason is None else str(parsed.invalid_reason)
 
 
 def _check_judgments(run: Run, report: VerifyReport) -> None:
