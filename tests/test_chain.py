@@ -22,6 +22,13 @@ def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
     assert manifest["data"]["llmbar"]["pairs"] == 419
     executed = json.loads((run.dir / "notebooks" / "01_data_pairing.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+    from patarm_kit.data import sha256_of
+    from patarm_kit.verify import verify_run
+
+    notebook = run.dir / "notebooks" / "01_data_pairing.ipynb"  # recorded, so an edit after the run is caught
+    assert manifest["notebooks"]["01_data_pairing"]["outputs"] == {"notebooks/01_data_pairing.ipynb": sha256_of(notebook)}
+    notebook.write_text(notebook.read_text().replace("01", "02", 1))
+    assert [(d.file, d.field) for d in verify_run(run.dir).differences] == [("notebooks/01_data_pairing.ipynb", "(file)")]
     assert sum(1 for _ in open(run.dir / "pairs" / "bench-rm-bench.jsonl")) == 798
     assert (run.dir / "figures" / "01_length_distributions.png").stat().st_size > 10_000
 

@@ -13,7 +13,7 @@ from patarm_kit.cli import app
 from patarm_kit.config import REPO_ROOT
 from patarm_kit.data import sha256_of
 from patarm_kit.results import Run, RunError, read_json
-from patarm_kit.summary import migrate, readme_block, render_readme, render_summary, summary_json, write_summary
+from patarm_kit.summary import migrate, publish, readme_block, render_readme, render_summary, summary_json, write_summary
 from patarm_kit.verify import verify_run
 
 REFERENCE = REPO_ROOT / "results" / "reference-cpu"
@@ -44,7 +44,7 @@ def test_both_tie_rules_on_held_out_pairs_match_a_count_by_hand(reference_facts,
     ties = sum(1 for s in scores.values() if None in s.values() or s["chosen"] == s["rejected"])
     n = len(scores)
     facts = row_of(reference_facts, judge, "pairs:hh-rlhf")
-    assert facts["n"] == n == 48
+    assert facts["n"] == n == 192
     assert facts["acc"]["zero"] == pytest.approx(wins / n)
     assert facts["acc"]["half"] == pytest.approx((wins + ties / 2) / n)
     assert facts["tie_share"] == pytest.approx(ties / n)
@@ -56,7 +56,10 @@ def test_rmbench_tie_share_counts_the_nine_comparisons_of_each_prompt(reference_
     scores = defaultdict(dict)
     for row in judgments_of("sft", "rmbench"):
         scores[row["pair_id"]][row["side"]] = row["score"]
-    shares = [sum(s[f"chosen_{i}"] == s[f"rejected_{j}"] for i in range(3) for j in range(3)) / 9 for s in scores.values()]
+    def tie(a, b):  # equal scores, or an invalid judgment on either side
+        return a is None or b is None or a == b
+
+    shares = [sum(tie(s[f"chosen_{i}"], s[f"rejected_{j}"]) for i in range(3) for j in range(3)) / 9 for s in scores.values()]
     facts = row_of(reference_facts, "sft", "rmbench")
     assert facts["tie_share"] == pytest.approx(sum(shares) / len(shares))
     assert facts["acc"]["zero"] < facts["acc"]["half"]
@@ -81,8 +84,8 @@ def test_summary_markdown_has_a_table_per_bench_and_the_paired_differences(refer
     assert text.startswith("# Summary of run `reference-cpu`\n")
     assert [line for line in text.splitlines() if line.startswith("## ")] == [
         "## RM-Bench", "## RewardBench", "## held-out hh-rlhf", "## Paired differences"]
-    assert "| `base` | 30 | 50.0 [50.0, 50.0] | 0.0 [0.0, 0.0] | 100.0 | 100.0 | 11 of 60 |" in text
-    assert "| `par` − `sft` | held-out hh-rlhf | 48 | +16.7 [+3.1, +29.2] | 0.020 |" in text
+    assert "| `base` | 120 | 50.0 [50.0, 50.0] | 0.0 [0.0, 0.0] | 100.0 | 100.0 | 39 of 240 |" in text
+    assert "| `par` − `sft` | held-out hh-rlhf | 192 | -4.4 [-9.1, +0.0] | 0.064 |" in text
 
 
 def test_summary_command_prints_the_table_or_json(small_run):
@@ -139,3 +142,14 @@ def test_a_run_without_evaluations_says_so(tmp_path):
     assert "No evaluations in this run" in render_summary(summary_json(empty))
     assert summary_json(empty)["rows"] == [] and summary_json(empty)["paired"] == []
 
+
+
+def test_publish_leaves_out_the_local_files_records_why_and_verify_still_passes(run_copy):
+    pair_files = sorted(p.relative_to(run_copy).as_posix() for p in (run_copy / "pairs").iterdir())
+    assert pair_files  # stage 01 wrote them; a committed run leaves them out
+    left_out = publish(run_copy)
+    assert sorted(left_out) == pair_files and not (run_copy / "pairs").exists()
+    assert set(left_out.values()) == {"the stage-01 pair files, rebuilt from the data by notebook 01"}
+    assert Run.open(run_copy).manifest()["left_out"] == left_out
+    report = verify_run(run_copy)
+    assert report.ok and any(note.startswith("pairs/") and "left out" in note for note in report.notes)

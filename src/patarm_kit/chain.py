@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT, RunConfig, load_config
+from .data import sha256_of
 from .results import OutputExistsError, Run, now
 from .stages import NOTEBOOK_STAGES
 
@@ -144,7 +145,8 @@ def run_chain(
                 f"notebook {name} failed at cell {err.exec_count} ({err.ename}: {err.evalue}); "
                 f"the executed notebook is {output}"
             ) from None
-        run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1)})
+        run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1),
+                                       "outputs": {run.layout.key(output): sha256_of(output)}})  # verify: no edits after
         print(f"[chain] {name} done in {time.monotonic() - started:.0f} s", flush=True)
     run.finish()
     return run

@@ -16,8 +16,18 @@ from pathlib import Path
 RUN_PREFIX = "<run>/"
 # Outputs a run keeps on the machine that made it but does not publish (weights, rebuilt pair
 # files, checkpoints, trainer scratch): a committed run may lack them, and verify says so.
-LOCAL_ONLY = ("*.safetensors", "pairs/*", "par/checkpoints/*", "sft/trainer/*", "sft/examples.jsonl",
-              "*/adapter/*.json", "*/adapter/*.txt", "*/adapter/*.jinja", "*/adapter/tokenizer*")
+# Files a published (committed) run leaves out, and why: `python -m patarm_kit.summary --publish`.
+LOCAL_ONLY = {
+    "*.safetensors": "model weights",
+    "pairs/*": "the stage-01 pair files, rebuilt from the data by notebook 01",
+    "par/checkpoints/*": "GRPO checkpoints",
+    "sft/trainer/*": "the SFT trainer's state",
+    "sft/examples.jsonl": "the SFT examples, rebuilt from the pair files",
+    "*/adapter/*.json": "adapter and tokenizer settings, kept with the weights",
+    "*/adapter/*.txt": "tokenizer files, kept with the weights",
+    "*/adapter/*.jinja": "the chat template, kept with the weights",
+    "*/adapter/tokenizer*": "tokenizer files, kept with the weights",
+}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+=-]")
 
 
@@ -187,7 +197,12 @@ class RunLayout:
     @staticmethod
     def is_local_only(key: str) -> bool:
         """Whether a run file (by its key) is one a published run may leave out (see LOCAL_ONLY)."""
-        return any(fnmatch.fnmatch(key, pattern) for pattern in LOCAL_ONLY)
+        return RunLayout.local_only_reason(key) is not None
+
+    @staticmethod
+    def local_only_reason(key: str) -> str | None:
+        """Why a published run leaves this file out, or None when it keeps it."""
+        return next((why for pattern, why in LOCAL_ONLY.items() if fnmatch.fnmatch(key, pattern)), None)
 
     def key(self, path: str | Path) -> str:
         """A file's name inside the run (posix, relative to the root): the keys of stage records."""

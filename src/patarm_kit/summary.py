@@ -210,14 +210,38 @@ def migrate(run_dir: Path | str) -> dict[str, Any]:
     return note
 
 
+# ---------------------------------------------------------------- publishing a run (committing it)
+
+
+def publish(run_dir: Path | str) -> dict[str, str]:
+    """Delete the files a committed run leaves out (layout.LOCAL_ONLY) and record each in
+    manifest["left_out"] with why, so `verify` knows they are missing on purpose."""
+    run = Run.open(run_dir)
+    layout = run.layout
+    left_out = dict(run.manifest().get("left_out", {}))
+    for path in sorted(p for p in run.dir.rglob("*") if p.is_file()):
+        key = layout.key(path)
+        if (why := RunLayout.local_only_reason(key)) is not None:
+            path.unlink()
+            left_out[key] = why
+    for folder in sorted((p for p in run.dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    write_json(layout.manifest, {**run.manifest(), "left_out": left_out})
+    return left_out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m patarm_kit.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--migrate", metavar="RUN", help="add figure data, tables, SUMMARY.md and output records to an older run")
+    parser.add_argument("--publish", metavar="RUN", help="delete the files a committed run leaves out and record them")
     parser.add_argument("--update-readme", metavar="README", help="rewrite the README's summary blocks from their runs")
     args = parser.parse_args(argv)
-    if not (args.migrate or args.update_readme):
-        parser.error("give --migrate RUN and/or --update-readme README")
+    if not (args.migrate or args.publish or args.update_readme):
+        parser.error("give --migrate RUN, --publish RUN and/or --update-readme README")
     try:
+        if args.publish:
+            print(f"published {args.publish}: {len(publish(args.publish))} files left out and recorded (manifest left_out)")
         if args.migrate:
             note = migrate(args.migrate)
             print(f"migrated {args.migrate}: added {', '.join(note['added'])}; tables {note['regenerated']}; "

@@ -180,9 +180,11 @@ def stage_ran(manifest: dict[str, Any], stage: str) -> bool:
 
 def recorded_outputs(manifest: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """{file key: (who recorded it, sha256)}: the files a migration recorded, then each stage's outputs
-    (a stage run after a migration rewrites its files, so its record is the newer one)."""
+    (a stage run after a migration rewrites its files, so its record is the newer one), then the
+    executed notebooks the chain recorded."""
     records = [("migrated", manifest["migrated"]["outputs"])] if "migrated" in manifest else []
     records += [(f"stage {name}", entry["outputs"]) for name, entry in manifest.get("stages", {}).items() if "outputs" in entry]
+    records += [(f"notebook {name}", entry["outputs"]) for name, entry in manifest.get("notebooks", {}).items() if "outputs" in entry]
     return {key: (record, sha) for record, outputs in records for key, sha in outputs.items()}
 
 
