@@ -66,7 +66,7 @@ def test_all_equal_scores_are_zero_strict_and_half_with_ties_half():
 def test_style_matrix_rejects_bad_shapes_and_tie_policies():
     with pytest.raises(ValueError, match=r"\(n_prompts, 3\)"):
         style_matrix([[1, 2]], [[1, 2]])
-    with pytest.raises(ValueError, match="zero, half"):
+    with pytest.raises(ValueError, match="half, zero"):
         style_matrix([[1, 2, 3]], [[1, 2, 3]], ties="third")
 
 

@@ -287,6 +287,11 @@ MINIMUM: dict[str, int] = {
     "eval.limit": 1, "eval.n_boot": 1, "eval.votes_curve": 1, "eval.votes_curve_limit": 1,
 }
 
+# What an equal or invalid comparison is worth, by tie rule (`eval.ties`): "zero" is the strict
+# rule of scalar RMs (RewardBench's run_rm, RM-Bench); "half" is the generative runners'
+# "effectively a tie". Scoring (bench.base.tie_value) reads the value from here.
+TIE_VALUES: dict[str, float] = {"half": 0.5, "zero": 0.0}
+
 # Keys that name one of a few settings: a typo is refused before any model runs.
 CHOICES: dict[str, tuple[str, ...]] = {
     "judge.engine": ("vllm", "hf"),
@@ -295,7 +300,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "par.mode": ("binary", "graded"),
     "par.scale_rewards": ("group", "batch", "none"),
     "par.vllm_mode": ("colocate", "server"),
-    "eval.ties": ("half", "zero"),
+    "eval.ties": tuple(TIE_VALUES),
 }
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import EvalError, Scoring, get_bench
-from .bench.base import TIE_VALUES
-from .config import RunConfig, SamplingConfig
+from .config import TIE_VALUES, RunConfig, SamplingConfig
 from .judge import Judge, Judgment, read_judgments, save_judgments
 from .judges import JudgeSpec, build_judge, parse_judge
 from .layout import RunLayout

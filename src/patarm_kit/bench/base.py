@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..config import RunConfig, SourceConfig
+from ..config import TIE_VALUES, RunConfig, SourceConfig
 from ..data import PreferencePair, SourceReport, load_source, subsample
 from ..judge import PAIRWISE_ORDERS, Judgment, JudgeRequest, requests_for_pairs, voted_scores
 from ..stats import bootstrap_ci
@@ -24,11 +24,6 @@ from ..stats import bootstrap_ci
 
 class EvalError(ValueError):
     """A judge, a bench or an evaluation setting is wrong; the message lists what is accepted."""
-
-
-# What an equal or invalid comparison is worth: "zero" is the strict rule of scalar RMs
-# (RewardBench's run_rm, RM-Bench); "half" is the generative runners' "effectively a tie".
-TIE_VALUES: dict[str, float] = {"zero": 0.0, "half": 0.5}
 
 
 def tie_value(ties: str) -> float:
