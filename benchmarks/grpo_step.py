@@ -56,15 +56,11 @@ def time_calls(obj: Any, name: str, seconds: list[float]) -> None:
     setattr(obj, name, timed)
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def measure_path(profile: str, overrides: dict[str, str], steps: int, warmup: int) -> dict[str, Any]:
     """Run `warmup + steps` GRPO steps in this process; seconds per step and per pair-step, split."""
     from patarm_kit.config import load_config
     from patarm_kit.data import load_sources, write_stage_pairs
+    from patarm_kit.engine import cpu_seconds
     from patarm_kit.train import build_trainer, metrics_callback, read_metrics, training_pairs
 
     total = warmup + steps

@@ -33,7 +33,7 @@ from typing import Any
 
 from patarm_kit.config import RunConfig, SamplingConfig, SourceConfig, load_config
 from patarm_kit.data import load_source
-from patarm_kit.engine import Completion, Engine, HFEngine, VLLMEngine
+from patarm_kit.engine import Completion, Engine, HFEngine, VLLMEngine, cpu_seconds
 from patarm_kit.judge import requests_for_pairs
 from patarm_kit.judges import prompt_judge
 from patarm_kit.models import load_model, lora_config, resolve_model_path
@@ -53,21 +53,6 @@ def judge_prompts(config: RunConfig, n_pairs: int, tokenizer: Any) -> list[str]:
     pairs, _ = load_source(SourceConfig("hh-rlhf", bad_rows="skip", limit=n_pairs), config.data.data_dir)
     builder = prompt_judge(config, tokenizer)
     return [builder.prompt_text(request)[0] for request in requests_for_pairs(pairs)]
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its children (vLLM's engine and worker processes), all threads."""
-    import psutil
-
-    own = time.process_time()
-    children = 0.0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            times = child.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        children += times.user + times.system
-    return own + children
 
 
 def children_peak_rss_gb() -> float:

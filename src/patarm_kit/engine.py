@@ -261,9 +261,7 @@ class VLLMEngine:
             return
         started = time.perf_counter()
         source = self.model_path if adapter is None else str(self._write_merged(adapter))
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": source, "is_checkpoint_format": True})
-        if not self.llm.reset_prefix_cache():
-            raise RuntimeError("vLLM kept its prefix cache after a weight reload; its KV entries are stale")
+        reload_in_place(self.llm, weights_path=source)
         self.adapter = adapter
         self.last_reload_seconds = time.perf_counter() - started
 
@@ -296,8 +294,18 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Stop the engine's processes and free its memory."""
-        self.llm.llm_engine.engine_core.shutdown()
+        self.llm.llm_engine.engine_core.shutdown()  # vLLM's LLM has no close() of its own
         shutil.rmtree(self._merged_dir, ignore_errors=True)
+
+
+def reload_in_place(llm: Any, **source: Any) -> None:
+    """Give a vLLM engine new weights in place: vLLM's `reload_weights` with checkpoint-format
+    weights (`weights_path=` a folder, or `weights_iterator=` (name, tensor) pairs), which the
+    CPU build repacks as at start-up. The prefix cache is dropped: its KV entries came from the
+    old weights. Serves the judges' adapters and PAR's rollouts alike."""
+    llm.collective_rpc("reload_weights", kwargs={**source, "is_checkpoint_format": True})
+    if not llm.reset_prefix_cache():
+        raise RuntimeError("vLLM kept its prefix cache after a weight reload; its KV entries are stale")
 
 
 def vllm_package() -> tuple[str, str]:

@@ -43,7 +43,7 @@ from typing import Any
 
 from .config import ConfigError, RunConfig
 from .data import DataError, PreferencePair, read_pairs, sha256_of
-from .engine import engine_environment, vllm_package
+from .engine import engine_environment, reload_in_place, vllm_package
 from .judge import Judge, requests_for_pairs
 from .judges import prompt_judge
 from .layout import RunLayout
@@ -441,13 +441,9 @@ def sync_by_inplace_reload(generation: Any) -> None:
     holds KV entries of the old weights, so it is dropped. The GRPO canary test proves the
     rollouts then come from the updated weights.
     """
-    worker = generation.llm.llm_engine.model_executor.driver_worker  # colocate runs the worker in this process
 
-    def sync_weights() -> None:
-        weights = [(name, tensor.clone()) for name, tensor in generation._iter_named_params()]
-        worker.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
-        if not generation.llm.reset_prefix_cache():
-            raise RuntimeError("vLLM kept its prefix cache after a weight reload; its KV entries are stale")
+    def sync_weights() -> None:  # colocate runs vLLM's worker in this process: the tensors are not sent anywhere
+        reload_in_place(generation.llm, weights_iterator=[(name, t.clone()) for name, t in generation._iter_named_params()])
 
     generation.sync_weights = sync_weights
 
@@ -474,7 +470,10 @@ def rollout_engine_release(generation: Any, environment_before: dict[str, str | 
             del generation.llm
             cleanup_dist_env_and_memory()  # vLLM's own teardown: its groups, the process group, memory
             for name, value in environment_before.items():
-                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     return ReleaseRolloutEngine()
 
