@@ -151,7 +151,13 @@ class ParConfig:
     """PAR training (GRPO). Every setting whose TRL default has moved between versions is set here."""
 
     enabled: bool = True
-    mode: str = "binary"  # "binary" or "graded"
+    mode: str = "binary"  # "binary" or "graded" (PAR), or "format" (the format reward alone: a control)
+    # A control: swap chosen and rejected in a seeded half of the training pairs, so the labels
+    # carry no preference; a judge trained on them must land near chance.
+    shuffle_labels: bool = False
+    # Ablations trained in the same run, after `par`: name -> settings of this block that differ
+    # (e.g. {shuffled: {shuffle_labels: true}}); each is judge `par-<name>`, in <run>/par-<name>/.
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     format_weight: float = 0.1
     n_pairs: int | None = 16  # None: every training pair
     max_steps: int = 4
@@ -221,6 +227,8 @@ class EvalConfig:
     votes_curve_bench: str = "pairs:hh-rlhf"
     votes_curve_limit: int | None = None  # items for the curve; None: the bench's eval.limit
     paired: list[list[str]] = field(default_factory=list)  # [judge A, judge B]: A - B on the same items
+    # The one comparison stated before the run ({a, b, bench, readout}); every other is secondary.
+    primary: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.sampling.check("eval.sampling")
@@ -254,6 +262,13 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def par_variant(self, name: str) -> "RunConfig":
+        """This config with PAR variant `name`'s settings (par.variants) in its par block."""
+        if name not in self.par.variants:
+            raise ConfigError(f"par.variants has no {name!r} (it has: {', '.join(self.par.variants) or 'none'})")
+        values = _merge({k: v for k, v in dataclasses.asdict(self.par).items() if k != "variants"}, self.par.variants[name])
+        return dataclasses.replace(self, par=_build(ParConfig, values, f"par.variants.{name}"))
 
     def fingerprint(self) -> str:
         """A short hash of the resolved config: two runs with equal fingerprints ran the same settings."""
@@ -291,13 +306,15 @@ MINIMUM: dict[str, int] = {
 # rule of scalar RMs (RewardBench's run_rm, RM-Bench); "half" is the generative runners'
 # "effectively a tie". Scoring (bench.base.tie_value) reads the value from here.
 TIE_VALUES: dict[str, float] = {"half": 0.5, "zero": 0.0}
+# What a pointwise judgment's score is read as: the number it wrote, or its expected score (judge.py).
+READOUTS = ("sampled", "expected")
 
 # Keys that name one of a few settings: a typo is refused before any model runs.
 CHOICES: dict[str, tuple[str, ...]] = {
     "judge.engine": ("vllm", "hf"),
     "judge.voting": ("mean", "majority"),
     "sft.targets": ("format", "labels", "paper"),
-    "par.mode": ("binary", "graded"),
+    "par.mode": ("binary", "graded", "format"),
     "par.scale_rewards": ("group", "batch", "none"),
     "par.vllm_mode": ("colocate", "server"),
     "eval.ties": tuple(TIE_VALUES),
@@ -332,7 +349,27 @@ def _judge_pairs(pairs: list[list[str]], key: str) -> None:
             raise ConfigError(f"{key}[{index}]: expected two judges [A, B], got {pair}")
 
 
-SPECIAL_RULES = {"data.split_fractions": _split_fractions, "eval.paired": _judge_pairs}
+def _par_variants(variants: dict[str, dict[str, Any]], key: str) -> None:
+    """Each variant names settings of the par block (not variants again), with valid values."""
+    for name, settings in variants.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+            raise ConfigError(f"{key}.{name}: a variant name is lower-case letters, digits and '-' (it names par-{name}/)")
+        if "variants" in settings:
+            raise ConfigError(f"{key}.{name}.variants: a variant cannot have variants")
+        _build(ParConfig, settings, f"{key}.{name}")
+
+
+def _primary(primary: dict[str, str] | None, key: str) -> None:
+    if primary is None:
+        return
+    if sorted(primary) != ["a", "b", "bench", "readout"]:
+        raise ConfigError(f"{key}: expected the keys a, b, bench and readout, got {', '.join(sorted(primary))}")
+    if primary["readout"] not in READOUTS:
+        raise ConfigError(f"{key}.readout: expected one of {', '.join(READOUTS)}, got {primary['readout']!r}")
+
+
+SPECIAL_RULES = {"data.split_fractions": _split_fractions, "eval.paired": _judge_pairs, "par.variants": _par_variants,
+                 "eval.primary": _primary}
 
 
 def _check_rules(value: Any, key: str) -> None:

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT, SourceConfig
+from .config import REPO_ROOT, DataConfig, SourceConfig
+from .rubrics import TASKS
 
-TASKS = ("chat", "math", "code", "safety")
 DATA_DIR_ENV = "PATARM_DATA_DIR"
 
 
@@ -56,6 +56,7 @@ class PreferencePair:
     subset: str = ""
     chosen_variants: tuple[str, ...] = ()
     rejected_variants: tuple[str, ...] = ()
+    split_key: str = ""  # what the split is drawn from when not the prompt (built pairs: their base prompt)
 
     @property
     def prompt_text(self) -> str:
@@ -81,6 +82,7 @@ class PreferencePair:
             subset=row.get("subset", ""),
             chosen_variants=tuple(row.get("chosen_variants") or ()),
             rejected_variants=tuple(row.get("rejected_variants") or ()),
+            split_key=row.get("split_key", ""),
         )
 
 
@@ -98,6 +100,7 @@ class SourceReport:
     limited_to: int | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_examples: list[str] = field(default_factory=list)
+    built_with: dict[str, Any] = field(default_factory=dict)  # built sources: what made and checked the pairs
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -413,6 +416,45 @@ def _load_builtin(name: str, data_dir: Path, report: SourceReport, bad_rows: str
 
 
 BUILTIN_SOURCES = ("rm-bench", "llmbar", "hh-rlhf", "finegrained-qa")
+# Sources the kit builds from the built-in ones (ifpairs.py): the trained instruction types, and
+# the held-out types on test-split prompts only (the transfer test).
+BUILT_SOURCES = ("verifiable-if", "verifiable-if-transfer")
+
+
+def verifiable_pairs(name: str, data_dir: Path, report: SourceReport, fractions: dict[str, float]) -> list[PreferencePair]:
+    """Instruction-following pairs labelled by IFEval's checkers, on training-split chat prompts (ifpairs.py)."""
+    from . import ifcheck, ifpairs
+
+    chat = []
+    for source in ("hh-rlhf", "finegrained-qa"):
+        loaded = SourceReport(source=source, data_dir=report.data_dir)
+        chat += [p for p in _dedupe(_load_builtin(source, data_dir, loaded, "skip"), loaded) if split_of(p, fractions) == "train"]
+        report.files.update(loaded.files)
+    bases = ifpairs.base_prompts(chat)
+    report.rows = len(bases)
+    transfer = name == "verifiable-if-transfer"
+    pairs = []
+    for base in bases:
+        key = f"verifiable-if/{base.question}"
+        if transfer and split_of_key(key, fractions) != "test":
+            continue
+        types, wanted = (ifpairs.HELD_OUT, 1) if transfer else (ifpairs.TRAINED, ifpairs.TYPES_PER_PROMPT)
+        for built in ifpairs.build_for(base, types, wanted, report.skip):
+            pairs.append(PreferencePair(
+                id=f"{name}/{base.source_id}/{built.instruction_id}", source=name, task=ifpairs.TASK,
+                prompt=({"role": "user", "content": built.prompt},), chosen=built.chosen, rejected=built.rejected,
+                subset=built.instruction_id, split_key=key,
+            ))
+    ifeval, _ = load_ifeval(data_dir)
+    report.built_with = {
+        "checker": ifcheck.checker_record(),
+        "base_prompts": f"single-turn chat prompts of the train split of hh-rlhf and finegrained-qa, "
+                        f"{ifpairs.WORDS[0]}-{ifpairs.WORDS[1]}-word responses",
+        "instruction_types": list(ifpairs.HELD_OUT if transfer else ifpairs.TRAINED),
+        "held_out_types": list(ifpairs.HELD_OUT),
+        "ifeval_prompt_overlap": ifpairs.ifeval_overlap([b.question for b in bases], [p.prompt for p in ifeval]),
+    }
+    return pairs
 
 # Hub datasets: id -> (load_dataset kwargs, row converter). Only used by people who have a hub.
 HUB_DATASETS: dict[str, dict[str, Any]] = {
@@ -469,9 +511,12 @@ def subsample(pairs: list[PreferencePair], limit: int) -> list[PreferencePair]:
 
 
 def load_source(
-    spec: SourceConfig | str, data_dir: str | os.PathLike | None = None
+    spec: SourceConfig | str, data_dir: str | os.PathLike | None = None, fractions: dict[str, float] | None = None
 ) -> tuple[list[PreferencePair], SourceReport]:
-    """Load one source: a built-in name, a file path, or a hub id (`hub:owner/name` or a known id)."""
+    """Load one source: a built-in name, a file path, or a hub id (`hub:owner/name` or a known id).
+
+    `fractions` (data.split_fractions) tells built sources which prompts are training prompts.
+    """
     spec = SourceConfig(name=spec) if isinstance(spec, str) else spec
     if spec.role not in ("train", "bench"):
         raise DataError(f"source {spec.name}: role must be 'train' or 'bench', not {spec.role!r}")
@@ -483,6 +528,9 @@ def load_source(
     if name in BUILTIN_SOURCES:
         report.data_dir = str(resolve_data_dir(data_dir))
         pairs = _load_builtin(name, Path(report.data_dir), report, spec.bad_rows)
+    elif name in BUILT_SOURCES:
+        report.data_dir = str(resolve_data_dir(data_dir))
+        pairs = verifiable_pairs(name, Path(report.data_dir), report, fractions or DataConfig().split_fractions)
     elif name.startswith("hub:") or hub_id in HUB_DATASETS:
         pairs = _load_hub(hub_id, report, spec.bad_rows)
     elif Path(name).is_file():
@@ -520,9 +568,13 @@ def _dedupe(pairs: list[PreferencePair], report: SourceReport) -> list[Preferenc
 
 
 def split_of(pair: PreferencePair, fractions: dict[str, float]) -> str:
-    """train/dev/test from a hash of the prompt text, so one prompt never crosses splits."""
+    """train/dev/test from a hash of the prompt text (or the pair's split_key), so one prompt never crosses splits."""
+    return split_of_key(pair.split_key or pair.prompt_text, fractions)
+
+
+def split_of_key(key: str, fractions: dict[str, float]) -> str:
     total = sum(fractions.values())
-    point = int(hashlib.sha256(pair.prompt_text.encode()).hexdigest()[:12], 16) / 16**12
+    point = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / 16**12
     cumulative = 0.0
     for name, share in fractions.items():
         cumulative += share / total

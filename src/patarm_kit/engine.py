@@ -50,6 +50,9 @@ class Engine(Protocol):
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int) -> list[list[Completion]]:
         """`sampling.n` completions for each prompt text, in prompt order (temperature 0: greedy)."""
 
+    def next_token_logprobs(self, prompts: Sequence[str], top: int) -> list[dict[int, float]]:
+        """The `top` most likely next tokens after each prompt text and their log-probabilities (raw model distribution)."""
+
     def use_adapter(self, adapter: str | Path | None) -> None:
         """Serve the base model with this LoRA adapter merged in (None: the base model)."""
 
@@ -139,6 +142,19 @@ class HFEngine:
             completions.append(Completion(text, length, finished, tuple(row[:length])))
         n = sampling.n
         return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def next_token_logprobs(self, prompts: Sequence[str], top: int) -> list[dict[int, float]]:
+        import torch
+
+        results: list[dict[int, float]] = []
+        for start in range(0, len(prompts), self.batch_size):
+            batch = list(prompts[start:start + self.batch_size])
+            inputs = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+            with torch.no_grad():
+                logits = self.model(**inputs).logits[:, -1].float()  # left padding: the last position is each prompt's
+            values, ids = torch.log_softmax(logits, dim=-1).topk(top, dim=-1)
+            results += [dict(zip(row_ids, row_values)) for row_ids, row_values in zip(ids.tolist(), values.tolist())]
+        return results
 
     def use_adapter(self, adapter: str | Path | None) -> None:
         """Merge the adapter into the weights, as `VLLMEngine` does, so both serve the same numbers."""
@@ -247,6 +263,14 @@ class VLLMEngine:
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         return [[Completion(o.text, len(o.token_ids), o.finish_reason == "stop", tuple(o.token_ids)) for o in out.outputs]
                 for out in outputs]
+
+    def next_token_logprobs(self, prompts: Sequence[str], top: int) -> list[dict[int, float]]:
+        """One greedy token per prompt with its top log-probabilities (vLLM's default: the raw distribution)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        inputs = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_token_ids(self.tokenizer, prompts)]
+        outputs = self.llm.generate(inputs, SamplingParams(temperature=0.0, max_tokens=1, logprobs=top), use_tqdm=False)
+        return [{token: entry.logprob for token, entry in out.outputs[0].logprobs[0].items()} for out in outputs]
 
     def use_adapter(self, adapter: str | Path | None) -> None:
         """Reload the weights in place: the base model's, or the base with `adapter` merged in.

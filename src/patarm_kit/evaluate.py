@@ -17,7 +17,7 @@ from typing import Any
 
 from .bench import EvalError, Scoring, get_bench
 from .config import TIE_VALUES, RunConfig, SamplingConfig
-from .judge import Judge, Judgment, read_judgments, save_judgments
+from .judge import Judge, Judgment, read_judgments, readout_score, save_judgments
 from .judges import JudgeSpec, build_judge, parse_judge
 from .layout import RunLayout
 from .results import OutputExistsError, git_commit, package_versions, read_json, write_json
@@ -51,13 +51,28 @@ def compute_metrics(
     if unjudged:
         raise EvalError(f"{len(unjudged)} of {len(groups)} items have no judgments (first: {unjudged[0]})")
     counted = [j for j in judgments if votes is None or j.sample < votes]
-    invalid = sum(1 for j in counted if j.score is None)
     metrics: dict[str, Any] = {"bench": bench, "ties": ties, "votes": votes, "voting": voting,
-                               "invalid": {"judgments": invalid, "of": len(counted), "share": invalid / len(counted) if counted else None}}
-    outcomes, scores = get_bench(bench).score(judgments, groups, Scoring(ties, votes, voting, pairwise, n_boot, seed))
+                               **_validity(counted, "sampled")}
+    rules = Scoring(ties, votes, voting, pairwise, n_boot, seed)
+    outcomes, scores = get_bench(bench).score(judgments, groups, rules)
     metrics.update(scores)
     metrics["items"] = [{"pair_id": pid, "group": groups[pid], "outcome": outcomes[pid]} for pid in groups]
+    if any(j.expected_score is not None for j in counted):  # generative pointwise judges: the second readout
+        outcomes, scores = get_bench(bench).score(judgments, groups, dataclasses.replace(rules, readout="expected"))
+        metrics["expected"] = {**scores, **_validity(counted, "expected"),
+                               "forced": sum(j.score_forced for j in counted)}
+        for item in metrics["items"]:
+            item["outcome_expected"] = outcomes[item["pair_id"]]
     return metrics
+
+
+def _validity(counted: Sequence[Judgment], readout: str) -> dict[str, Any]:
+    """Judgments without a score under the readout, and inputs the judge saw cut: counted in every metrics file."""
+    invalid = sum(1 for j in counted if readout_score(j, readout) is None)
+    cut = sum(1 for j in counted if j.input_truncated)
+    share = (lambda k: k / len(counted) if counted else None)
+    return {"invalid": {"judgments": invalid, "of": len(counted), "share": share(invalid)},
+            "inputs_truncated": {"judgments": cut, "of": len(counted), "share": share(cut)}}
 
 
 def rescore(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str | None = None,
@@ -207,15 +222,18 @@ def votes_point(stored: dict[str, Any], judgments: Sequence[Judgment], votes: in
 # ---------------------------------------------------------------- comparing judges
 
 
-def paired_difference(metrics_a: dict[str, Any], metrics_b: dict[str, Any], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def paired_difference(metrics_a: dict[str, Any], metrics_b: dict[str, Any], n_boot: int = 1000, seed: int = 0,
+                      readout: str = "sampled") -> dict[str, Any]:
     """Accuracy of judge A minus judge B on the items both judged, with a paired bootstrap interval."""
-    a = {item["pair_id"]: item["outcome"] for item in metrics_a["items"]}
-    b = {item["pair_id"]: item["outcome"] for item in metrics_b["items"]}
+    key = "outcome" if readout == "sampled" else f"outcome_{readout}"
+    a = {item["pair_id"]: item[key] for item in metrics_a["items"]}
+    b = {item["pair_id"]: item[key] for item in metrics_b["items"]}
     common = sorted(a.keys() & b.keys())
     if not common:
         raise EvalError(f"{metrics_a['judge']} and {metrics_b['judge']} share no judged items")
     result = paired_bootstrap_diff([a[k] for k in common], [b[k] for k in common], n_boot=n_boot, seed=seed)
-    return {"a": metrics_a["judge"], "b": metrics_b["judge"], "bench": metrics_a["bench"], "n": len(common), **result}
+    row = {"a": metrics_a["judge"], "b": metrics_b["judge"], "bench": metrics_a["bench"], "n": len(common), **result}
+    return row if readout == "sampled" else {**row, "readout": readout}  # rows without the key are sampled (older runs)
 
 
 def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -233,5 +251,8 @@ def paired_differences(results: Sequence[dict[str, Any]], comparisons: Sequence[
     for a, b in comparisons:
         for bench in dict.fromkeys(m["bench"] for m in results):
             if (a, bench) in by_key and (b, bench) in by_key:
-                rows.append(paired_difference(by_key[(a, bench)], by_key[(b, bench)], n_boot, seed))
+                pair = (by_key[(a, bench)], by_key[(b, bench)])
+                rows.append(paired_difference(*pair, n_boot, seed))
+                if all("expected" in m for m in pair):
+                    rows.append(paired_difference(*pair, n_boot, seed, readout="expected"))
     return rows

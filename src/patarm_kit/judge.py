@@ -5,6 +5,12 @@ renders the pointwise prompt (`prompts.pointwise_messages` + the tokenizer's cha
 samples n judgments per request, parses each, and returns one `Judgment` record per sample:
 an invalid judgment keeps its reason and is never replaced by a number.
 
+Beside the sampled score, every pointwise judgment gets an *expected score*: the judge's own
+probability-weighted mean over the scores 1..10 at the score position (`expected_score`). It
+is read from the model's next-token distribution after the judgment's `<score>` tag; where
+the judge wrote no tag, the tag is appended and the judgment counted as `score_forced`. Ties
+under it are rare, and an untrained judge that never finishes a judgment still has a reading.
+
 Generation goes through an engine (engine.py): `VLLMEngine` or `HFEngine` (transformers
 `generate`). The judge hands it every request of a call at once; the engine schedules them
 (vLLM batches continuously, HF in length-sorted batches) and seeds each one.
@@ -13,6 +19,8 @@ Generation goes through an engine (engine.py): `VLLMEngine` or `HFEngine` (trans
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -21,13 +29,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import JudgeConfig, SamplingConfig
+from .config import READOUTS, JudgeConfig, SamplingConfig
 from .data import PreferencePair
 from .engine import Completion, Engine
-from .prompts import pairwise_messages, parse_judgment, parse_verdict, pointwise_messages, render_chat
+from .prompts import SCORE_RANGE, pairwise_messages, parse_judgment, parse_verdict, pointwise_messages, render_chat
 from .rubrics import Rubric
 
 TRUNCATION_MARK = " [...]"
+READOUT_TOP = 20  # next-token candidates read at the score position; a digit outside them counts as probability 0
+_SCORE_OPEN = re.compile(r"<score\s*>", re.IGNORECASE | re.ASCII)
 PAIRWISE_ORDERS = ("AB", "BA")  # AB: the chosen response is shown as response A
 
 
@@ -59,6 +69,8 @@ class Judgment:
     truncated: bool  # generation hit max_new_tokens
     input_truncated: list[str] = field(default_factory=list)  # "prompt" and/or "response"
     seconds: float = 0.0  # this sample's share of its judge call's generation time
+    expected_score: float | None = None  # the expected-score readout (None: not read, or no digit among the candidates)
+    score_forced: bool = False  # the judge wrote no <score> tag; the readout appended one
 
     @property
     def valid(self) -> bool:
@@ -157,11 +169,29 @@ class Judge:
         rendered = [self.prompt_text(r) for r in requests]
         lengths = [self._tokens(text) for text, _ in rendered]
         outputs, share = self._generate([text for text, _ in rendered], n)
-        return [
+        judgments = [
             self._record(requests[i], k, completion, lengths[i], rendered[i][1], share)
             for i, completions in enumerate(outputs)
             for k, completion in enumerate(completions)
         ]
+        self._read_expected([rendered[i][0] for i, completions in enumerate(outputs) for _ in completions], judgments)
+        return judgments
+
+    def _read_expected(self, prompts: Sequence[str], judgments: Sequence[Judgment]) -> None:
+        """Set each judgment's expected score from the judge's distribution at its score position.
+
+        Two one-token reads per judgment: after "<score>" (the first digit), and after
+        "<score>1" (does a "0" follow, making it 10?). The engine's prefix cache holds the rest.
+        """
+        digits = score_digit_ids(self.tokenizer)
+        if digits is None:
+            return
+        positions = [score_position(j.text) for j in judgments]
+        reads = self._engine().next_token_logprobs(
+            [p + text + suffix for p, (text, _) in zip(prompts, positions) for suffix in ("", "1")], READOUT_TOP)
+        for k, (judgment, (_, forced)) in enumerate(zip(judgments, positions)):
+            judgment.expected_score = expected_score(reads[2 * k], reads[2 * k + 1], digits)
+            judgment.score_forced = forced
 
     def judge_pairwise(self, pairs: Sequence[PreferencePair]) -> list[Judgment]:
         """The pairwise baseline: each pair in both orders; score 1.0 when the verdict picks the chosen.
@@ -220,6 +250,46 @@ class Judge:
         )
 
 
+# ---------------------------------------------------------------- the expected-score readout
+
+
+def score_position(text: str) -> tuple[str, bool]:
+    """The judgment up to where its score goes (through its last <score> tag), and whether the tag had to be added."""
+    opens = list(_SCORE_OPEN.finditer(text))
+    if opens:
+        return text[: opens[-1].end()], False
+    return text.rstrip() + "\n<score>", True
+
+
+def score_digit_ids(tokenizer: Any) -> dict[int, int] | None:
+    """Digit -> token id, for tokenizers that write each digit as one token (None: the readout does not apply)."""
+    ids = {d: tokenizer(str(d), add_special_tokens=False)["input_ids"] for d in range(10)}
+    return {d: i[0] for d, i in ids.items()} if all(len(i) == 1 for i in ids.values()) else None
+
+
+def expected_score(first: Mapping[int, float], after_one: Mapping[int, float], digits: Mapping[int, int]) -> float | None:
+    """Sum of k * P(k) over the scores k = 1..10, normalised over them; None when no score digit is a candidate.
+
+    `first`: log-probabilities of the first score token; `after_one`: of the token after a "1",
+    which makes it 10 when it is "0" and 1 when it is no digit at all.
+    """
+    low, high = SCORE_RANGE
+    probability = {d: math.exp(first[digits[d]]) for d in range(1, 10) if digits[d] in first}
+    if not probability:
+        return None
+    if 1 in probability:
+        after = {d: math.exp(after_one[i]) for d, i in digits.items() if i in after_one}
+        ten = after.get(0, 0.0)
+        one = max(0.0, 1.0 - sum(after.values()))
+        both = probability.pop(1)
+        probability[1] = both * one / (one + ten) if one + ten else 0.0
+        probability[10] = both * ten / (one + ten) if one + ten else 0.0
+    total = sum(p for k, p in probability.items() if low <= k <= high)
+    if total <= 0:
+        return None
+    return sum(k * p for k, p in probability.items() if low <= k <= high) / total
+
+
 # ---------------------------------------------------------------- votes and summaries
 
 
@@ -249,12 +319,20 @@ def vote(scores: Sequence[int | None], method: str = "mean") -> float | None:
     raise ValueError(f"voting must be 'mean' or 'majority', not {method!r}")
 
 
-def voted_scores(judgments: Iterable[Judgment], method: str = "mean", votes: int | None = None) -> dict[tuple[str, str], float | None]:
+def readout_score(judgment: Judgment, readout: str) -> float | None:
+    """The judgment's score under a readout (config.READOUTS)."""
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; allowed: {', '.join(READOUTS)}")
+    return judgment.score if readout == "sampled" else judgment.expected_score
+
+
+def voted_scores(judgments: Iterable[Judgment], method: str = "mean", votes: int | None = None,
+                 readout: str = "sampled") -> dict[tuple[str, str], float | None]:
     """(pair_id, side) -> voted score, from the first `votes` samples of each request (all if None)."""
-    grouped: dict[tuple[str, str], list[int | None]] = defaultdict(list)
+    grouped: dict[tuple[str, str], list[float | None]] = defaultdict(list)
     for j in judgments:
         if votes is None or j.sample < votes:
-            grouped[(j.pair_id, j.side)].append(j.score)
+            grouped[(j.pair_id, j.side)].append(readout_score(j, readout))
     return {key: vote(scores, method) for key, scores in grouped.items()}
 
 

@@ -17,6 +17,7 @@ and a run's own trained judges by alias: `sft`, `par` (adapters) and `bt`, resol
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,16 +140,17 @@ RUN_ALIASES: dict[str, str] = {"sft": "adapter", "par": "adapter", "bt": "bt"}
 
 def _known() -> str:
     kinds = [f"{name}:PATH" if kind.takes_path else name for name, kind in JUDGES.items()]
-    return f"{', '.join(kinds)}, or a run's own {', '.join(RUN_ALIASES)}"
+    return f"{', '.join(kinds)}, or a run's own {', '.join(RUN_ALIASES)} (and PAR variants par-<name>)"
 
 
 def parse_judge(text: str, layout: RunLayout | None = None) -> JudgeSpec:
     """The judge a spec names; a run alias (sft, par, bt) needs the run's `layout`."""
-    if text in RUN_ALIASES:
+    alias = "par" if re.fullmatch(r"par-[a-z0-9][a-z0-9-]*", text) else text  # a PAR variant (par.variants)
+    if alias in RUN_ALIASES:
         if layout is None:
-            raise EvalError(f"judge {text!r} is a run's own judge: outside a run, name it {RUN_ALIASES[text]}:PATH")
+            raise EvalError(f"judge {text!r} is a run's own judge: outside a run, name it {RUN_ALIASES[alias]}:PATH")
         path = layout.adapter(text)
-        kind = RUN_ALIASES[text]
+        kind = RUN_ALIASES[alias]
         return JudgeSpec(kind, str(path), text, f"{kind}:{layout.relative(path)}")
     kind, sep, path = str(text).partition(":")
     if kind not in JUDGES or bool(sep) != JUDGES[kind].takes_path or (sep and not path):

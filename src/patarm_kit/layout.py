@@ -21,6 +21,7 @@ LOCAL_ONLY = {
     "*.safetensors": "model weights",
     "pairs/*": "the stage-01 pair files, rebuilt from the data by notebook 01",
     "par/checkpoints/*": "GRPO checkpoints",
+    "par-*/checkpoints/*": "GRPO checkpoints",
     "sft/trainer/*": "the SFT trainer's state",
     "sft/examples.jsonl": "the SFT examples, rebuilt from the pair files",
     "*/adapter/*.json": "adapter and tokenizer settings, kept with the weights",
@@ -38,9 +39,14 @@ def file_safe(text: str) -> str:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Where each file of the run in `root` lives."""
+    """Where each file of the run in `root` lives.
+
+    `par` names the PAR training the par_* paths are of: "par", or a variant's "par-<name>"
+    (par.variants; `for_par` gives that layout).
+    """
 
     root: Path
+    par: str = "par"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -110,9 +116,13 @@ class RunLayout:
     def sft_check_judgments(self) -> Path:
         return self.sft_dir / "check_judgments.jsonl"
 
+    def for_par(self, judge: str) -> "RunLayout":
+        """The layout whose par_* paths are those of PAR training `judge` ("par" or "par-<variant>")."""
+        return RunLayout(self.root, judge)
+
     @property
     def par_dir(self) -> Path:
-        return self.root / "par"
+        return self.root / self.par
 
     @property
     def par_adapter(self) -> Path:
@@ -137,9 +147,11 @@ class RunLayout:
 
     def adapter(self, judge: str) -> Path:
         """The adapter behind a run's own trained judge alias (sft, par, bt)."""
-        adapters = {"sft": self.sft_adapter, "par": self.par_adapter, "bt": self.bt_adapter}
+        if judge.startswith("par-"):
+            return self.for_par(judge).par_adapter
+        adapters = {"sft": self.sft_adapter, "par": self.root / "par" / "adapter", "bt": self.bt_adapter}
         if judge not in adapters:
-            raise KeyError(f"{judge!r} is not a trained judge of a run (sft, par, bt)")
+            raise KeyError(f"{judge!r} is not a trained judge of a run (sft, par, par-<variant>, bt)")
         return adapters[judge]
 
     # ------------------------------------------------------------ stage 04: evaluation

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from statistics import fmean
 from typing import Any
 
-PAR_MODES = ("binary", "graded")
+# binary and graded: the paper's PAR. format: the format reward alone, no preference at all (a
+# control: what GRPO does to the judge without PAR).
+PAR_MODES = ("binary", "graded", "format")
 SIDES = ("chosen", "rejected")
 # On a 1..10 score scale a 3-point margin is a clear preference: the graded reward grows
 # linearly with the margin and is full from 3 points on.
@@ -42,6 +44,8 @@ def _margin_reward(margin: float, mode: str, margin_scale: float) -> float:
     """Reward for one judgment that beats the other side's mean by `margin` points."""
     if mode == "binary":
         return 1.0 if margin > 0 else 0.0
+    if mode == "format":
+        return 0.0
     return min(max(margin / margin_scale, 0.0), 1.0)
 
 
@@ -124,6 +128,8 @@ def rewards_for_batch(
             raise ValueError(f"side must be one of {SIDES}, got {side!r} (pair {pair_id!r})")
         positions.setdefault(pair_id, {"chosen": [], "rejected": []})[side].append(index)
 
+    if mode == "format":
+        return [format_reward(_is_valid(s), 1.0) for s in scores]
     rewards = [format_reward(_is_valid(s), format_weight) for s in scores]
     for pair_id, by_side in positions.items():
         missing = [side for side in SIDES if not by_side[side]]

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-TASKS = ("chat", "math", "code", "safety")
+TASKS = ("chat", "math", "code", "safety", "instruction")
 CRITERION_KEYS = ("name", "description")
 
 

@@ -23,7 +23,7 @@ from .results import Run, write_json
 NOTEBOOK_STAGES = {
     "01_data_pairing": ("data",),
     "02_rubric_generation": ("preview",),
-    "03_par_training": ("sft", "par", "bt"),
+    "03_par_training": ("sft", "par", "par-variants", "bt"),
     "04_benchmark_eval": ("eval",),
     "05_figures": ("figures",),
 }
@@ -162,6 +162,23 @@ def par(run: Run, force: bool = False, resume: bool = False) -> Any:
         if result.metrics and _is_main_process():
             _save(_par_figure(result.metrics), figure_path)
     return result
+
+
+def par_variants(run: Run, force: bool = False) -> dict[str, Any]:
+    """The profile's PAR ablations (par.variants), each from the same warm-up adapter into <run>/par-<name>/."""
+    from .train import train_par
+
+    config, layout = run.config(), run.layout
+    start_adapter = layout.sft_adapter if config.sft.enabled else None
+    outputs = [layout.for_par(f"par-{name}").par_dir for name in config.par.variants]
+    results = {}
+    with run.stage("par-variants", config, inputs=[layout.pairs("train")], outputs=outputs, force=force) as record:
+        for name in config.par.variants:
+            print(f"[par] variant {name}: {config.par.variants[name]}", flush=True)
+            results[name] = train_par(config.par_variant(name), run, start_adapter, judge=f"par-{name}")
+            record.facts[name] = {"steps": results[name].global_step, "pairs": results[name].n_pairs,
+                                  "settings": config.par.variants[name]}
+    return results
 
 
 def _is_main_process() -> bool:

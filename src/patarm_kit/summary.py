@@ -66,7 +66,18 @@ def headline_row(stored: dict[str, Any], judgments: Sequence[Judgment]) -> dict[
         "truncated_inputs": sum(bool(j.input_truncated) for j in counted),
         "judgments": len(counted),
         "extras": {key: value for key, value in own.items() if key not in _ROW_KEYS},  # the bench's own columns
+        **({"expected": expected_readout(scored)} if "expected" in stored else {}),
     }
+
+
+def expected_readout(scored: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The expected-score readout of one (judge, bench) under both tie rules, its tie share and forced tags."""
+    readout = {ties: metrics["expected"] for ties, metrics in scored.items()}
+    outcomes = {ties: np.array([item["outcome_expected"] for item in metrics["items"]]) for ties, metrics in scored.items()}
+    return {"acc": {ties: readout[ties]["acc"] for ties in TIE_RULES},
+            "ci95": {ties: readout[ties]["ci95"]["acc"] for ties in TIE_RULES},
+            "tie_share": float(2 * np.mean(outcomes["half"] - outcomes["zero"])),
+            "invalid_share": readout["half"]["invalid"]["share"], "forced": readout["half"]["forced"]}
 
 
 def summary_json(run_dir: Path | str) -> dict[str, Any]:
@@ -78,8 +89,14 @@ def summary_json(run_dir: Path | str) -> dict[str, Any]:
     results = sorted(suite_metrics(run.dir), key=lambda m: order.get(m["bench"], len(order)))  # stable: judge order kept
     rows = [headline_row(m, read_judgments(layout.eval_dir / m["judgments_file"])) for m in results]
     paired = paired_differences(results, config["eval"]["paired"], config["eval"]["n_boot"], config["seed"])
-    return {"run": manifest["run_name"], "profile": manifest["profile"], "config_fingerprint": manifest["config_fingerprint"],
-            "ties": config["eval"]["ties"], "rows": rows, "paired": paired}
+    facts = {"run": manifest["run_name"], "profile": manifest["profile"], "config_fingerprint": manifest["config_fingerprint"],
+             "ties": config["eval"]["ties"], "rows": rows, "paired": paired}
+    primary = config["eval"].get("primary")
+    if primary:
+        facts["primary"] = {**primary, "result": next(
+            (p for p in paired if (p["a"], p["b"], p["bench"], p.get("readout", "sampled")) ==
+             (primary["a"], primary["b"], primary["bench"], primary["readout"])), None)}
+    return facts
 
 
 # ---------------------------------------------------------------- SUMMARY.md
@@ -114,6 +131,8 @@ def render_summary(facts: dict[str, Any]) -> str:
         "without a score. Truncated inputs: judgments whose prompt or response was cut to fit the judge, as each "
         "judgment records it. Further columns: the bench's own scores from its table row, in %, by the run's rule.",
     ]
+    if "primary" in facts:
+        lines += ["", *_primary_lines(facts["primary"], own, len(facts["paired"]))]
     if not facts["rows"]:
         lines += ["", "No evaluations in this run (the eval stage has not run)."]
     for bench in dict.fromkeys(row["bench"] for row in facts["rows"]):
@@ -124,15 +143,43 @@ def render_summary(facts: dict[str, Any]) -> str:
                  _pct(row["tie_share"]), _pct(row["invalid_share"]), f"{row['truncated_inputs']} of {row['judgments']}",
                  *(_pct(row["extras"].get(key)) for key in extra)] for row in rows]
         lines += ["", f"## {bench_label(bench)}", "", *_table(header, body)]
+        if any("expected" in row for row in rows):
+            lines += ["", "Expected-score readout (the same judgments; judges without one are left out):", "",
+                      *_expected_table(rows)]
     if facts["paired"]:
-        body = [[f"`{p['a']}` − `{p['b']}`", bench_label(p["bench"]), str(p["n"]),
-                 f"{100 * p['diff']:+.1f} [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]", f"{p['p_value']:.3f}"]
-                for p in facts["paired"]]
+        with_readout = any("readout" in p for p in facts["paired"])  # runs with the expected readout
+        body = [[f"`{p['a']}` − `{p['b']}`", bench_label(p["bench"]), *([p.get("readout", "sampled")] if with_readout else []),
+                 str(p["n"]), _difference(p), f"{p['p_value']:.3f}"] for p in facts["paired"]]
+        readout_column = ["readout"] if with_readout else []
         lines += ["", "## Paired differences", "",
                   f"Accuracy of A minus accuracy of B on the items both judged, in points, with a paired bootstrap "
                   f"95% interval and p-value ({TIE_LABELS[own]}, the run's rule).", "",
-                  *_table(["A − B", "bench", "n", "difference [95%]", "p"], body)]
+                  *_table(["A − B", "bench", *readout_column, "n", "difference [95%]", "p"], body)]
     return "\n".join(lines) + "\n"
+
+
+def _difference(p: dict[str, Any]) -> str:
+    return f"{100 * p['diff']:+.1f} [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]"
+
+
+def _expected_table(rows: list[dict[str, Any]]) -> list[str]:
+    header = ["judge", *(f"accuracy, {TIE_LABELS[t]}" for t in TIE_RULES), "tie share", "no score digit", "`<score>` added"]
+    body = [[f"`{row['judge']}`", *(_with_interval(e["acc"][t], e["ci95"][t]) for t in TIE_RULES), _pct(e["tie_share"]),
+             _pct(e["invalid_share"]), f"{e['forced']} of {row['judgments']}"]
+            for row in rows if (e := row.get("expected"))]
+    return _table(header, body)
+
+
+def _primary_lines(primary: dict[str, Any], own: str, comparisons: int) -> list[str]:
+    """The comparison the profile stated before the run, first, with how many others were made."""
+    result = primary["result"]
+    name = f"`{primary['a']}` − `{primary['b']}` on {bench_label(primary['bench'])}, {primary['readout']} readout"
+    found = ("not evaluated in this run" if result is None else
+             f"**{_difference(result)}** points (paired bootstrap 95%, p {result['p_value']:.3f}, n {result['n']}, "
+             f"{TIE_LABELS[own]})")
+    return ["## Primary comparison", "",
+            f"Stated in the profile before the run (`eval.primary`): {name}: {found}. The other "
+            f"{comparisons - (result is not None)} paired differences below are secondary (no correction for multiple comparisons)."]
 
 
 def write_summary(run_dir: Path | str) -> Path:

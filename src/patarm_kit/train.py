@@ -28,6 +28,7 @@ Crash safety. A run killed at any moment resumes (`resume=True`) from what was w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -86,10 +87,19 @@ def training_pairs(config: RunConfig, path: Path) -> list[PreferencePair]:
     pairs = read_pairs(path)
     wanted = len(pairs) if config.par.n_pairs is None else min(config.par.n_pairs, len(pairs))
     sample = random.Random(config.seed).sample(pairs, wanted)
+    if config.par.shuffle_labels:
+        sample = shuffled_labels(sample, config.seed)
     whole_steps = len(sample) // config.par.pairs_per_step * config.par.pairs_per_step
     if whole_steps == 0:
         raise ConfigError(f"par.pairs_per_step={config.par.pairs_per_step} but only {len(sample)} training pairs")
     return sample[:whole_steps]
+
+
+def shuffled_labels(pairs: Sequence[PreferencePair], seed: int) -> list[PreferencePair]:
+    """The control's pairs: chosen and rejected swapped in a seeded half, so a label says nothing."""
+    rng = random.Random(f"shuffle-labels/{seed}")
+    swap = set(rng.sample(range(len(pairs)), len(pairs) // 2))
+    return [dataclasses.replace(p, chosen=p.rejected, rejected=p.chosen) if i in swap else p for i, p in enumerate(pairs)]
 
 
 def prompt_rows(pairs: Sequence[PreferencePair], judge: Judge) -> list[dict[str, str]]:
@@ -540,7 +550,8 @@ def build_trainer(
     )
 
 
-def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, resume: bool = False) -> ParResult:
+def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, resume: bool = False,
+              judge: str = "par") -> ParResult:
     """Train the judge with PAR: checkpoints every `par.save_steps`, final adapter in <run>/par/adapter.
 
     `start_adapter` (the SFT adapter) is loaded trainable and trained further; without it a
@@ -548,13 +559,13 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
     <run>/par/checkpoints (from step 0 when there is none yet). Under `accelerate launch`
     every process calls this; only the main process writes the manifest, metrics and card.
     """
-    layout = run.layout
+    layout = run.layout.for_par(judge)  # "par", or a variant's "par-<name>"
     checkpoints, adapter_dir, metrics_path = layout.par_checkpoints, layout.par_adapter, layout.par_metrics
     checkpoint = latest_checkpoint(checkpoints)
     if not resume and (checkpoint_folders(checkpoints) or adapter_dir.exists() or metrics_path.exists()):
         raise FileExistsError(f"{layout.par_dir} already holds PAR training; pass resume=True (--resume) to continue it")
     if checkpoint is not None:
-        recorded = run.manifest().get("training", {}).get("par", {}).get("config_fingerprint")
+        recorded = run.manifest().get("training", {}).get(judge, {}).get("config_fingerprint")
         if recorded != config.fingerprint():
             raise ConfigError(f"{checkpoint} was made with another config; resume with the same profile and --set")
     data_file = layout.pairs("train")
@@ -566,6 +577,7 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
         "data": str(data_file),
         "data_sha256": sha256_of(data_file),
         "n_pairs": len(pairs),
+        "par_settings": {k: v for k, v in dataclasses.asdict(config.par).items() if k != "variants"},
         "num_processes": trainer.args.world_size,
         "rollouts": rollout_settings(config, trainer.model.device.type),
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
@@ -579,7 +591,7 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
             print(f"[par] removed {layout.relative(path)}: left half-written by a stopped run")
         resumed_step = read_json(checkpoint / "trainer_state.json")["global_step"] if checkpoint else 0
         _keep_metrics_up_to(metrics_path, resumed_step)
-        run.update("training", "par", {**record, "status": "running"})
+        run.update("training", judge, {**record, "status": "running"})
 
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     staged = adapter_staging(adapter_dir)
@@ -592,7 +604,7 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
                       last_metrics=metrics[-1] if metrics else {})
         write_adapter_card(staged, config, record)
         publish_adapter(staged, adapter_dir)
-        run.update("training", "par", record)
+        run.update("training", judge, record)
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.num_processes > 1:
         # Tear the process group down while every rank is still here; a rank that exits with

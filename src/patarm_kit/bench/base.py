@@ -71,6 +71,7 @@ class Scoring:
     pairwise: bool  # judgments are pairwise verdicts (side = order shown), not pointwise scores
     n_boot: int
     seed: int
+    readout: str = "sampled"  # judge.READOUTS: the score each judgment wrote, or its expected score
 
 
 def outcome_interval(outcomes: Sequence[float], n_boot: int, seed: int) -> list[float | None]:
@@ -134,7 +135,7 @@ class Benchmark:
 
     def pair_outcomes(self, judgments: Sequence[Judgment], pair_ids: Sequence[str], rules: Scoring) -> dict[str, float]:
         """Per-pair outcome in [0, 1]: 1 correct, 0 wrong, the tie value for equal or invalid."""
-        voted = voted_scores(judgments, rules.voting, rules.votes)
+        voted = voted_scores(judgments, rules.voting, rules.votes, rules.readout)
         if rules.pairwise:
             tie = tie_value(rules.ties)
             return {pid: float(np.mean([tie if voted.get((pid, o)) is None else voted[(pid, o)] for o in PAIRWISE_ORDERS]))

@@ -233,7 +233,7 @@ class RMBench(Benchmark):
         """RM-Bench's scores; a pair's outcome is its mean over the 9 style comparisons."""
         if rules.pairwise:
             raise EvalError("the pairwise judge is not run on rmbench (9 comparisons x 2 orders per prompt)")
-        voted = voted_scores(judgments, rules.voting, rules.votes)
+        voted = voted_scores(judgments, rules.voting, rules.votes, rules.readout)
         pair_ids = list(groups)
         scores = {side: [[voted.get((pid, f"{side}_{i}")) for i in range(3)] for pid in pair_ids] for side in ("chosen", "rejected")}
         items = [{"domain": groups[pid], "chosen_scores": c, "rejected_scores": r}
