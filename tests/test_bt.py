@@ -7,6 +7,7 @@ import math
 import pytest
 
 from patarm_kit.bt import BTScorer, classifier_tokenizer, conversation_ids, preference_rows, train_bt
+from patarm_kit.judges import prompt_judge
 from patarm_kit.config import ModelConfig, SourceConfig, load_config
 from patarm_kit.data import load_source
 from patarm_kit.judge import JudgeRequest, requests_for_pairs
@@ -26,7 +27,10 @@ def test_rows_put_prompt_and_responses_where_trl_expects_them(hh_pairs):
     import datasets
 
     pair = hh_pairs[0]
-    (row,) = preference_rows([pair])
+    tokenizer = classifier_tokenizer(resolve_model_path(ModelConfig()))
+    view = prompt_judge(load_config("smoke"), tokenizer)
+    assert view.fit_inputs(pair.prompt, pair.chosen)[2] == []  # a short pair: nothing to cut
+    (row,) = preference_rows([pair], view)
     assert row["prompt"] == list(pair.prompt) and row["prompt"][-1]["role"] == "user"
     assert row["chosen"] == [{"role": "assistant", "content": pair.chosen}]
     assert row["rejected"] == [{"role": "assistant", "content": pair.rejected}]
@@ -34,7 +38,6 @@ def test_rows_put_prompt_and_responses_where_trl_expects_them(hh_pairs):
 
     # TRL's own preprocessing (explicit prompt: prompt + side, chat template) gives the token ids
     # the scorer reads for the same prompt and response.
-    tokenizer = classifier_tokenizer(resolve_model_path(ModelConfig()))
     args = RewardConfig(output_dir="unused", max_length=None, bf16=False, gradient_checkpointing=False, report_to="none")
     (tokenized,) = RewardTrainer._prepare_dataset(None, datasets.Dataset.from_list([row]), tokenizer, args, "train")
     assert tokenized["chosen_ids"] == conversation_ids(tokenizer, pair.prompt, pair.chosen, 10**6)
@@ -66,5 +69,14 @@ def test_tiny_real_training_saves_an_adapter_that_scores_deterministically(hh_pa
     assert len(scores) == len(requests) and all(isinstance(s, float) and math.isfinite(s) for s in scores)
     assert scorer.score(requests, batch_size=3) == scores
     cut = scorer.inputs_cut(requests)
-    assert cut[-1] and cut[:-1] == [len(conversation_ids(scorer.tokenizer, r.prompt, r.response, None)) > config.bt.max_length
-                                    for r in requests[:-1]]
+    assert cut[-1] == ["response"]  # clipped to judge.max_response_tokens, as the judge reads it
+    assert cut[:-1] == [scorer.view.fit_inputs(r.prompt, r.response)[2] for r in requests[:-1]]
+
+
+def test_bt_reads_what_the_judge_reads(hh_pairs):
+    """The same truncation rule as the judge: early turns dropped, the response clipped (not the end cut off)."""
+    tokenizer = classifier_tokenizer(resolve_model_path(ModelConfig()))
+    view = prompt_judge(load_config("smoke", {"judge.max_response_tokens": 8}), tokenizer)
+    pair = next(p for p in hh_pairs if len(p.chosen.split()) > 40)
+    (row,) = preference_rows([pair], view)
+    assert row["chosen"][0]["content"] == view.clip(pair.chosen, 8)[0] and row["chosen"][0]["content"].endswith(" [...]")

@@ -44,3 +44,26 @@ def test_chain_stops_at_the_failing_notebook_and_names_the_cell(tmp_path):
 def test_chain_rejects_unknown_notebooks():
     result = CliRunner().invoke(app, ["run", "--profile", "smoke", "--run-name", "x", "--only", "99_nothing"])
     assert result.exit_code == 2 and "not in this profile's chain" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_the_ablation_chain_trains_the_controls_reads_both_readouts_and_verifies():
+    """smoke-ablations end to end: verifiable pairs, PAR and its variants, the learning curve, both
+    readouts, the primary comparison first in SUMMARY.md, and verify passing on the result."""
+    from patarm_kit.results import read_json
+    from patarm_kit.verify import verify_run
+
+    run = run_chain("smoke-ablations", "ablations")
+    manifest = run.manifest()
+    assert {"par", "par-shuffled", "par-format-only"} <= set(manifest["training"])
+    assert manifest["training"]["par-shuffled"]["par_settings"]["shuffle_labels"] is True
+    assert manifest["training"]["par-format-only"]["par_settings"]["mode"] == "format"
+    assert manifest["data"]["verifiable-if"]["built_with"]["checker"]["package"] == "if-verifiable"
+    assert [p.name for p in sorted(run.layout.par_curve.glob("*.json"))] == ["step-0000.json", "step-0001.json", "step-0002.json"]
+    metrics = read_json(run.layout.eval_metrics("par-shuffled", "pairs:verifiable-if"))
+    assert "expected" in metrics and "inputs_truncated" in metrics
+    summary = run.layout.summary.read_text()
+    assert summary.index("## Primary comparison") < summary.index("## held-out verifiable-if")
+    assert "Expected-score readout" in summary
+    assert verify_run(run.dir).ok

@@ -7,6 +7,7 @@ from if_verifiable.common import evaluate_instructions
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
 from patarm_kit import ifcheck, ifpairs
+from patarm_kit.config import SourceConfig
 from patarm_kit.data import load_source, split_of, split_of_key
 
 FRACTIONS = {"train": 0.8, "dev": 0.1, "test": 0.1}
@@ -63,7 +64,8 @@ def built(data_dir):
 
 def test_every_label_is_the_checkers(built, data_dir):
     """Rebuilt with the kwargs the builder drew, each stored pair's chosen side passes and its rejected side fails."""
-    chat = [p for name in ("hh-rlhf", "finegrained-qa") for p in load_source(name, data_dir)[0] if split_of(p, FRACTIONS) == "train"]
+    chat = [p for name in ("hh-rlhf", "finegrained-qa") for p in load_source(SourceConfig(name, bad_rows="skip"), data_dir)[0]
+            if split_of(p, FRACTIONS) == "train"]
     stored = {p.id: p for p in built["verifiable-if"][0]}
     checked = 0
     for base in ifpairs.base_prompts(chat)[::25]:
@@ -93,7 +95,7 @@ def test_splits_go_by_base_prompt_and_transfer_types_never_train(built):
 
 
 def test_base_prompts_come_from_the_training_split_only(built, data_dir):
-    hh, _ = load_source("hh-rlhf", data_dir)
+    hh, _ = load_source(SourceConfig("hh-rlhf", bad_rows="skip"), data_dir)
     held_out = {p.prompt[0]["content"].strip() for p in hh if len(p.prompt) == 1 and split_of(p, FRACTIONS) != "train"}
     pairs, _ = built["verifiable-if"]
     questions = {p.prompt[0]["content"].split("\n\n")[0] for p in pairs}

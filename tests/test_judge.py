@@ -29,13 +29,19 @@ class ScriptedEngine:
     Lets the tests check that results come back in request order, and what the judge asks of its engine.
     """
 
-    def __init__(self):
-        self.calls, self.adapters = [], []
+    def __init__(self, tokenizer=None):
+        self.calls, self.adapters, self.reads, self.tokenizer = [], [], [], tokenizer
 
     def generate(self, prompts, sampling, seed):
         self.calls.append((len(prompts), sampling, seed))
         return [[Completion(f"<criteria>\n- a: b\n</criteria><score>{len(p) % 10 + 1}</score>", 12, True)] * sampling.n
                 for p in prompts]
+
+    def next_token_logprobs(self, prompts, top):
+        """The readout's reads: after "<score>" the digit 7 is certain, after "<score>1" no "0" follows."""
+        self.reads.append(prompts)
+        seven = self.tokenizer("7", add_special_tokens=False)["input_ids"][0] if self.tokenizer else -1
+        return [{seven: 0.0} for _ in prompts]
 
     def use_adapter(self, adapter):
         self.adapters.append(adapter)
@@ -71,7 +77,7 @@ def test_rmbench_requests_cover_all_six_styles(data_dir):
 
 
 def test_results_come_back_in_request_order_with_n_samples(tokenizer, pairs):
-    engine = ScriptedEngine()
+    engine = ScriptedEngine(tokenizer)
     sampling = SamplingConfig(n=3, temperature=0.7, max_new_tokens=40)
     judge = Judge(tokenizer, engine, JudgeConfig(batch_size=6), load_rubrics(), seed=5, sampling=sampling, adapter="some/adapter")
     requests = requests_for_pairs(pairs)
@@ -87,6 +93,10 @@ def test_results_come_back_in_request_order_with_n_samples(tokenizer, pairs):
     judge.judge(requests[:2], n_samples=1)
     assert engine.calls[-1] == (2, dataclasses.replace(sampling, n=1), 5) and engine.adapters == ["some/adapter"] * 2
     assert all(j.criteria == ["a: b"] and j.task in ("chat", "safety") for j in judgments)
+    # The readout: two one-token reads per judgment, after its "<score>" and after "<score>1".
+    (reads, *_) = engine.reads
+    assert len(reads) == 2 * len(judgments) and reads[0].endswith("<score>") and reads[1].endswith("<score>1")
+    assert all(j.expected_score == 7.0 and not j.score_forced for j in judgments)
 
 
 def test_inputs_are_cut_to_their_token_budgets(tokenizer, pairs):

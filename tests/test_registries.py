@@ -83,7 +83,7 @@ def test_an_unknown_bench_is_one_clear_error(spec, message):
 
 @pytest.mark.parametrize("spec", ["oracle", "adapter", "adapter:", "length:x", "pairwise:AB", "sft:x", "bt:"])
 def test_an_unknown_judge_is_one_clear_error(spec):
-    known = "length, random, base, adapter:PATH, pairwise, bt:PATH, or a run's own sft, par, bt"
+    known = "length, random, base, adapter:PATH, pairwise, bt:PATH, or a run's own sft, par, bt (and PAR variants par-<name>)"
     with pytest.raises(EvalError, match=f"^judge {re.escape(repr(spec))}: expected {re.escape(known)}$"):
         parse_judge(spec)
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from .config import ConfigError, RunConfig
 from .data import PreferencePair
-from .judge import JudgeRequest
+from .judge import Judge, JudgeRequest
+from .judges import prompt_judge
 from .models import (
     ADAPTER_WEIGHTS, _torch_dtype, adapter_staging, check_safetensors_only, configure_torch, lora_config, lora_summary,
     resolve_model_path, save_adapter,
@@ -54,16 +55,16 @@ class BTResult:
         return facts
 
 
-def preference_rows(pairs: Sequence[PreferencePair]) -> list[dict[str, list[dict[str, str]]]]:
-    """TRL's conversational explicit-prompt format: the prompt messages, then one assistant turn per side."""
-    return [
-        {
-            "prompt": [dict(m) for m in pair.prompt],
-            "chosen": [{"role": "assistant", "content": pair.chosen}],
-            "rejected": [{"role": "assistant", "content": pair.rejected}],
-        }
-        for pair in pairs
-    ]
+def preference_rows(pairs: Sequence[PreferencePair], view: Judge) -> list[dict[str, list[dict[str, str]]]]:
+    """TRL's conversational explicit-prompt format: the prompt messages, then one assistant turn per side,
+    each cut as the judge cuts its inputs (`view.fit_inputs`: early turns dropped, the response clipped)."""
+    rows = []
+    for pair in pairs:
+        conversation, chosen, _ = view.fit_inputs(pair.prompt, pair.chosen)
+        _, rejected, _ = view.fit_inputs(pair.prompt, pair.rejected)
+        rows.append({"prompt": conversation, "chosen": [{"role": "assistant", "content": chosen}],
+                     "rejected": [{"role": "assistant", "content": rejected}]})
+    return rows
 
 
 def classifier_tokenizer(model_path: str) -> Any:
@@ -123,7 +124,7 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
     trainer = RewardTrainer(
         model=model_path,
         args=args,
-        train_dataset=datasets.Dataset.from_list(preference_rows(pairs)),
+        train_dataset=datasets.Dataset.from_list(preference_rows(pairs, prompt_judge(config, tokenizer))),
         processing_class=tokenizer,
         peft_config=peft_config,
     )
@@ -190,17 +191,25 @@ class BTScorer:
         if torch.accelerator.is_available():
             self.model.to(torch.accelerator.current_accelerator())
         self.max_length = config.bt.max_length
+        self.view = prompt_judge(config, self.tokenizer)  # reads its inputs as the generative judge does
 
-    def inputs_cut(self, requests: Sequence[JudgeRequest]) -> list[bool]:
-        """Which requests run past bt.max_length tokens: the scorer reads their first tokens only."""
-        return [len(conversation_ids(self.tokenizer, r.prompt, r.response, None)) > self.max_length for r in requests]
+    def inputs_cut(self, requests: Sequence[JudgeRequest]) -> list[list[str]]:
+        """What was cut of each request: by the judge's budgets, or past bt.max_length (the end of the response)."""
+        cut = []
+        for request in requests:
+            conversation, response, truncated = self.view.fit_inputs(request.prompt, request.response)
+            if len(conversation_ids(self.tokenizer, conversation, response, None)) > self.max_length and "response" not in truncated:
+                truncated.append("response")
+            cut.append(truncated)
+        return cut
 
     def score(self, requests: Sequence[JudgeRequest], batch_size: int = 16) -> list[float]:
         """The reward of each request, in order. Batches hold similar lengths, so little is padded."""
         import torch
         from tqdm.auto import tqdm
 
-        ids = [conversation_ids(self.tokenizer, r.prompt, r.response, self.max_length) for r in requests]
+        ids = [conversation_ids(self.tokenizer, *self.view.fit_inputs(r.prompt, r.response)[:2], self.max_length)
+               for r in requests]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         scores = [0.0] * len(ids)
         for start in tqdm(range(0, len(order), batch_size), desc="BT scoring", unit="batch"):

@@ -158,6 +158,9 @@ class ParConfig:
     # Ablations trained in the same run, after `par`: name -> settings of this block that differ
     # (e.g. {shuffled: {shuffle_labels: true}}); each is judge `par-<name>`, in <run>/par-<name>/.
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The learning curve: held-out (dev) accuracy of the warm-up and of every saved checkpoint
+    # (par.save_steps) on this many dev pairs, greedy as eval.sampling; None: no curve.
+    learning_curve_pairs: int | None = None
     format_weight: float = 0.1
     n_pairs: int | None = 16  # None: every training pair
     max_steps: int = 4
@@ -375,6 +378,7 @@ SPECIAL_RULES = {"data.split_fractions": _split_fractions, "eval.paired": _judge
 def _check_rules(value: Any, key: str) -> None:
     """The rules for `key` (a dotted key; list positions such as sources[0] share one rule)."""
     rule = re.sub(r"\[\d+\]", "", key)
+    rule = re.sub(r"^par\.variants\.[^.]+\.", "par.", rule)  # a PAR variant's settings follow the par block's rules
     if rule in MINIMUM:
         _at_least(value, MINIMUM[rule], key)
     if rule in CHOICES and value not in CHOICES[rule]:

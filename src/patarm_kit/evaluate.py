@@ -10,8 +10,11 @@ Every evaluation writes a metrics JSON and, beside it, the per-item judgments (J
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from .config import TIE_VALUES, RunConfig, SamplingConfig
 from .judge import Judge, Judgment, read_judgments, readout_score, save_judgments
 from .judges import JudgeSpec, build_judge, parse_judge
 from .layout import RunLayout
+from .models import ADAPTER_WEIGHTS
 from .results import OutputExistsError, git_commit, package_versions, read_json, write_json
 from .stats import paired_bootstrap_diff
 
@@ -217,6 +221,71 @@ def votes_point(stored: dict[str, Any], judgments: Sequence[Judgment], votes: in
     low, high = metrics["ci95"]["acc"]
     return {"judge": stored["judge"], "bench": stored["bench"], "votes": votes, "acc": metrics["acc"],
             "ci95_low": low, "ci95_high": high, "invalid_share": metrics["invalid"]["share"]}
+
+
+# ---------------------------------------------------------------- the learning curve (notebook 03)
+
+CURVE_BENCH = "pairs:dev"  # the training sources' dev split: never trained on, never a test item
+
+
+def curve_points(config: RunConfig, layout: RunLayout) -> list[tuple[int, Path | None]]:
+    """(step, adapter) of the curve: the warm-up (or base model) at step 0, then each complete checkpoint."""
+    from .train import checkpoint_folders, checkpoint_is_complete
+
+    start = layout.sft_adapter if config.sft.enabled else None
+    saved = [(int(f.name.removeprefix("checkpoint-")), f) for f in checkpoint_folders(layout.par_checkpoints)
+             if checkpoint_is_complete(f)]
+    return [(0, start), *saved]
+
+
+def learning_curve(config: RunConfig, layout: RunLayout, n_pairs: int) -> list[dict[str, Any]]:
+    """Dev accuracy, both readouts, at every point of `curve_points`; one metrics file per point.
+
+    The files have the evaluation format, so `verify` rebuilds their numbers from the judgments.
+    """
+    from .data import read_pairs, subsample
+    from .judge import requests_for_pairs
+    from .engine import close_shared_engines
+    from .judges import model_judge
+
+    pairs = subsample(read_pairs(layout.pairs("dev")), n_pairs)
+    groups = {pair.id: "dev" for pair in pairs}
+    rows = []
+    for step, adapter in curve_points(config, layout):
+        print(f"[curve] step {step}: {layout.relative(adapter) if adapter else 'base model'}", flush=True)
+        with adapter_only(adapter) as weights:
+            judgments = model_judge(config, config.eval.sampling, weights).judge(requests_for_pairs(pairs))
+        metrics = compute_metrics(CURVE_BENCH, judgments, groups, config.eval.ties, 1, config.judge.voting, False,
+                                  config.eval.n_boot, config.seed)
+        out = layout.curve_metrics(step)
+        spec = f"adapter:{layout.relative(adapter)}" if adapter else "base"
+        metrics.update(judge=f"{layout.par}@{step}", judge_spec=spec, step=step, config=config.to_dict(),
+                       config_fingerprint=config.fingerprint(), judgments_file=RunLayout.judgments_of(out).name)
+        save_judgments(judgments, RunLayout.judgments_of(out))
+        write_json(out, metrics)
+        rows.append(curve_row(metrics))
+    close_shared_engines()  # PAR variants often follow in this process: they get the engine's memory and cores
+    return rows
+
+
+@contextlib.contextmanager
+def adapter_only(folder: Path | None) -> Iterator[Path | None]:
+    """A checkpoint's adapter without the trainer's pickled state beside it (the kit loads no pickles)."""
+    if folder is None or not (folder / "optimizer.pt").exists():
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="patarm-adapter-") as copy:
+        for name in ("adapter_config.json", ADAPTER_WEIGHTS):
+            shutil.copy2(folder / name, Path(copy) / name)
+        yield Path(copy)
+
+
+def curve_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One point of the learning curve, as its table and figure show it."""
+    expected = metrics.get("expected", {})
+    return {"step": metrics["step"], "acc": metrics["acc"], "ci95": metrics["ci95"]["acc"],
+            "acc_expected": expected.get("acc"), "ci95_expected": expected.get("ci95", {}).get("acc"),
+            "invalid_share": metrics["invalid"]["share"], "n": metrics["n"]}
 
 
 # ---------------------------------------------------------------- comparing judges

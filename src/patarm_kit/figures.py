@@ -218,6 +218,27 @@ def benchmark_bars_data(run_dir: Path | str) -> pd.DataFrame | None:
     return pd.DataFrame([summary_row(m) for m in results])[["judge", "bench", "n", "acc", "ci95_low", "ci95_high"]]
 
 
+def plot_learning_curve(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Dev accuracy against the PAR step, sampled and expected readouts, with 95% intervals."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    steps = [r["step"] for r in rows]
+    for key, label in (("acc", "sampled score (ties ½)"), ("acc_expected", "expected score")):
+        points = [(s, r[key], r["ci95" if key == "acc" else "ci95_expected"]) for s, r in zip(steps, rows) if r[key] is not None]
+        if points:
+            xs, ys, cis = zip(*points)
+            ax.errorbar(xs, [100 * y for y in ys], yerr=[[100 * (y - c[0]) for y, c in zip(ys, cis)],
+                                                          [100 * (c[1] - y) for y, c in zip(ys, cis)]],
+                        marker="o", capsize=3, label=label)
+    ax.axhline(50, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="PAR step (0: the warm-up)", ylabel="dev accuracy (%)", ylim=(0, 100),
+           title=f"Learning curve on {rows[0]['n'] if rows else 0} dev pairs")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
     """One panel per benchmark, one bar per judge with its 95% bootstrap interval; 0.5 is chance."""
     data = benchmark_bars_data(run_dir)
@@ -394,6 +415,46 @@ def benchmark_frame(run_dir: Path | str) -> pd.DataFrame | None:
 
     results = suite_metrics(run_dir)
     return pd.DataFrame([summary_row(m) for m in results]) if results else None
+
+
+def readout_frame(run_dir: Path | str) -> pd.DataFrame | None:
+    """Each generative judge on each bench under both readouts: the sampled score and the expected score."""
+    import pandas as pd
+
+    rows = [{"judge": m["judge"], "bench": m["bench"], "n": m["n"], "sampled": m["acc"], "expected": m["expected"]["acc"],
+             "expected ci95": m["expected"]["ci95"]["acc"], "invalid (sampled)": m["invalid"]["share"],
+             "<score> added": m["expected"]["forced"] / m["expected"]["invalid"]["of"]}
+            for m in suite_metrics(run_dir) if "expected" in m]
+    return pd.DataFrame(rows) if rows else None
+
+
+def judgment_examples(run_dir: Path | str, bench: str, judges: Sequence[str], n_pairs: int = 2,
+                      chars: int = 400) -> pd.DataFrame | None:
+    """What the judges wrote about the same responses (stored judgments): before training and after."""
+    import pandas as pd
+
+    layout = RunLayout(Path(run_dir))
+    by_judge = {judge: read_judgments(RunLayout.judgments_of(layout.eval_metrics(judge, bench)))
+                for judge in judges if layout.eval_metrics(judge, bench).is_file()}
+    if not by_judge:
+        return None
+    pair_ids = sorted({j.pair_id for j in next(iter(by_judge.values()))})[:n_pairs]
+    rows = [{"pair": j.pair_id, "side": j.side, "judge": judge, "score": j.score,
+             "expected": None if j.expected_score is None else round(j.expected_score, 2), "judgment": j.text[:chars]}
+            for pid in pair_ids for judge, judgments in by_judge.items() for j in judgments if j.pair_id == pid and j.sample == 0]
+    return pd.DataFrame(rows)
+
+
+def criteria_frame(run_dir: Path | str, bench: str, rubric_file: str | None = None) -> pd.DataFrame | None:
+    """Per generative judge: how many instance-specific criteria it writes, and how many only repeat the rubric."""
+    import pandas as pd
+
+    from .rubrics import criteria_summary, load_rubrics
+
+    rubrics = load_rubrics(rubric_file)
+    rows = {m["judge"]: criteria_summary(read_judgments(RunLayout(Path(run_dir)).eval_dir / m["judgments_file"]), rubrics)
+            for m in suite_metrics(run_dir) if m["bench"] == bench and "expected" in m}
+    return pd.DataFrame(rows).T if rows else None
 
 
 def benchmark_table(run_dir: Path | str) -> pd.DataFrame | None:

@@ -153,12 +153,18 @@ class Judge:
     def _tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def fit_inputs(self, prompt: Sequence[Mapping[str, str]], response: str) -> tuple[list[dict[str, str]], str, list[str]]:
+        """What the judge reads: the conversation fitted to its budget, the response clipped to
+        judge.max_response_tokens, and which of the two ("prompt", "response") were cut.
+        The BT baseline reads its inputs through this too, so both see the same text."""
+        conversation, prompt_cut = self.fit_conversation(prompt)
+        response, response_cut = self.clip(response, self.config.max_response_tokens)
+        return conversation, response, [name for name, cut in (("prompt", prompt_cut), ("response", response_cut)) if cut]
+
     def prompt_text(self, request: JudgeRequest) -> tuple[str, list[str]]:
         """The chat-formatted judge prompt for one request, and which inputs were truncated."""
-        conversation, prompt_cut = self.fit_conversation(request.prompt)
-        response, response_cut = self.clip(request.response, self.config.max_response_tokens)
+        conversation, response, truncated = self.fit_inputs(request.prompt, request.response)
         messages = pointwise_messages(conversation, response, request.task, self.rubrics[request.task])
-        truncated = [name for name, cut in (("prompt", prompt_cut), ("response", response_cut)) if cut]
         return render_chat(self.tokenizer, messages, self.enable_thinking), truncated
 
     # ------------------------------------------------------------ judging

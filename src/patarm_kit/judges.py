@@ -63,7 +63,7 @@ class BTJudge:
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         scores, cut = self.scorer.score(requests), self.scorer.inputs_cut(requests)
-        return [plain_judgment(r, s, ["response"] if c else []) for r, s, c in zip(requests, scores, cut)]  # the end is cut
+        return [plain_judgment(r, s, c) for r, s, c in zip(requests, scores, cut)]
 
 
 def model_judge(config: RunConfig, sampling: SamplingConfig, adapter: str | None = None) -> Judge:

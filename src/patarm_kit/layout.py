@@ -138,6 +138,14 @@ class RunLayout:
         return self.par_dir / "checkpoints"
 
     @property
+    def par_curve(self) -> Path:
+        """par/curve/: the learning curve, one metrics file (and judgments) per checkpoint."""
+        return self.par_dir / "curve"
+
+    def curve_metrics(self, step: int) -> Path:
+        return self.par_curve / f"step-{step:04d}.json"
+
+    @property
     def bt_dir(self) -> Path:
         return self.root / "bt"
 

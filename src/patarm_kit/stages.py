@@ -23,7 +23,7 @@ from .results import Run, write_json
 NOTEBOOK_STAGES = {
     "01_data_pairing": ("data",),
     "02_rubric_generation": ("preview",),
-    "03_par_training": ("sft", "par", "par-variants", "bt"),
+    "03_par_training": ("sft", "par", "par-variants", "learning-curve", "bt"),
     "04_benchmark_eval": ("eval",),
     "05_figures": ("figures",),
 }
@@ -179,6 +179,27 @@ def par_variants(run: Run, force: bool = False) -> dict[str, Any]:
             record.facts[name] = {"steps": results[name].global_step, "pairs": results[name].n_pairs,
                                   "settings": config.par.variants[name]}
     return results
+
+
+def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None) -> Any:
+    """Dev accuracy (both readouts) of the warm-up and each saved PAR checkpoint, and its figure.
+
+    `n_pairs` defaults to par.learning_curve_pairs; a run made without a curve can be given one.
+    """
+    from . import evaluate as evaluation
+    from .figures import plot_learning_curve
+
+    config, layout = run.config(), run.layout
+    n_pairs = n_pairs or config.par.learning_curve_pairs
+    if not n_pairs:
+        return None
+    figure_path = layout.figure("03_learning_curve")
+    inputs = [layout.pairs("dev"), *(adapter for _, adapter in evaluation.curve_points(config, layout) if adapter)]
+    with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path], force=force) as record:
+        rows = evaluation.learning_curve(config, layout, n_pairs)
+        record.facts.update(pairs=n_pairs, points=[{"step": r["step"], "acc": r["acc"], "acc_expected": r["acc_expected"]} for r in rows])
+        figure = _save(plot_learning_curve(rows), figure_path)
+    return rows, figure
 
 
 def _is_main_process() -> bool:

@@ -197,7 +197,7 @@ def recorded_outputs(manifest: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def _suite_metrics(run: Run, report: VerifyReport) -> dict[str, dict[str, Any]]:
     """Each eval/*.json rebuilt from its judgments and checked field by field; the rebuilt files by name."""
     recomputed = {}
-    for path in sorted(run.layout.eval_dir.glob("*.json")):
+    for path in [*sorted(run.layout.eval_dir.glob("*.json")), *sorted(run.layout.par_curve.glob("*.json"))]:
         name = run.layout.key(path)
         try:
             stored, again = read_json(path), recompute_metrics(path)
