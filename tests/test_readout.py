@@ -85,3 +85,13 @@ def test_variants_and_the_primary_comparison_are_checked():
         load_config("cpu", {"eval.primary": {"a": "par", "b": "sft"}})
     with pytest.raises(ConfigError, match="no 'nope'"):
         config.par_variant("nope")
+
+
+def test_the_pairwise_judge_gets_its_own_token_budget():
+    from patarm_kit.evaluate import evaluation_sampling
+    from patarm_kit.judges import parse_judge
+
+    config = load_config("cpu")
+    assert evaluation_sampling(config, parse_judge("pairwise")).max_new_tokens == 256
+    assert evaluation_sampling(config, parse_judge("base")) == config.eval.sampling
+    assert evaluation_sampling(load_config("cpu", {"eval.pairwise_sampling": None}), parse_judge("pairwise")) == config.eval.sampling

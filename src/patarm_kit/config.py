@@ -73,6 +73,8 @@ class SamplingConfig:
                                  that give one verdict (pairwise, length, random, bt) use n = 1
       eval.votes_curve_sampling  the votes curve: n sampled judgments per response, scored with
                                  the first k for each k in eval.votes_curve (the last k is n)
+      eval.pairwise_sampling     the pairwise judge: one verdict per order, with the token budget
+                                 a comparison of two responses needs (None: eval.sampling)
 
     A profile's block is merged key by key into the block of the profile it extends (cpu.yaml
     spells out all four keys of each); a block written from nothing takes the defaults below
@@ -226,6 +228,7 @@ class EvalConfig:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0))
     votes_curve: list[int] = field(default_factory=list)  # accuracy vs number of votes (notebook 04)
     votes_curve_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4))  # n = the curve's last point
+    pairwise_sampling: SamplingConfig | None = None
     votes_curve_judge: str = "par"
     votes_curve_bench: str = "pairs:hh-rlhf"
     votes_curve_limit: int | None = None  # items for the curve; None: the bench's eval.limit
@@ -236,6 +239,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         self.sampling.check("eval.sampling")
         self.votes_curve_sampling.check("eval.votes_curve_sampling")
+        if self.pairwise_sampling is not None:
+            self.pairwise_sampling.check("eval.pairwise_sampling")
         if self.votes_curve and max(self.votes_curve) != self.votes_curve_sampling.n:
             raise ConfigError(f"eval.votes_curve: its last point ({max(self.votes_curve)} votes) must be the "
                               f"eval.votes_curve_sampling.n={self.votes_curve_sampling.n} judgments sampled per response")

@@ -113,6 +113,11 @@ def _sampling(spec: JudgeSpec, block: SamplingConfig, votes: int | None) -> Samp
     return block
 
 
+def evaluation_sampling(config: RunConfig, spec: JudgeSpec) -> SamplingConfig:
+    """The block a judge evaluates with: eval.pairwise_sampling for the pairwise judge where set, else eval.sampling."""
+    return config.eval.pairwise_sampling if spec.pairwise and config.eval.pairwise_sampling else config.eval.sampling
+
+
 def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, limit: int | None = None,
              ties: str | None = None, votes: int | None = None, label: str | None = None,
              sampling: SamplingConfig | None = None, force: bool = False) -> dict[str, Any]:
@@ -138,7 +143,7 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
         raise EvalError(f"ties must be one of {', '.join(TIE_VALUES)}, not {ties!r}")
     if spec.pairwise and not benchmark.pairwise:
         raise EvalError(f"the pairwise judge is not run on {bench}")
-    block = _sampling(spec, sampling or config.eval.sampling, votes)
+    block = _sampling(spec, sampling or evaluation_sampling(config, spec), votes)
     items = benchmark.load(config, limit)
     scorer = build_judge(spec, config, block)
     if spec.pairwise:
