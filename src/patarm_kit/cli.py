@@ -196,9 +196,11 @@ def train_bt_command(
 
 @app.command("eval")
 def evaluate_command(
-    judge: str = typer.Option(..., help="length | random | base | adapter:PATH | pairwise | bt:PATH"),
-    bench: str = typer.Option(..., help="rmbench | rewardbench | pairs:SOURCE"),
+    judge: Optional[str] = typer.Option(None, help="length | random | base | adapter:PATH | pairwise | bt:PATH"),
+    bench: str = typer.Option(..., help="rmbench | rewardbench | pairs:SOURCE | ifeval (with --responses)"),
     out: str = typer.Option(..., help="metrics JSON; the per-item judgments go beside it"),
+    responses: Optional[str] = typer.Option(None, callback=_absolute,
+                                            help="ifeval: a JSON-lines file of {key, response} to score (no model)"),
     profile: str = typer.Option("cpu", callback=absolute_profile, help="profile name in configs/ or a YAML path"),
     limit: Optional[str] = typer.Option(None, help="items per domain/subset, or 'all'; default: the profile's eval.limit"),
     ties: Optional[str] = typer.Option(None, help="half | zero (default: the profile's eval.ties)"),
@@ -207,13 +209,24 @@ def evaluate_command(
     force: bool = typer.Option(False, "--force", help="replace an existing --out file and its judgments"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
 ) -> None:
-    """Score one judge on one benchmark with the benchmark's own rules and 95% intervals."""
+    """Score one judge on one benchmark with the benchmark's own rules and 95% intervals,
+    or (--bench ifeval --responses FILE) a policy's responses on IFEval by its own checkers."""
     from .evaluate import evaluate
 
     overrides = parse_overrides(set_ or [])
     if data_dir:
         overrides["data.data_dir"] = data_dir
     config = load_config(profile, overrides)
+    if bench == "ifeval" or responses:
+        if bench != "ifeval" or not responses or judge:
+            raise EvalError("IFEval scores responses, not a judge: --bench ifeval --responses FILE.jsonl (and no --judge)")
+        from .ifeval import evaluate_responses, format_ifeval
+
+        typer.echo(format_ifeval(evaluate_responses(Path(responses), Path(out), config.data.data_dir, config.eval.n_boot,
+                                                    config.seed, force)))
+        return
+    if judge is None:
+        raise EvalError("--judge is required (length, random, base, adapter:PATH, pairwise, bt:PATH)")
     if limit is None:
         limit_items = config.eval.limit_for(bench)
     elif limit == "all":
