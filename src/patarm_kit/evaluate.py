@@ -314,8 +314,13 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
     """One table row per (judge, bench): accuracy with its interval, the invalid share, and the bench's own columns."""
     benchmark = get_bench(metrics["bench"])
     low, high = metrics["ci95"]["acc"] or (None, None)
-    return {"judge": metrics["judge"], "bench": metrics["bench"], "n": benchmark.count(metrics), "acc": metrics["acc"],
-            "ci95_low": low, "ci95_high": high, "invalid_share": metrics["invalid"]["share"], **benchmark.table_extras(metrics)}
+    row = {"judge": metrics["judge"], "bench": metrics["bench"], "n": benchmark.count(metrics), "acc": metrics["acc"],
+           "ci95_low": low, "ci95_high": high, "invalid_share": metrics["invalid"]["share"], **benchmark.table_extras(metrics)}
+    if "expected" in metrics:  # generative pointwise judges: the expected-score readout beside the sampled one
+        expected = metrics["expected"]
+        row.update(acc_expected=expected["acc"], ci95_low_expected=expected["ci95"]["acc"][0],
+                   ci95_high_expected=expected["ci95"]["acc"][1])
+    return row
 
 
 def paired_differences(results: Sequence[dict[str, Any]], comparisons: Sequence[Sequence[str]], n_boot: int, seed: int) -> list[dict[str, Any]]:

@@ -209,13 +209,16 @@ def plot_par_curves(run_dir: Path | str) -> Figure | None:
 
 
 def benchmark_bars_data(run_dir: Path | str) -> pd.DataFrame | None:
-    """One row per bar: judge, bench, n, accuracy and its 95% interval; None before the benchmark stage."""
+    """One row per bar: judge, bench, n, accuracy and its 95% interval (and the expected readout's, where
+    judges have one); None before the benchmark stage."""
     import pandas as pd
 
     results = suite_metrics(run_dir)
     if not results:
         return None
-    return pd.DataFrame([summary_row(m) for m in results])[["judge", "bench", "n", "acc", "ci95_low", "ci95_high"]]
+    frame = pd.DataFrame([summary_row(m) for m in results])
+    expected = [c for c in ("acc_expected", "ci95_low_expected", "ci95_high_expected") if c in frame]  # runs with the readout
+    return frame[["judge", "bench", "n", "acc", "ci95_low", "ci95_high", *expected]]
 
 
 def plot_learning_curve(rows: Sequence[Mapping[str, Any]]) -> Figure:
@@ -240,7 +243,8 @@ def plot_learning_curve(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
 
 def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
-    """One panel per benchmark, one bar per judge with its 95% bootstrap interval; 0.5 is chance."""
+    """One panel per benchmark, one bar per judge with its 95% bootstrap interval (sampled score; diamonds:
+    the expected-score readout); 0.5 is chance."""
     data = benchmark_bars_data(run_dir)
     if data is None:
         return skip("benchmark bars", f"no metrics files in {RunLayout(Path(run_dir)).eval_dir} (benchmark stage not run)")
@@ -253,6 +257,12 @@ def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
         ax.bar(rows["judge"], acc, yerr=[acc - low, high - acc], capsize=4, color="tab:blue", alpha=0.75)
         for x, value in enumerate(acc):
             ax.text(x, 0.02, f"{value:.2f}", ha="center", fontsize=8, color="white")
+        if "acc_expected" in rows and rows["acc_expected"].notna().any():  # the expected-score readout, where judges have one
+            expected = rows["acc_expected"].astype(float).to_numpy()
+            err = [expected - rows["ci95_low_expected"].astype(float).to_numpy(),
+                   rows["ci95_high_expected"].astype(float).to_numpy() - expected]
+            ax.errorbar(range(len(rows)), expected, yerr=err, fmt="D", color="tab:orange", capsize=3, label="expected score")
+            ax.legend(fontsize=7, loc="upper right")
         ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         ax.set_ylim(0, 1)
         ax.set_title(f"{bench_label(bench)} (n={rows['n'].iloc[0]})", fontsize=9)

@@ -35,7 +35,9 @@ from .results import Run, RunError, atomic_write_text, git_commit, now, write_js
 
 TIE_RULES = ("half", "zero")  # ties and invalid judgments count ½, or count as wrong
 TIE_LABELS = {"half": "ties count ½", "zero": "ties count 0"}
-_ROW_KEYS = ("judge", "bench", "n", "acc", "ci95_low", "ci95_high", "invalid_share")  # a table row's other keys are its bench's
+# A table row's keys that are not its bench's own columns (SUMMARY.md shows the expected readout in a table of its own).
+_ROW_KEYS = ("judge", "bench", "n", "acc", "ci95_low", "ci95_high", "invalid_share", "acc_expected", "ci95_low_expected",
+             "ci95_high_expected")
 
 
 # ---------------------------------------------------------------- the numbers
