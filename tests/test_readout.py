@@ -7,7 +7,8 @@ import pytest
 from patarm_kit.config import ConfigError, load_config
 from patarm_kit.data import PreferencePair
 from patarm_kit.evaluate import compute_metrics, paired_difference
-from patarm_kit.judge import Judgment, expected_score, score_digit_ids, score_position
+from patarm_kit.judge import Judgment, expected_score, score_digit_ids
+from patarm_kit.prompts import score_position
 from patarm_kit.models import load_tokenizer
 from patarm_kit.par import rewards_for_batch
 from patarm_kit.train import shuffled_labels

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -32,12 +31,13 @@ from typing import Any
 from .config import READOUTS, JudgeConfig, SamplingConfig
 from .data import PreferencePair
 from .engine import Completion, Engine
-from .prompts import SCORE_RANGE, pairwise_messages, parse_judgment, parse_verdict, pointwise_messages, render_chat
+from .prompts import (
+    SCORE_RANGE, pairwise_messages, parse_judgment, parse_verdict, pointwise_messages, render_chat, score_position,
+)
 from .rubrics import Rubric
 
 TRUNCATION_MARK = " [...]"
 READOUT_TOP = 20  # next-token candidates read at the score position; a digit outside them counts as probability 0
-_SCORE_OPEN = re.compile(r"<score\s*>", re.IGNORECASE | re.ASCII)
 PAIRWISE_ORDERS = ("AB", "BA")  # AB: the chosen response is shown as response A
 
 
@@ -257,14 +257,6 @@ class Judge:
 
 
 # ---------------------------------------------------------------- the expected-score readout
-
-
-def score_position(text: str) -> tuple[str, bool]:
-    """The judgment up to where its score goes (through its last <score> tag), and whether the tag had to be added."""
-    opens = list(_SCORE_OPEN.finditer(text))
-    if opens:
-        return text[: opens[-1].end()], False
-    return text.rstrip() + "\n<score>", True
 
 
 def score_digit_ids(tokenizer: Any) -> dict[int, int] | None:

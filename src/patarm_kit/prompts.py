@@ -248,6 +248,20 @@ def parse_judgment(
     return ParsedJudgment(score, reason, criteria, thinking)
 
 
+_SCORE_OPEN = re.compile(r"<score\s*>", _TAG_FLAGS)
+
+
+def score_position(text: str) -> tuple[str, bool]:
+    """A judgment up to where its score goes (through its last <score> tag), and whether the tag had to be added.
+
+    The expected-score readout (judge.py) reads the judge's next-token probabilities there.
+    """
+    opens = list(_SCORE_OPEN.finditer(text))
+    if opens:
+        return text[: opens[-1].end()], False
+    return text.rstrip() + "\n<score>", True
+
+
 def parse_verdict(text: str, *, truncated: bool = False) -> tuple[str | None, InvalidReason | None]:
     """Read a pairwise verdict: ("A" or "B", None), or (None, the reason it is invalid)."""
     answer, _, reason = _answer_part(text, truncated)
