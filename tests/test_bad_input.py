@@ -85,7 +85,7 @@ def test_skip_mode_reports_how_many_and_why(tmp_path):
     path = write_jsonl(tmp_path / "pairs.jsonl", BAD_JSONL["unknown task"][0])
     pairs, report = load_source(SourceConfig(str(path), bad_rows="skip"))
     assert len(pairs) == 2 and report.rows == 3
-    assert report.skipped == {"task: unknown task 'poetry' (known: chat, math, code, safety)": 1}
+    assert report.skipped == {"task: unknown task 'poetry' (known: chat, math, code, safety, instruction)": 1}
     assert "pairs.jsonl: row 2: field task" in report.skipped_examples[0]
 
 

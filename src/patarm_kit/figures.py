@@ -431,7 +431,7 @@ def readout_frame(run_dir: Path | str) -> pd.DataFrame | None:
     """Each generative judge on each bench under both readouts: the sampled score and the expected score."""
     import pandas as pd
 
-    rows = [{"judge": m["judge"], "bench": m["bench"], "n": m["n"], "sampled": m["acc"], "expected": m["expected"]["acc"],
+    rows = [{"judge": m["judge"], "bench": m["bench"], "n": get_bench(m["bench"]).count(m), "sampled": m["acc"], "expected": m["expected"]["acc"],
              "expected ci95": m["expected"]["ci95"]["acc"], "invalid (sampled)": m["invalid"]["share"],
              "<score> added": m["expected"]["forced"] / m["expected"]["invalid"]["of"]}
             for m in suite_metrics(run_dir) if "expected" in m]
