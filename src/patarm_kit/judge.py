@@ -208,10 +208,9 @@ class Judge:
         """
         prompts, keys = [], []
         for pair in pairs:
-            conversation, prompt_cut = self.fit_conversation(pair.prompt)
-            chosen, chosen_cut = self.clip(pair.chosen, self.config.max_response_tokens)
-            rejected, rejected_cut = self.clip(pair.rejected, self.config.max_response_tokens)
-            cut = [name for name, was_cut in (("prompt", prompt_cut), ("response", chosen_cut or rejected_cut)) if was_cut]
+            conversation, chosen, chosen_cut = self.fit_inputs(pair.prompt, pair.chosen)
+            _, rejected, rejected_cut = self.fit_inputs(pair.prompt, pair.rejected)
+            cut = [name for name in ("prompt", "response") if name in chosen_cut or name in rejected_cut]
             for order in PAIRWISE_ORDERS:
                 a, b = (chosen, rejected) if order == "AB" else (rejected, chosen)
                 messages = pairwise_messages(conversation, a, b, pair.task, self.rubrics[pair.task])
