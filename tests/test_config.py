@@ -34,7 +34,7 @@ def test_profiles_inherit_and_override():
 
 def test_eval_limit_is_one_number_or_one_per_bench():
     cpu = load_config("cpu")
-    assert cpu.eval.limit_for("rmbench") == 32 and cpu.eval.limit_for("pairs:hh-rlhf") == 192
+    assert cpu.eval.limit_for("rmbench") == 16 and cpu.eval.limit_for("pairs:hh-rlhf") == 128
     assert load_config("smoke").eval.limit_for("rmbench") == 1
     with pytest.raises(ConfigError, match="eval.limit has no entry for bench 'pairs:llmbar'"):
         cpu.eval.limit_for("pairs:llmbar")

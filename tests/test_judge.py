@@ -8,6 +8,7 @@ from patarm_kit.config import JudgeConfig, SamplingConfig, SourceConfig
 from patarm_kit.data import load_source
 from patarm_kit.engine import HFEngine
 from patarm_kit.judge import (
+    CHUNK_SEQUENCES,
     Completion,
     Judge,
     judging_summary,
@@ -32,8 +33,8 @@ class ScriptedEngine:
     def __init__(self, tokenizer=None):
         self.calls, self.adapters, self.reads, self.tokenizer = [], [], [], tokenizer
 
-    def generate(self, prompts, sampling, seed):
-        self.calls.append((len(prompts), sampling, seed))
+    def generate(self, prompts, sampling, seed, first_index=0):
+        self.calls.append((len(prompts), sampling, seed, first_index))
         return [[Completion(f"<criteria>\n- a: b\n</criteria><score>{len(p) % 10 + 1}</score>", 12, True)] * sampling.n
                 for p in prompts]
 
@@ -87,16 +88,29 @@ def test_results_come_back_in_request_order_with_n_samples(tokenizer, pairs):
     assert [j.sample for j in judgments[:3]] == [0, 1, 2]
     expected = [len(judge.prompt_text(r)[0]) % 10 + 1 for r in requests]
     assert [j.score for j in judgments[::3]] == expected
-    assert engine.calls == [(len(requests), sampling, 5)], "every request in one call: the engine schedules them"
+    assert engine.calls == [(len(requests), sampling, 5, 0)], "a chunk's requests in one call: the engine schedules them"
     assert engine.adapters == ["some/adapter"], "engines are shared: the judge asks for its adapter on every call"
     assert judge.engine_settings() == {"engine": "scripted"}
     judge.judge(requests[:2], n_samples=1)
-    assert engine.calls[-1] == (2, dataclasses.replace(sampling, n=1), 5) and engine.adapters == ["some/adapter"] * 2
+    assert engine.calls[-1] == (2, dataclasses.replace(sampling, n=1), 5, 0) and engine.adapters == ["some/adapter"] * 2
     assert all(j.criteria == ["a: b"] and j.task in ("chat", "safety") for j in judgments)
     # The readout: two one-token reads per judgment, after its "<score>" and after "<score>1".
     (reads, *_) = engine.reads
     assert len(reads) == 2 * len(judgments) and reads[0].endswith("<score>") and reads[1].endswith("<score>1")
     assert all(j.expected_score == 7.0 and not j.score_forced for j in judgments)
+
+
+def test_long_calls_go_in_chunks_that_keep_each_requests_seed_and_read_while_cached(tokenizer, pairs):
+    """Each chunk's reads follow its generation (vLLM's prefix cache still holds its prompts);
+    `first_index` gives every request the seed it would get in one call."""
+    engine = ScriptedEngine(tokenizer)
+    judge = Judge(tokenizer, engine, JudgeConfig(), load_rubrics(), seed=5, sampling=SamplingConfig(n=4))
+    requests = (requests_for_pairs(pairs) * 30)[:CHUNK_SEQUENCES // 4 * 2 + 3]
+    judgments = judge.judge(requests)
+    per_chunk = CHUNK_SEQUENCES // 4
+    assert [(size, first) for size, _, _, first in engine.calls] == [(per_chunk, 0), (per_chunk, per_chunk), (3, 2 * per_chunk)]
+    assert [len(reads) for reads in engine.reads] == [2 * 4 * per_chunk, 2 * 4 * per_chunk, 2 * 4 * 3]
+    assert [(j.pair_id, j.side) for j in judgments[::4]] == [(r.pair_id, r.side) for r in requests]
 
 
 def test_inputs_are_cut_to_their_token_budgets(tokenizer, pairs):

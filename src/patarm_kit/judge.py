@@ -12,8 +12,10 @@ the judge wrote no tag, the tag is appended and the judgment counted as `score_f
 under it are rare, and an untrained judge that never finishes a judgment still has a reading.
 
 Generation goes through an engine (engine.py): `VLLMEngine` or `HFEngine` (transformers
-`generate`). The judge hands it every request of a call at once; the engine schedules them
-(vLLM batches continuously, HF in length-sorted batches) and seeds each one.
+`generate`). The judge hands it the requests of a call in chunks of `CHUNK_SEQUENCES`
+sequences; the engine schedules each chunk (vLLM batches continuously, HF in length-sorted
+batches) and seeds every request by its index in the whole call. The expected-score reads of
+a chunk follow its generation, while vLLM's prefix cache still holds the chunk's prompts.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from .rubrics import Rubric
 TRUNCATION_MARK = " [...]"
 READOUT_TOP = 20  # next-token candidates read at the score position; a digit outside them counts as probability 0
 PAIRWISE_ORDERS = ("AB", "BA")  # AB: the chosen response is shown as response A
+# Sequences judged before their expected-score reads: 64 judge prompts of ~550 tokens fit the 1 GiB
+# KV cache (~46k tokens), so the reads find them cached; vLLM's CPU build runs ~80 at once anyway.
+CHUNK_SEQUENCES = 64
 
 
 @dataclass(frozen=True)
@@ -172,15 +177,20 @@ class Judge:
     def judge(self, requests: Sequence[JudgeRequest], n_samples: int | None = None) -> list[Judgment]:
         """n judgments per request, in request order (sample 0..n-1 for each)."""
         n = n_samples or self.sampling.n
-        rendered = [self.prompt_text(r) for r in requests]
-        lengths = [self._tokens(text) for text, _ in rendered]
-        outputs, share = self._generate([text for text, _ in rendered], n)
-        judgments = [
-            self._record(requests[i], k, completion, lengths[i], rendered[i][1], share)
-            for i, completions in enumerate(outputs)
-            for k, completion in enumerate(completions)
-        ]
-        self._read_expected([rendered[i][0] for i, completions in enumerate(outputs) for _ in completions], judgments)
+        per_chunk = max(1, CHUNK_SEQUENCES // n)
+        judgments: list[Judgment] = []
+        for start in range(0, len(requests), per_chunk):
+            chunk = requests[start:start + per_chunk]
+            rendered = [self.prompt_text(r) for r in chunk]
+            lengths = [self._tokens(text) for text, _ in rendered]
+            outputs, share = self._generate([text for text, _ in rendered], n, first_index=start)
+            made = [
+                self._record(chunk[i], k, completion, lengths[i], rendered[i][1], share)
+                for i, completions in enumerate(outputs)
+                for k, completion in enumerate(completions)
+            ]
+            self._read_expected([rendered[i][0] for i, completions in enumerate(outputs) for _ in completions], made)
+            judgments += made
         return judgments
 
     def _read_expected(self, prompts: Sequence[str], judgments: Sequence[Judgment]) -> None:
@@ -226,12 +236,12 @@ class Judge:
             ))
         return judgments
 
-    def _generate(self, prompts: list[str], n: int) -> tuple[list[list[Completion]], float]:
+    def _generate(self, prompts: list[str], n: int, first_index: int = 0) -> tuple[list[list[Completion]], float]:
         """n completions per prompt in one engine call (the engine schedules them), and each one's share of its time."""
         engine = self._engine()
         engine.use_adapter(self.adapter)
         started = time.monotonic()
-        outputs = engine.generate(prompts, dataclasses.replace(self.sampling, n=n), self.seed)
+        outputs = engine.generate(prompts, dataclasses.replace(self.sampling, n=n), self.seed, first_index)
         return outputs, (time.monotonic() - started) / max(1, len(prompts) * n)
 
     def _record(self, request: JudgeRequest, sample: int, completion: Completion, prompt_tokens: int,
