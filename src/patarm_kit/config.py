@@ -255,6 +255,46 @@ class EvalConfig:
 
 
 @dataclass
+class PolicyConfig:
+    """Downstream RLHF (notebook 06): a policy trained by GRPO + LoRA with a judge as its reward, then IFEval.
+
+    Each rewarder trains its own policy from the same base model on the same prompts with the
+    same settings, so the policies differ only in who rewarded them. Rewarders: the run's judges
+    ("base", "sft", "par", "par-<variant>") and "checker" (IFEval's own checker on the prompt's
+    instructions: the upper reference).
+    """
+
+    rewarders: list[str] = field(default_factory=list)  # empty: no downstream stage
+    source: str = "verifiable-if"  # prompts: this built source's training split (instructions appended)
+    n_prompts: int | None = 16  # the seeded draw of training prompts; None: all
+    max_steps: int = 4
+    prompts_per_step: int = 1
+    # The policy's rollouts (TRL num_generations, temperature, top_p, max_completion_length); n >= 2.
+    rollouts: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4, max_new_tokens=128))
+    learning_rate: float = 5e-5
+    gradient_accumulation_steps: int = 1
+    trainable_layers: int | None = None
+    use_vllm: bool = False  # policy rollouts with vLLM (GPUs); on CPU the judge holds the one vLLM engine
+    # The judge's k judgments of each completion (its sampling block); the reward is their mean
+    # valid score, or mean expected score (readout), scaled from 1..10 to 0..1.
+    judge_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96))
+    readout: str = "sampled"
+    # The hybrid reward's extra terms: minus length_penalty x (completion tokens / max_new_tokens),
+    # and with format_check a completion that is empty or cut at max_new_tokens gets 0.
+    length_penalty: float = 0.0
+    format_check: bool = False
+    # IFEval on every policy and the untrained one: greedy, this many new tokens; limit: None = all 541.
+    ifeval: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=256))
+    ifeval_limit: int | None = None
+    paired: list[list[str]] = field(default_factory=list)  # [policy A, policy B]: A - B on the same IFEval prompts
+
+    def __post_init__(self) -> None:
+        self.rollouts.check("policy.rollouts", min_n=2)
+        self.judge_sampling.check("policy.judge_sampling")
+        self.ifeval.check("policy.ifeval")
+
+
+@dataclass
 class RunConfig:
     profile: str = "smoke"
     seed: int = 0
@@ -267,6 +307,7 @@ class RunConfig:
     par: ParConfig = field(default_factory=ParConfig)
     bt: BtConfig = field(default_factory=BtConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -308,6 +349,8 @@ MINIMUM: dict[str, int] = {
     "par.num_iterations": 1, "par.save_steps": 1, "par.logging_steps": 1,
     "bt.n_pairs": 1, "bt.max_steps": 1, "bt.batch_size": 1, "bt.max_length": 1,
     "eval.limit": 1, "eval.n_boot": 1, "eval.votes_curve": 1, "eval.votes_curve_limit": 1,
+    "policy.n_prompts": 1, "policy.max_steps": 1, "policy.prompts_per_step": 1, "policy.gradient_accumulation_steps": 1,
+    "policy.trainable_layers": 1, "policy.ifeval_limit": 1,
 }
 
 # What an equal or invalid comparison is worth, by tie rule (`eval.ties`): "zero" is the strict
@@ -326,6 +369,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "par.scale_rewards": ("group", "batch", "none"),
     "par.vllm_mode": ("colocate", "server"),
     "eval.ties": tuple(TIE_VALUES),
+    "policy.readout": READOUTS,
 }
 
 
@@ -376,8 +420,15 @@ def _primary(primary: dict[str, str] | None, key: str) -> None:
         raise ConfigError(f"{key}.readout: expected one of {', '.join(READOUTS)}, got {primary['readout']!r}")
 
 
+def _rewarders(rewarders: list[str], key: str) -> None:
+    """A policy's rewarder is the instruction checker or one of the run's own generative judges."""
+    for index, name in enumerate(rewarders):
+        if not re.fullmatch(r"checker|base|sft|par(-[a-z0-9][a-z0-9-]*)?", name):
+            raise ConfigError(f"{key}[{index}]: expected checker, base, sft, par or par-<variant>, got {name!r}")
+
+
 SPECIAL_RULES = {"data.split_fractions": _split_fractions, "eval.paired": _judge_pairs, "par.variants": _par_variants,
-                 "eval.primary": _primary}
+                 "eval.primary": _primary, "policy.paired": _judge_pairs, "policy.rewarders": _rewarders}
 
 
 def _check_rules(value: Any, key: str) -> None:

@@ -421,9 +421,11 @@ BUILTIN_SOURCES = ("rm-bench", "llmbar", "hh-rlhf", "finegrained-qa")
 BUILT_SOURCES = ("verifiable-if", "verifiable-if-transfer")
 
 
-def verifiable_pairs(name: str, data_dir: Path, report: SourceReport, fractions: dict[str, float]) -> list[PreferencePair]:
-    """Instruction-following pairs labelled by IFEval's checkers, on training-split chat prompts (ifpairs.py)."""
-    from . import ifcheck, ifpairs
+def verifiable_builds(name: str, data_dir: Path, report: SourceReport,
+                      fractions: dict[str, float]) -> tuple[list[tuple[str, str, Any]], list[str]]:
+    """(split key, base prompt's source id, ifpairs.BuiltPair) for every checker-verified instruction
+    of a built source, and the base questions they were built on."""
+    from . import ifpairs
 
     chat = []
     for source in ("hh-rlhf", "finegrained-qa"):
@@ -433,18 +435,30 @@ def verifiable_pairs(name: str, data_dir: Path, report: SourceReport, fractions:
     bases = ifpairs.base_prompts(chat)
     report.rows = len(bases)
     transfer = name == "verifiable-if-transfer"
-    pairs = []
+    builds = []
     for base in bases:
         key = f"verifiable-if/{base.question}"
         if transfer and split_of_key(key, fractions) != "test":
             continue
         types, wanted = (ifpairs.HELD_OUT, 1) if transfer else (ifpairs.TRAINED, ifpairs.TYPES_PER_PROMPT)
-        for built in ifpairs.build_for(base, types, wanted, report.skip):
-            pairs.append(PreferencePair(
-                id=f"{name}/{base.source_id}/{built.instruction_id}", source=name, task=ifpairs.TASK,
-                prompt=({"role": "user", "content": built.prompt},), chosen=built.chosen, rejected=built.rejected,
-                subset=built.instruction_id, split_key=key,
-            ))
+        builds += [(key, base.source_id, built) for built in ifpairs.build_for(base, types, wanted, report.skip)]
+    return builds, [b.question for b in bases]
+
+
+def verifiable_pairs(name: str, data_dir: Path, report: SourceReport, fractions: dict[str, float]) -> list[PreferencePair]:
+    """Instruction-following pairs labelled by IFEval's checkers, on training-split chat prompts (ifpairs.py)."""
+    from . import ifcheck, ifpairs
+
+    transfer = name == "verifiable-if-transfer"
+    builds, questions = verifiable_builds(name, data_dir, report, fractions)
+    pairs = [
+        PreferencePair(
+            id=f"{name}/{source_id}/{built.instruction_id}", source=name, task=ifpairs.TASK,
+            prompt=({"role": "user", "content": built.prompt},), chosen=built.chosen, rejected=built.rejected,
+            subset=built.instruction_id, split_key=key,
+        )
+        for key, source_id, built in builds
+    ]
     ifeval, _ = load_ifeval(data_dir)
     report.built_with = {
         "checker": ifcheck.checker_record(),
@@ -452,7 +466,7 @@ def verifiable_pairs(name: str, data_dir: Path, report: SourceReport, fractions:
                         f"{ifpairs.WORDS[0]}-{ifpairs.WORDS[1]}-word responses",
         "instruction_types": list(ifpairs.HELD_OUT if transfer else ifpairs.TRAINED),
         "held_out_types": list(ifpairs.HELD_OUT),
-        "ifeval_prompt_overlap": ifpairs.ifeval_overlap([b.question for b in bases], [p.prompt for p in ifeval]),
+        "ifeval_prompt_overlap": ifpairs.ifeval_overlap(questions, [p.prompt for p in ifeval]),
     }
     return pairs
 

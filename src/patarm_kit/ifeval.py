@@ -93,8 +93,11 @@ def score_verdicts(rows: Sequence[Mapping[str, Any]], n_boot: int = 1000, seed: 
 
 
 def evaluate_responses(responses_file: Path, out: Path, data_dir: str | None = None, n_boot: int = 1000, seed: int = 0,
-                       force: bool = False) -> dict[str, Any]:
-    """Score a responses file on IFEval; write the metrics JSON and the per-prompt verdicts beside it."""
+                       force: bool = False, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Score a responses file on IFEval; write the metrics JSON and the per-prompt verdicts beside it.
+
+    `extra`: what the caller knows of the responses (the downstream stage: which policy, how generated).
+    """
     verdicts_file = RunLayout.judgments_of(out)
     for path in (Path(out), verdicts_file):
         if path.exists() and not force:
@@ -108,7 +111,7 @@ def evaluate_responses(responses_file: Path, out: Path, data_dir: str | None = N
                "checker": ifcheck.checker_record(), "thinking": THINKING_RULE,
                "responses_file": {"path": str(responses_file), "sha256": sha256_of(Path(responses_file))},
                "data_files": report.files, "n_boot": n_boot, "seed": seed, "packages": package_versions(), "git": git_commit(),
-               "verdicts_file": verdicts_file.name}
+               "verdicts_file": verdicts_file.name, **(extra or {})}
     atomic_write_text(verdicts_file, "".join(json.dumps(r) + "\n" for r in rows))
     write_json(out, metrics)
     return metrics

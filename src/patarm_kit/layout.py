@@ -22,6 +22,7 @@ LOCAL_ONLY = {
     "pairs/*": "the stage-01 pair files, rebuilt from the data by notebook 01",
     "par/checkpoints/*": "GRPO checkpoints",
     "par-*/checkpoints/*": "GRPO checkpoints",
+    "policy/*/checkpoints/*": "GRPO checkpoints",
     "sft/trainer/*": "the SFT trainer's state",
     "sft/examples.jsonl": "the SFT examples, rebuilt from the pair files",
     "*/adapter/*.json": "adapter and tokenizer settings, kept with the weights",
@@ -161,6 +162,35 @@ class RunLayout:
         if judge not in adapters:
             raise KeyError(f"{judge!r} is not a trained judge of a run (sft, par, par-<variant>, bt)")
         return adapters[judge]
+
+    # ------------------------------------------------------------ stage 06: downstream RLHF
+    def policy_dir(self, rewarder: str) -> Path:
+        """policy/<rewarder>/: the policy trained with that rewarder (a run's judge, or the checker)."""
+        return self.root / "policy" / file_safe(rewarder)
+
+    def policy_adapter(self, rewarder: str) -> Path:
+        return self.policy_dir(rewarder) / "adapter"
+
+    def policy_metrics(self, rewarder: str) -> Path:
+        """policy/<rewarder>/metrics.jsonl: one JSON line per GRPO step."""
+        return self.policy_dir(rewarder) / "metrics.jsonl"
+
+    @property
+    def downstream_dir(self) -> Path:
+        return self.root / "downstream"
+
+    def ifeval_responses(self, policy: str) -> Path:
+        """downstream/<policy>.responses.jsonl: the policy's greedy IFEval responses ({key, response, finished})."""
+        return self.downstream_dir / f"{file_safe(policy)}.responses.jsonl"
+
+    def ifeval_metrics(self, policy: str) -> Path:
+        """downstream/<policy>.json: IFEval's four numbers; the verdicts beside it (judgments_of)."""
+        return self.downstream_dir / f"{file_safe(policy)}.json"
+
+    @property
+    def downstream_summary(self) -> Path:
+        """metrics/06_downstream.json: every policy's IFEval numbers and the paired differences."""
+        return self.root / "metrics" / "06_downstream.json"
 
     # ------------------------------------------------------------ stage 04: evaluation
     @property

@@ -6,8 +6,8 @@ config fingerprint, status, facts). A stage refuses to replace a finished output
 asked (`force=True`, the CLI's `--force`), so a file a reader sees always has one writer a
 test can call, and nothing finished is lost by accident.
 
-    data -> preview -> sft -> par -> bt -> evaluate -> figures
-    (01)     (02)      (03)   (03)   (03)    (04)        (05)
+    data -> preview -> sft -> par -> bt -> evaluate -> figures -> policies -> downstream
+    (01)     (02)      (03)   (03)   (03)    (04)        (05)       (06)         (06)
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ NOTEBOOK_STAGES = {
     "03_par_training": ("sft", "par", "par-variants", "learning-curve", "bt"),
     "04_benchmark_eval": ("eval",),
     "05_figures": ("figures",),
+    "06_downstream_rlhf": ("policies", "downstream"),
 }
 
 
@@ -310,3 +311,64 @@ def _result_files(run: Run) -> list[Path]:
     layout = run.layout
     return [*sorted(layout.eval_dir.glob("*.json")), layout.benchmarks_summary, layout.par_metrics,
             layout.sft_checks, layout.preview_judgments]
+
+
+# ---------------------------------------------------------------- 06 downstream RLHF
+
+
+def policies(run: Run, force: bool = False) -> dict[str, Any]:
+    """One GRPO + LoRA policy per rewarder (policy.rewarders), same prompts and settings, into <run>/policy/."""
+    from .policy import train_policy
+
+    config, layout = run.config(), run.layout
+    rewarders = config.policy.rewarders
+    inputs = [layout.adapter(r) for r in rewarders if r in ("sft", "par") or r.startswith("par-")]
+    figure_path = layout.figure("06_policy_rewards")
+    outputs = [*(layout.policy_dir(r) for r in rewarders), figure_path]
+    results = {}
+    with run.stage("policies", config, inputs=inputs, outputs=outputs, force=force) as record:
+        for rewarder in rewarders:
+            print(f"[policy] rewarded by {rewarder}", flush=True)
+            results[rewarder] = train_policy(config, run, rewarder)
+            record.facts[rewarder] = {"steps": results[rewarder].global_step, "prompts": results[rewarder].n_prompts}
+        _save(_policy_figure({r: result.metrics for r, result in results.items()}), figure_path)
+    return results
+
+
+def _policy_figure(metrics: dict[str, list[dict[str, Any]]]) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for rewarder, rows in metrics.items():
+        points = [(row["step"], row["reward"]) for row in rows if "reward" in row]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=f"rewarded by {rewarder}")
+    ax.set(xlabel="GRPO step", ylabel="mean reward (0..1, its own rewarder's scale)", title="Policy training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def downstream(run: Run, force: bool = False) -> dict[str, Any]:
+    """IFEval on the untrained policy and on every trained one, and the paired differences between them."""
+    from .policy import evaluate_policy, paired_policies, policy_names
+
+    config, layout = run.config(), run.layout
+    names = policy_names(config)
+    metrics_files = [layout.ifeval_metrics(p) for p in names]
+    outputs = [*metrics_files, *map(layout.judgments_of, metrics_files), *map(layout.ifeval_responses, names),
+               layout.downstream_summary]
+    inputs = [layout.policy_adapter(r) for r in config.policy.rewarders]
+    with run.stage("downstream", config, inputs=inputs, outputs=outputs, force=force) as record:
+        results = {}
+        for policy in names:
+            print(f"[downstream] IFEval on the {policy} policy", flush=True)
+            results[policy] = evaluate_policy(config, run, policy)
+        summary = {"policies": {p: {k: m[k] for k in ("prompt_level_strict", "inst_level_strict", "prompt_level_loose",
+                                                          "inst_level_loose", "ci95", "n_prompts", "coverage")}
+                                 | {"cut_at_token_limit": m["generation"]["cut_at_token_limit"]}
+                                 for p, m in results.items()},
+                   "paired": paired_policies(config, run), "checker": next(iter(results.values()))["checker"]}
+        write_json(layout.downstream_summary, summary)
+        record.facts["policies"] = names
+    return summary

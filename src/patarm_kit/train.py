@@ -197,10 +197,11 @@ def make_gathered_par_reward(mode: str, format_weight: float) -> Callable[..., l
 # ---------------------------------------------------------------- trainer pieces
 
 
-def grpo_args(config: RunConfig, output_dir: Path) -> Any:
+def grpo_args(config: RunConfig, output_dir: Path, rows_per_step: int | None = None) -> Any:
     """GRPOConfig with every setting whose TRL default has moved between versions set from `config.par`.
 
-    One optimizer step judges `pairs_per_step` pairs: 2 * pairs_per_step * par.rollouts.n
+    One optimizer step judges `pairs_per_step` pairs (`rows_per_step` = 2 * pairs_per_step
+    dataset rows; a policy's step reads its own number of prompts): rows * par.rollouts.n
     completions, shared by the processes and the gradient-accumulation micro-batches. The
     process count comes from WORLD_SIZE, which every launcher (accelerate, torchrun,
     deepspeed) sets. Without a GPU the trainer runs on CPU; several CPU processes then join
@@ -211,11 +212,12 @@ def grpo_args(config: RunConfig, output_dir: Path) -> Any:
 
     par = config.par
     num_processes = int(os.environ.get("WORLD_SIZE", "1"))
-    completions = 2 * par.pairs_per_step * par.rollouts.n
+    rows = rows_per_step or 2 * par.pairs_per_step
+    completions = rows * par.rollouts.n
     per_device, remainder = divmod(completions, num_processes * par.gradient_accumulation_steps)
     if remainder or per_device == 0:
         raise ConfigError(
-            f"2 * par.pairs_per_step * par.rollouts.n = {completions} completions per step must divide "
+            f"{rows} rows x {par.rollouts.n} rollouts = {completions} completions per step must divide "
             f"evenly over {num_processes} processes x par.gradient_accumulation_steps="
             f"{par.gradient_accumulation_steps}"
         )
@@ -257,8 +259,10 @@ def grpo_args(config: RunConfig, output_dir: Path) -> Any:
     return args
 
 
-def metrics_callback(path: Path) -> Any:
+def metrics_callback(path: Path, step_key: str = REWARD_KEY) -> Any:
     """A TrainerCallback appending one JSON line per logged step to `path`, with seconds per step.
+
+    A step's log line is the one holding `step_key` (PAR's reward; TRL's "reward" for a policy).
 
     Defined inside a function so that importing this module does not import transformers.
     """
@@ -275,7 +279,7 @@ def metrics_callback(path: Path) -> Any:
             self.seconds.append(time.perf_counter() - self.started)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-            if not state.is_world_process_zero or not logs or REWARD_KEY not in logs:
+            if not state.is_world_process_zero or not logs or step_key not in logs:
                 return  # other processes, and the end-of-training summary line
             row = {"step": state.global_step, "seconds_per_step": statistics.fmean(self.seconds or [0.0]), **logs}
             self.seconds = []
@@ -493,13 +497,14 @@ def rollout_engine_release(generation: Any, environment_before: dict[str, str | 
 
 def make_grpo_trainer(
     config: RunConfig, model: Any, tokenizer: Any, dataset: Any, reward_funcs: Any, output_dir: Path,
-    peft_config: Any = None, callbacks: Sequence[Any] = (),
+    peft_config: Any = None, callbacks: Sequence[Any] = (), rows_per_step: int | None = None,
 ) -> Any:
     """TRL's GRPOTrainer with `config.par`'s settings and the kit's cheaper update (see configs/cpu.yaml).
 
     On top of TRL: only the top `par.trainable_layers` layers train; on CPU the LM head
     projects completion tokens only; vLLM rollouts inside the trainer get their weights by an
-    in-place reload on CPU. PAR training and the GRPO canary test both build their trainer here.
+    in-place reload on CPU. PAR training, the downstream policies (policy.py) and the GRPO canary
+    test build their trainer here.
     """
     from trl import GRPOTrainer
 
@@ -509,7 +514,7 @@ def make_grpo_trainer(
         engine_environment(config.judge.kv_cache_gib)  # before TRL starts its engine, which reads it
     environment_before = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
     trainer = GRPOTrainer(
-        model=model, reward_funcs=reward_funcs, args=grpo_args(config, output_dir), train_dataset=dataset,
+        model=model, reward_funcs=reward_funcs, args=grpo_args(config, output_dir, rows_per_step), train_dataset=dataset,
         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks),
     )
     if par.trainable_layers is not None:  # before train() builds the optimizer from what requires grad

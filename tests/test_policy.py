@@ -1,0 +1,112 @@
+"""Downstream RLHF: the policy prompts, the rewards a policy trains on, the paired IFEval comparison."""
+
+import json
+
+import pytest
+
+from patarm_kit import ifcheck
+from patarm_kit.config import ConfigError, JudgeConfig, SamplingConfig, load_config
+from patarm_kit.data import load_ifeval
+from patarm_kit.judge import Completion, Judge
+from patarm_kit.models import load_tokenizer
+from patarm_kit.policy import (
+    UNSCORED_REWARD,
+    checker_reward,
+    grpo_block,
+    judge_reward,
+    policy_prompts,
+    prompt_outcomes,
+    scaled,
+)
+from patarm_kit.rubrics import load_rubrics
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config("smoke", {"policy.n_prompts": 12})
+
+
+@pytest.fixture(scope="module")
+def prompts(config):
+    return policy_prompts(config)
+
+
+def test_policy_prompts_are_training_split_questions_with_a_checkable_instruction(config, prompts):
+    assert len(prompts) == 12 and len({p.key for p in prompts}) == 12
+    assert policy_prompts(config) == prompts, "a seeded draw"
+    ifeval = {p.prompt for p in load_ifeval()[0]}
+    for p in prompts:
+        assert p.key.startswith("verifiable-if/") and p.prompt not in ifeval
+        assert p.prompt.endswith(ifcheck.describe(p.instruction_id, p.kwargs))
+    row = prompts[0].to_row()
+    assert row["prompt"] == [{"role": "user", "content": prompts[0].prompt}]
+    assert json.loads(row["kwargs_json"]) == prompts[0].kwargs
+
+
+def test_checker_reward_is_the_checkers_strict_verdict(prompts):
+    lowercase = next(p for p in policy_prompts(load_config("smoke", {"policy.n_prompts": None}))
+                     if p.instruction_id == "change_case:english_lowercase")
+    rows = [lowercase.to_row()] * 2
+    completions = [[{"role": "assistant", "content": "all lower case here."}], [{"role": "assistant", "content": "Not Lower."}]]
+    rewards = checker_reward([r["prompt"] for r in rows], completions, [r["instruction_id"] for r in rows],
+                             [r["kwargs_json"] for r in rows], [r["prompt_text"] for r in rows])
+    assert rewards == [1.0, 0.0]
+
+
+class ScoresInTurn:
+    """An engine whose i-th judgment says <score>scores[i]</score> (None: no score at all)."""
+
+    def __init__(self, scores):
+        self.scores, self.calls = list(scores), []
+
+    def generate(self, prompts, sampling, seed, first_index=0):
+        self.calls.append((len(prompts), sampling.n))
+        texts = iter(self.scores)
+        out = []
+        for _ in prompts:
+            out.append([Completion("<criteria>\n- a: b\n</criteria>" + (f"<score>{s}</score>" if (s := next(texts)) else "no score"),
+                                   10, True) for _ in range(sampling.n)])
+        self.scores = self.scores[len(prompts) * sampling.n:]
+        return out
+
+    def next_token_logprobs(self, prompts, top):
+        return [{} for _ in prompts]
+
+    def use_adapter(self, adapter):
+        pass
+
+
+def test_judge_reward_is_the_mean_valid_score_scaled_and_an_unscored_completion_gets_zero():
+    tokenizer = load_tokenizer(load_config("smoke").model)
+    engine = ScoresInTurn([10, 4, None, None, 7, None])
+    judge = Judge(tokenizer, engine, JudgeConfig(), load_rubrics(), sampling=SamplingConfig(n=2, temperature=1.0))
+    logged = {}
+    reward = judge_reward(judge, "sampled", max_new_tokens=100, length_penalty=0.1)
+    rewards = reward(["p"] * 3, ["a", "b", "c"], [[1] * 10, [1] * 50, [1] * 100], ["question"] * 3,
+                     log_metric=logged.__setitem__)
+    assert engine.calls == [(3, 2)], "k = the judge's n judgments per completion, in one call"
+    assert rewards == pytest.approx([scaled(7) - 0.01, UNSCORED_REWARD - 0.05, scaled(7) - 0.1])
+    assert logged["judge/unscored_share"] == pytest.approx(1 / 3)
+    assert scaled(1) == 0.0 and scaled(10) == 1.0
+    strict = judge_reward(judge, "sampled", max_new_tokens=100, format_check=True)
+    engine.scores = [9, 9, 9, 9]
+    assert strict(["p"] * 2, ["fine", " "], [[1] * 10, [1] * 10], ["q"] * 2) == [scaled(9), 0.0]
+
+
+def test_the_policy_trainer_reads_the_policy_block_and_one_row_per_prompt(config):
+    from patarm_kit.train import grpo_args
+
+    block = grpo_block(config)
+    assert block.par.rollouts == config.policy.rollouts and block.par.max_steps == config.policy.max_steps
+    args = grpo_args(block, "/tmp/unused", rows_per_step=config.policy.prompts_per_step)
+    assert args.per_device_train_batch_size == config.policy.prompts_per_step * config.policy.rollouts.n
+    with pytest.raises(ConfigError, match="policy.rewarders"):
+        load_config("smoke", {"policy.rewarders": ["bt"]})
+
+
+def test_prompt_outcomes_count_a_prompt_when_every_instruction_passes(tmp_path):
+    verdicts = tmp_path / "v.judgments.jsonl"
+    verdicts.write_text(json.dumps({"key": 1, "strict": [True, False], "loose": [True, True]}) + "\n"
+                        + json.dumps({"key": 2, "strict": [True], "loose": [True]}) + "\n")
+    assert prompt_outcomes(verdicts, "strict") == {1: 0.0, 2: 1.0}
+    assert prompt_outcomes(verdicts, "loose") == {1: 1.0, 2: 1.0}
