@@ -1,6 +1,7 @@
 """Downstream RLHF: the policy prompts, the rewards a policy trains on, the paired IFEval comparison."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,53 @@ def test_prompt_outcomes_count_a_prompt_when_every_instruction_passes(tmp_path):
                         + json.dumps({"key": 2, "strict": [True], "loose": [True]}) + "\n")
     assert prompt_outcomes(verdicts, "strict") == {1: 0.0, 2: 1.0}
     assert prompt_outcomes(verdicts, "loose") == {1: 1.0, 2: 1.0}
+
+
+@pytest.fixture(scope="module")
+def downstream_run(tmp_path_factory):
+    """A run whose policies stage and downstream stage ran: the one nbval made (smoke chain, notebook
+    06) when this is `make test`, else a small one made here with the checker and the base judge."""
+    from test_determinism import nbval_smoke_run
+
+    from patarm_kit import stages
+    from patarm_kit.results import Run
+
+    if (made := nbval_smoke_run()) is not None:
+        return made
+    config = load_config("smoke", {"policy.rewarders": ["checker", "base"], "policy.paired": [["base", "untrained"]],
+                                   "policy.ifeval_limit": 3})
+    run = Run.create("downstream", config, results_dir=tmp_path_factory.mktemp("runs"))
+    stages.policies(run)
+    stages.downstream(run)
+    return run.dir
+
+
+@pytest.mark.model
+def test_the_downstream_stage_scores_every_policy_and_verify_rebuilds_it(downstream_run, tmp_path):
+    import shutil
+
+    from patarm_kit.layout import RunLayout
+    from patarm_kit.results import Run, read_json
+    from patarm_kit.verify import verify_run
+
+    layout, config = RunLayout(downstream_run), Run.open(downstream_run).config()
+    summary = read_json(layout.downstream_summary)
+    assert list(summary["policies"]) == sorted(["untrained", *config.policy.rewarders])
+    for policy in summary["policies"]:
+        metrics = read_json(layout.ifeval_metrics(policy))
+        assert metrics["checker"]["package"] == "if-verifiable" and "punkt" in metrics["checker"]
+        assert metrics["generation"]["sampling"]["temperature"] == 0.0 and metrics["n_prompts"] == config.policy.ifeval_limit
+        assert metrics["responses_file"]["path"] == f"<run>/downstream/{policy}.responses.jsonl"
+    for rewarder in config.policy.rewarders:  # each policy trained on its own rewarder's rewards
+        (row,) = [json.loads(line) for line in layout.policy_metrics(rewarder).read_text().splitlines()]
+        assert ("rewards/checker_reward/mean" in row) == (rewarder == "checker")
+    assert [(p["a"], p["b"]) for p in summary["paired"]][::2] == [tuple(pair) for pair in config.policy.paired]
+    report = verify_run(downstream_run)
+    assert report.ok and report.checked["IFEval policies"] == len(summary["policies"]), report.summary()
+
+    copy = Path(shutil.copytree(downstream_run, tmp_path / "run"))
+    verdicts = RunLayout(copy).judgments_of(RunLayout(copy).ifeval_metrics("untrained"))
+    rows = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    rows[0]["strict"] = [not v for v in rows[0]["strict"]]  # a verdict the checker did not give
+    verdicts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "downstream/untrained.judgments.jsonl" in {d.file for d in verify_run(copy).differences}

@@ -491,7 +491,25 @@ def relative_improvement(results: Sequence[dict[str, Any]], benches: Sequence[st
                                      + (f"; {', '.join(missing)} not in this run" if missing else ""))
 
 
-def _our_value(claim: Mapping[str, Any], results: Sequence[dict[str, Any]]) -> tuple[float | None, str]:
+def policy_relative_improvement(downstream: Mapping[str, Any] | None, trained: str = "par",
+                                base: str = "untrained") -> tuple[float | None, str]:
+    """(IFEval of the policy rewarded by `trained` - the untrained policy's) / the untrained's, in percent,
+    averaged over IFEval's four numbers where the untrained one is above 0; and its source."""
+    from .ifeval import OFFICIAL
+
+    policies = (downstream or {}).get("policies", {})
+    if trained not in policies or base not in policies:
+        return None, "empty: no downstream RLHF results (IFEval, InFoBench) in this run"
+    present = [name for name in OFFICIAL if policies[base][name] > 0]  # a zero base cannot divide
+    if not present:
+        return None, f"empty: the {base} policy passes nothing on IFEval, so no relative improvement"
+    gains = [100 * (policies[trained][name] - policies[base][name]) / policies[base][name] for name in present]
+    return sum(gains) / len(gains), (f"IFEval ({trained}-rewarded policy - {base}) / {base}, mean over "
+                                     f"{', '.join(present)}; InFoBench not run (its data is not here)")
+
+
+def _our_value(claim: Mapping[str, Any], results: Sequence[dict[str, Any]],
+               downstream: Mapping[str, Any] | None = None) -> tuple[float | None, str]:
     """Our number for the quantity a paper claim measures (see reference.yaml), with where it comes from."""
     if claim["quantity"] == "judge_relative_improvement":
         return relative_improvement(results, claim["benches"])
@@ -501,7 +519,7 @@ def _our_value(claim: Mapping[str, Any], results: Sequence[dict[str, Any]]) -> t
             return None, "empty: the par judge was not evaluated on this benchmark in this run"
         return sum(accuracy) / len(accuracy), f"par accuracy on {', '.join(map(bench_label, claim['benches']))}"
     if claim["quantity"] == "policy_relative_improvement":
-        return None, "empty: no downstream RLHF results (IFEval, InFoBench) in this run"
+        return policy_relative_improvement(downstream)
     raise ValueError(f"reference claim {claim['id']}: unknown quantity {claim['quantity']!r}")
 
 
@@ -533,10 +551,12 @@ def paper_frame(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> 
 
     paper = yaml.safe_load(Path(reference).read_text(encoding="utf-8"))
     results = suite_metrics(run_dir)
-    manifest = Run.open(run_dir).manifest()
+    run = Run.open(run_dir)
+    manifest = run.manifest()
+    downstream = read_json(run.layout.downstream_summary) if run.layout.downstream_summary.is_file() else None
     rows = []
     for claim in paper["claims"]:
-        ours, our_source = _our_value(claim, results)
+        ours, our_source = _our_value(claim, results, downstream)
         if claim["value"] is None:
             paper_source = f"empty: {claim['why']}"
         else:

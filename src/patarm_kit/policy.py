@@ -258,6 +258,18 @@ def paired_policies(config: RunConfig, run: Run) -> list[dict[str, Any]]:
     return results
 
 
+def downstream_summary(run: Run) -> dict[str, Any]:
+    """metrics/06_downstream.json's content, from the policies' IFEval files alone (verify rebuilds it)."""
+    from .ifeval import OFFICIAL
+    from .results import read_json
+
+    config, layout = run.config(), run.layout
+    metrics = {p: read_json(layout.ifeval_metrics(p)) for p in policy_names(config)}
+    policies = {p: {**{k: m[k] for k in (*OFFICIAL, "ci95", "n_prompts", "coverage")},
+                    "cut_at_token_limit": m["generation"]["cut_at_token_limit"]} for p, m in metrics.items()}
+    return {"policies": policies, "paired": paired_policies(config, run), "checker": metrics[UNTRAINED]["checker"]}
+
+
 def downstream_frame(summary: dict[str, Any]) -> Any:
     """The downstream table: each policy's four IFEval numbers in %, with 95% intervals."""
     import pandas as pd
@@ -265,7 +277,7 @@ def downstream_frame(summary: dict[str, Any]) -> Any:
     from .ifeval import OFFICIAL
 
     rows = []
-    for policy, m in summary["policies"].items():
+    for policy, m in sorted(summary["policies"].items(), key=lambda item: item[0] != UNTRAINED):  # untrained first
         row = {"policy": policy if policy == UNTRAINED else f"rewarded by {policy}", "prompts": m["n_prompts"]}
         for name in OFFICIAL:
             lo, hi = m["ci95"][name]

@@ -351,7 +351,7 @@ def _policy_figure(metrics: dict[str, list[dict[str, Any]]]) -> Any:
 
 def downstream(run: Run, force: bool = False) -> dict[str, Any]:
     """IFEval on the untrained policy and on every trained one, and the paired differences between them."""
-    from .policy import evaluate_policy, paired_policies, policy_names
+    from .policy import downstream_summary, evaluate_policy, policy_names
 
     config, layout = run.config(), run.layout
     names = policy_names(config)
@@ -360,15 +360,10 @@ def downstream(run: Run, force: bool = False) -> dict[str, Any]:
                layout.downstream_summary]
     inputs = [layout.policy_adapter(r) for r in config.policy.rewarders]
     with run.stage("downstream", config, inputs=inputs, outputs=outputs, force=force) as record:
-        results = {}
         for policy in names:
             print(f"[downstream] IFEval on the {policy} policy", flush=True)
-            results[policy] = evaluate_policy(config, run, policy)
-        summary = {"policies": {p: {k: m[k] for k in ("prompt_level_strict", "inst_level_strict", "prompt_level_loose",
-                                                          "inst_level_loose", "ci95", "n_prompts", "coverage")}
-                                 | {"cut_at_token_limit": m["generation"]["cut_at_token_limit"]}
-                                 for p, m in results.items()},
-                   "paired": paired_policies(config, run), "checker": next(iter(results.values()))["checker"]}
+            evaluate_policy(config, run, policy)
+        summary = downstream_summary(run)
         write_json(layout.downstream_summary, summary)
         record.facts["policies"] = names
     return summary

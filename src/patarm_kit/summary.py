@@ -28,10 +28,10 @@ import numpy as np
 
 from .data import sha256_of
 from .evaluate import paired_differences, rescore, summary_row
-from .figures import FIGURE_DATA, TABLES, bench_label, save_table, suite_metrics
+from .figures import FIGURE_DATA, TABLES, bench_label, policy_relative_improvement, save_table, suite_metrics
 from .judge import Judgment, read_judgments
 from .layout import RunLayout
-from .results import Run, RunError, atomic_write_text, git_commit, now, write_json
+from .results import Run, RunError, atomic_write_text, git_commit, now, read_json, write_json
 
 TIE_RULES = ("half", "zero")  # ties and invalid judgments count ½, or count as wrong
 TIE_LABELS = {"half": "ties count ½", "zero": "ties count 0"}
@@ -93,6 +93,8 @@ def summary_json(run_dir: Path | str) -> dict[str, Any]:
     paired = paired_differences(results, config["eval"]["paired"], config["eval"]["n_boot"], config["seed"])
     facts = {"run": manifest["run_name"], "profile": manifest["profile"], "config_fingerprint": manifest["config_fingerprint"],
              "ties": config["eval"]["ties"], "rows": rows, "paired": paired}
+    if layout.downstream_summary.is_file():
+        facts["downstream"] = read_json(layout.downstream_summary)
     primary = config["eval"].get("primary")
     if primary:
         facts["primary"] = {**primary, "result": next(
@@ -157,7 +159,30 @@ def render_summary(facts: dict[str, Any]) -> str:
                   f"Accuracy of A minus accuracy of B on the items both judged, in points, with a paired bootstrap "
                   f"95% interval and p-value ({TIE_LABELS[own]}, the run's rule).", "",
                   *_table(["A − B", "bench", *readout_column, "n", "difference [95%]", "p"], body)]
+    if "downstream" in facts:
+        lines += ["", *_downstream_lines(facts["downstream"])]
     return "\n".join(lines) + "\n"
+
+
+def _downstream_lines(downstream: dict[str, Any]) -> list[str]:
+    """The downstream section: each policy's four IFEval numbers, then the paired differences between policies."""
+    from .policy import downstream_frame, paired_frame
+
+    checker, policies, paired = downstream["checker"], downstream_frame(downstream), paired_frame(downstream)
+    ours, source = policy_relative_improvement(downstream)
+    return [
+        "## Downstream RLHF: IFEval", "",
+        "One policy per rewarder, trained from the same base model on the same prompts with the same settings; "
+        "the untrained policy is the base model. Each answered IFEval's prompts greedily; IFEval's checker "
+        f"({checker['package']} {checker['version']}; punkt: {checker['punkt']}) gives the four numbers, in %, with "
+        "bootstrap 95% intervals over prompts.", "",
+        *_table(list(policies.columns), [list(map(str, row)) for row in policies.values]), "",
+        "Paired differences between policies on the same prompts, in points, with a paired bootstrap 95% interval:", "",
+        *_table(list(paired.columns), [list(map(str, row)) for row in paired.values]), "",
+        f"The paper reports +13.6% average relative improvement over the base policies (IFEval and InFoBench, 8B-14B "
+        f"judges, full-size RLHF). Ours: {'none' if ours is None else f'{ours:+.1f}%'} ({source}). Not comparable in "
+        "size: here the policy and the judge are SmolLM2-135M, trained for a few CPU steps.",
+    ]
 
 
 def _difference(p: dict[str, Any]) -> str:

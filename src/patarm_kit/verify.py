@@ -299,6 +299,32 @@ def _check_benchmark_summary(run: Run, manifest: dict[str, Any], recomputed: dic
             check("votes_curve", index, row, votes_point(stored, judgments, row["votes"]))
 
 
+def _check_downstream(run: Run, manifest: dict[str, Any], data_dir: str | None, report: VerifyReport) -> None:
+    """IFEval of every policy: verdicts re-checked from the stored responses, the numbers rescored from
+    the verdicts, and metrics/06_downstream.json rebuilt from those files."""
+    from .data import load_ifeval
+    from .ifeval import score_verdicts, verdict_rows
+    from .policy import downstream_summary, policy_names
+
+    if not stage_ran(manifest, "downstream"):
+        return
+    layout, config = run.layout, run.config()
+    prompts = load_ifeval(_data_root(manifest, data_dir))[0]
+    for policy in policy_names(config):
+        metrics_path = layout.ifeval_metrics(policy)
+        stored, verdicts_path = read_json(metrics_path), layout.judgments_of(metrics_path)
+        responses = {row["key"]: row["response"] for row in map(json.loads, layout.ifeval_responses(policy).read_text().splitlines())}
+        stored_rows = [json.loads(line) for line in verdicts_path.read_text(encoding="utf-8").splitlines()]
+        report.differences += value_differences(stored_rows, verdict_rows(prompts, responses), layout.key(verdicts_path),
+                                                ("stored", "re-checked"))
+        again = score_verdicts(stored_rows, config.eval.n_boot, config.seed)
+        report.differences += value_differences({k: stored[k] for k in again}, again, layout.key(metrics_path),
+                                                ("stored", "rescored"))
+        report.count("IFEval policies")
+    report.differences += value_differences(read_json(layout.downstream_summary), downstream_summary(run),
+                                            layout.key(layout.downstream_summary), ("stored", "rebuilt"))
+
+
 def _check_config(run: Run, manifest: dict[str, Any], recomputed: dict[str, dict[str, Any]], report: VerifyReport) -> None:
     """The manifest's config matches its fingerprint, and every eval file was made with that config."""
     # Hash the config as recorded, not a RunConfig rebuilt by today's code (which may have
@@ -475,6 +501,7 @@ def verify_run(run_dir: Path | str, data_dir: str | None = None) -> VerifyReport
     _check_benchmark_summary(run, manifest, recomputed, report)
     _check_judgments(run, report)
     _check_preview(run, manifest, report)
+    _check_downstream(run, manifest, data_dir, report)
     _check_generated(run, report)
     _check_outputs(run, manifest, report)
     return report
