@@ -39,16 +39,16 @@ def test_policy_prompts_are_training_split_questions_with_a_checkable_instructio
     for p in prompts:
         assert p.key.startswith("verifiable-if/") and p.prompt not in ifeval
         assert p.prompt.endswith(ifcheck.describe(p.instruction_id, p.kwargs))
-    row = prompts[0].to_row()
-    assert row["prompt"] == [{"role": "user", "content": prompts[0].prompt}]
+    row = prompts[0].to_row("<rendered>")
+    assert row["prompt"] == "<rendered>" and row["prompt_text"] == prompts[0].prompt
     assert json.loads(row["kwargs_json"]) == prompts[0].kwargs
 
 
 def test_checker_reward_is_the_checkers_strict_verdict(prompts):
     lowercase = next(p for p in policy_prompts(load_config("smoke", {"policy.n_prompts": None}))
                      if p.instruction_id == "change_case:english_lowercase")
-    rows = [lowercase.to_row()] * 2
-    completions = [[{"role": "assistant", "content": "all lower case here."}], [{"role": "assistant", "content": "Not Lower."}]]
+    rows = [lowercase.to_row("")] * 2
+    completions = ["all lower case here.", "Not Lower."]
     rewards = checker_reward([r["prompt"] for r in rows], completions, [r["instruction_id"] for r in rows],
                              [r["kwargs_json"] for r in rows], [r["prompt_text"] for r in rows])
     assert rewards == [1.0, 0.0]
@@ -161,3 +161,25 @@ def test_the_downstream_stage_scores_every_policy_and_verify_rebuilds_it(downstr
     rows[0]["strict"] = [not v for v in rows[0]["strict"]]  # a verdict the checker did not give
     verdicts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert "downstream/untrained.judgments.jsonl" in {d.file for d in verify_run(copy).differences}
+
+
+def test_infobench_reads_its_file_scores_drfr_and_says_when_it_cannot_run(tmp_path, monkeypatch):
+    from patarm_kit.data import DataError
+    from patarm_kit.infobench import InfoBenchMissing, drfr, evaluator_messages, load_infobench, parse_answer
+
+    with pytest.raises(InfoBenchMissing, match="no InFoBench data: .*infobench has no \\*.jsonl and the hub is off"):
+        load_infobench(tmp_path)
+    (tmp_path / "infobench").mkdir()
+    rows = [{"id": "a", "instruction": "Write a haiku.", "input": "", "decomposed_questions": ["Is it a haiku?", "Is it about snow?"]},
+            {"id": "b", "instruction": "Summarise.", "input": "Some text.", "decomposed_questions": ["Is it shorter?"]}]
+    (tmp_path / "infobench" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items, source = load_infobench(tmp_path)
+    assert [i.id for i in items] == ["a", "b"] and items[1].prompt == "Summarise.\n\nSome text." and "items.jsonl" in source
+    conversation = evaluator_messages(items[0], "Snow falls", ["YES"])
+    assert [m["role"] for m in conversation] == ["user", "assistant", "user"] and conversation[2]["content"] == "Is it about snow?\n"
+    assert 'Generated Text:\n"Snow falls"' in conversation[0]["content"] and "Input:" not in conversation[0]["content"]
+    assert [parse_answer(t) for t in ("Yes, it is.", "no", "The answer is YES.", "Either YES or NO", "maybe")] == [True, False, True, None, None]
+    assert drfr([[True, False], [None]]) == {"drfr": 1 / 3, "questions": 3, "unanswered": 1, "items": 2}
+    (tmp_path / "infobench" / "items.jsonl").write_text(json.dumps({"id": "c", "instruction": "x", "decomposed_questions": []}) + "\n")
+    with pytest.raises(DataError, match="items.jsonl: row 1: field decomposed_questions"):
+        load_infobench(tmp_path)

@@ -194,6 +194,41 @@ def train_bt_command(
                f"{result.final_loss:.3f}; train accuracy {result.train_accuracy:.1%}; adapter {result.adapter_dir}")
 
 
+@app.command("policies")
+def policies_command(
+    run_dir: str = RUN_DIR,
+    profile: Optional[str] = PROFILE,
+    force: bool = FORCE,
+    set_: Optional[list[str]] = SET,
+) -> None:
+    """Downstream RLHF: one GRPO + LoRA policy per rewarder (policy.rewarders) into <run>/policy/.
+
+    Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli policies ...
+    """
+    from . import stages
+
+    for rewarder, result in stages.policies(_stage_run(run_dir, profile, set_), force=force).items():
+        last = result.metrics[-1] if result.metrics else {}
+        typer.echo(f"rewarded by {rewarder}: {result.global_step} steps on {result.n_prompts} prompts; "
+                   f"last step's mean reward {last.get('reward')}; adapter {result.adapter}")
+
+
+@app.command("downstream")
+def downstream_command(
+    run_dir: str = RUN_DIR,
+    profile: Optional[str] = PROFILE,
+    force: bool = FORCE,
+    set_: Optional[list[str]] = SET,
+) -> None:
+    """IFEval on the untrained policy and every trained one (greedy), and the paired differences."""
+    from . import stages
+    from .policy import downstream_frame, paired_frame
+
+    summary = stages.downstream(_stage_run(run_dir, profile, set_), force=force)
+    typer.echo(downstream_frame(summary).to_string(index=False))
+    typer.echo(paired_frame(summary).to_string(index=False))
+
+
 @app.command("eval")
 def evaluate_command(
     judge: Optional[str] = typer.Option(None, help="length | random | base | adapter:PATH | pairwise | bt:PATH"),

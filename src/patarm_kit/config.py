@@ -287,6 +287,9 @@ class PolicyConfig:
     ifeval: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=256))
     ifeval_limit: int | None = None
     paired: list[list[str]] = field(default_factory=list)  # [policy A, policy B]: A - B on the same IFEval prompts
+    # InFoBench (infobench.py): the evaluator model answering its decomposed questions (a model name
+    # or hub id; the benchmark's authors use GPT-4); None: not run. Policies answer with the ifeval block.
+    infobench_evaluator: str | None = None
 
     def __post_init__(self) -> None:
         self.rollouts.check("policy.rollouts", min_n=2)

@@ -187,6 +187,15 @@ class RunLayout:
         """downstream/<policy>.json: IFEval's four numbers; the verdicts beside it (judgments_of)."""
         return self.downstream_dir / f"{file_safe(policy)}.json"
 
+    def infobench_metrics(self, policy: str) -> Path:
+        """downstream/<policy>.infobench.json: DRFR, with every response and its yes/no verdicts."""
+        return self.downstream_dir / f"{file_safe(policy)}.infobench.json"
+
+    @property
+    def infobench_record(self) -> Path:
+        """downstream/infobench.json: InFoBench's DRFR per policy, or why it was not run."""
+        return self.downstream_dir / "infobench.json"
+
     @property
     def downstream_summary(self) -> Path:
         """metrics/06_downstream.json: every policy's IFEval numbers and the paired differences."""

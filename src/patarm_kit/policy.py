@@ -55,9 +55,10 @@ class PolicyPrompt:
     instruction_id: str
     kwargs: dict[str, Any]
 
-    def to_row(self) -> dict[str, Any]:
-        """The dataset row TRL reads: a chat prompt, plus the columns the reward functions get."""
-        return {"prompt": [{"role": "user", "content": self.prompt}], "prompt_key": self.key,
+    def to_row(self, rendered: str) -> dict[str, Any]:
+        """The dataset row TRL reads: the chat-formatted prompt text (`rendered`, as the policy sees it
+        at IFEval too), plus the columns the reward functions get."""
+        return {"prompt": rendered, "prompt_key": self.key,
                 "instruction_id": self.instruction_id, "kwargs_json": json.dumps(self.kwargs, sort_keys=True),
                 "prompt_text": self.prompt}
 
@@ -170,8 +171,10 @@ def train_policy(config: RunConfig, run: Run, rewarder: str) -> PolicyResult:
     adapter_dir, metrics_path = layout.policy_adapter(rewarder), layout.policy_metrics(rewarder)
     prompts = policy_prompts(config)
     model, tokenizer = load_model(config.model, trainable=True)
+    rows = [p.to_row(render_chat(tokenizer, [{"role": "user", "content": p.prompt}], config.model.enable_thinking))
+            for p in prompts]
     trainer = make_grpo_trainer(
-        grpo_block(config), model, tokenizer, Dataset.from_list([p.to_row() for p in prompts]),
+        grpo_block(config), model, tokenizer, Dataset.from_list(rows),
         reward_function(config, run, rewarder), layout.policy_dir(rewarder) / "checkpoints",
         peft_config=lora_config(config.lora), callbacks=[metrics_callback(metrics_path, step_key="reward")],
         rows_per_step=config.policy.prompts_per_step,
@@ -179,15 +182,17 @@ def train_policy(config: RunConfig, run: Run, rewarder: str) -> PolicyResult:
     started = now()
     trainer.train()
     staged = adapter_staging(adapter_dir)
-    trainer.save_model(str(staged))
-    (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest holds the settings as JSON
-    publish_adapter(staged, adapter_dir)
+    trainer.save_model(str(staged))  # every process: a sharded model is gathered from all of them
     metrics = read_metrics(metrics_path)
-    run.update("training", f"policy-{rewarder}", {
-        "config_fingerprint": config.fingerprint(), "rewarder": rewarder, "n_prompts": len(prompts),
-        "global_step": trainer.state.global_step, "started": started, "finished": now(),
-        "grpo_args": json.loads(trainer.args.to_json_string()), "last_metrics": metrics[-1] if metrics else {},
-    })
+    if trainer.accelerator.is_main_process:  # under accelerate launch only the main process writes
+        (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest holds the settings as JSON
+        publish_adapter(staged, adapter_dir)
+        run.update("training", f"policy-{rewarder}", {
+            "config_fingerprint": config.fingerprint(), "rewarder": rewarder, "n_prompts": len(prompts),
+            "global_step": trainer.state.global_step, "started": started, "finished": now(),
+            "grpo_args": json.loads(trainer.args.to_json_string()), "last_metrics": metrics[-1] if metrics else {},
+        })
+    trainer.accelerator.wait_for_everyone()
     return PolicyResult(rewarder, adapter_dir, metrics, trainer.state.global_step, len(prompts))
 
 
@@ -209,7 +214,8 @@ def ifeval_responses(config: RunConfig, adapter: Path | None, keys: Sequence[int
     tokenizer = load_tokenizer(config.model)
     engine = judge_engine(config)
     engine.use_adapter(adapter)
-    texts = [render_chat(tokenizer, [{"role": "user", "content": p.prompt}]) for p in prompts]
+    thinking = config.model.enable_thinking  # Qwen3: thinking text is stripped before any check (ifeval.THINKING_RULE)
+    texts = [render_chat(tokenizer, [{"role": "user", "content": p.prompt}], thinking) for p in prompts]
     outputs = engine.generate(texts, config.policy.ifeval, config.seed)
     return [{"key": p.key, "response": out[0].text, "finished": out[0].finished} for p, out in zip(prompts, outputs)]
 
@@ -232,10 +238,49 @@ def evaluate_policy(config: RunConfig, run: Run, policy: str) -> dict[str, Any]:
     atomic_write_text(responses, "".join(json.dumps(r) + "\n" for r in rows))
     generation = {"policy": policy, "adapter": layout.relative(adapter) if adapter else None,
                   "sampling": dataclasses.asdict(config.policy.ifeval), "engine": judge_engine(config).settings(),
+                  "enable_thinking": config.model.enable_thinking,
                   "cut_at_token_limit": sum(not r["finished"] for r in rows)}
     recorded = {"path": layout.relative(responses), "sha256": sha256_of(responses)}  # <run>/..., as every run file
     return evaluate_responses(responses, layout.ifeval_metrics(policy), config.data.data_dir, config.eval.n_boot,
                               config.seed, extra={"generation": generation, "responses_file": recorded})
+
+
+def infobench(config: RunConfig, run: Run) -> dict[str, Any]:
+    """DRFR of every policy on InFoBench, or why it was not run (no data here, or no evaluator set)."""
+    from .config import ModelConfig
+    from .engine import judge_engine, shared_vllm_engine
+    from .infobench import EVALUATOR_SAMPLING, InfoBenchMissing, drfr, evaluate_questions, load_infobench
+    from .models import load_tokenizer, resolve_model_path
+    from .results import write_json
+
+    try:
+        items, source = load_infobench(config.data.data_dir)
+    except InfoBenchMissing as err:
+        return {"status": "not run", "why": str(err)}
+    evaluator = config.policy.infobench_evaluator
+    if evaluator is None:
+        return {"status": "not run", "why": "policy.infobench_evaluator is not set"}
+    layout, tokenizer = run.layout, load_tokenizer(config.model)
+    responses: dict[str, list[str]] = {}
+    for policy in policy_names(config):
+        engine = judge_engine(config)
+        engine.use_adapter(None if policy == UNTRAINED else layout.policy_adapter(policy))
+        texts = [render_chat(tokenizer, [{"role": "user", "content": item.prompt}], config.model.enable_thinking)
+                 for item in items]
+        responses[policy] = [out[0].text for out in engine.generate(texts, config.policy.ifeval, config.seed)]
+    model = ModelConfig(name=evaluator, dtype=config.model.dtype)
+    engine = judge_engine(config) if evaluator == config.model.name else shared_vllm_engine(
+        resolve_model_path(model), dtype=model.dtype, kv_cache_gib=config.judge.kv_cache_gib,
+        max_model_len=config.judge.max_model_len, enforce_eager=not config.judge.compile)
+    engine.use_adapter(None)
+    results = {}
+    for policy, texts in responses.items():
+        verdicts = evaluate_questions(engine, load_tokenizer(model), items, texts, EVALUATOR_SAMPLING, config.seed)
+        results[policy] = drfr(verdicts)
+        write_json(layout.infobench_metrics(policy), {
+            **results[policy], "policy": policy, "evaluator": evaluator, "data": source,
+            "items": [{"id": item.id, "response": text, "verdicts": v} for item, text, v in zip(items, texts, verdicts)]})
+    return {"status": "done", "evaluator": evaluator, "data": source, "policies": results}
 
 
 def prompt_outcomes(verdicts_file: Path, rule: str) -> dict[int, float]:
@@ -267,7 +312,10 @@ def downstream_summary(run: Run) -> dict[str, Any]:
     metrics = {p: read_json(layout.ifeval_metrics(p)) for p in policy_names(config)}
     policies = {p: {**{k: m[k] for k in (*OFFICIAL, "ci95", "n_prompts", "coverage")},
                     "cut_at_token_limit": m["generation"]["cut_at_token_limit"]} for p, m in metrics.items()}
-    return {"policies": policies, "paired": paired_policies(config, run), "checker": metrics[UNTRAINED]["checker"]}
+    summary = {"policies": policies, "paired": paired_policies(config, run), "checker": metrics[UNTRAINED]["checker"]}
+    if layout.infobench_record.is_file():
+        summary["infobench"] = read_json(layout.infobench_record)
+    return summary
 
 
 def downstream_frame(summary: dict[str, Any]) -> Any:

@@ -331,7 +331,8 @@ def policies(run: Run, force: bool = False) -> dict[str, Any]:
             print(f"[policy] rewarded by {rewarder}", flush=True)
             results[rewarder] = train_policy(config, run, rewarder)
             record.facts[rewarder] = {"steps": results[rewarder].global_step, "prompts": results[rewarder].n_prompts}
-        _save(_policy_figure({r: result.metrics for r, result in results.items()}), figure_path)
+        if _is_main_process():
+            _save(_policy_figure({r: result.metrics for r, result in results.items()}), figure_path)
     return results
 
 
@@ -351,18 +352,21 @@ def _policy_figure(metrics: dict[str, list[dict[str, Any]]]) -> Any:
 
 def downstream(run: Run, force: bool = False) -> dict[str, Any]:
     """IFEval on the untrained policy and on every trained one, and the paired differences between them."""
-    from .policy import downstream_summary, evaluate_policy, policy_names
+    from .policy import downstream_summary, evaluate_policy, infobench, policy_names
 
     config, layout = run.config(), run.layout
     names = policy_names(config)
     metrics_files = [layout.ifeval_metrics(p) for p in names]
     outputs = [*metrics_files, *map(layout.judgments_of, metrics_files), *map(layout.ifeval_responses, names),
-               layout.downstream_summary]
+               *map(layout.infobench_metrics, names), layout.infobench_record, layout.downstream_summary]
     inputs = [layout.policy_adapter(r) for r in config.policy.rewarders]
     with run.stage("downstream", config, inputs=inputs, outputs=outputs, force=force) as record:
         for policy in names:
             print(f"[downstream] IFEval on the {policy} policy", flush=True)
             evaluate_policy(config, run, policy)
+        record.facts["infobench"] = infobench(config, run)
+        write_json(layout.infobench_record, record.facts["infobench"])
+        print(f"[downstream] InFoBench: {record.facts['infobench']['status']} {record.facts['infobench'].get('why', '')}")
         summary = downstream_summary(run)
         write_json(layout.downstream_summary, summary)
         record.facts["policies"] = names

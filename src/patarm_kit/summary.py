@@ -179,10 +179,19 @@ def _downstream_lines(downstream: dict[str, Any]) -> list[str]:
         *_table(list(policies.columns), [list(map(str, row)) for row in policies.values]), "",
         "Paired differences between policies on the same prompts, in points, with a paired bootstrap 95% interval:", "",
         *_table(list(paired.columns), [list(map(str, row)) for row in paired.values]), "",
+        _infobench_line(downstream.get("infobench")), "",
         f"The paper reports +13.6% average relative improvement over the base policies (IFEval and InFoBench, 8B-14B "
         f"judges, full-size RLHF). Ours: {'none' if ours is None else f'{ours:+.1f}%'} ({source}). Not comparable in "
         "size: here the policy and the judge are SmolLM2-135M, trained for a few CPU steps.",
     ]
+
+
+def _infobench_line(record: dict[str, Any] | None) -> str:
+    """InFoBench's DRFR per policy, or why it was not run."""
+    if record is None or record["status"] != "done":
+        return f"InFoBench: not run ({record['why'] if record else 'no record'})."
+    drfr = "; ".join(f"{policy} {100 * r['drfr']:.1f}% of {r['questions']}" for policy, r in record["policies"].items())
+    return f"InFoBench DRFR (evaluator {record['evaluator']}, not the authors' GPT-4): {drfr}."
 
 
 def _difference(p: dict[str, Any]) -> str:
