@@ -178,6 +178,8 @@ STAGE_COMMANDS = {
     "sft": ["sft", "--profile", "smoke", "--run-dir", "{run}"],
     "train": ["train", "--profile", "smoke", "--run-dir", "{run}"],
     "train-bt": ["train-bt", "--profile", "smoke", "--run-dir", "{run}"],
+    "policies": ["policies", "--profile", "smoke", "--run-dir", "{run}"],
+    "downstream": ["downstream", "--profile", "smoke", "--run-dir", "{run}"],
     "eval": ["eval", "--judge", "length", "--bench", "rewardbench", "--profile", "smoke", "--out", "{tmp}/m.json"],
 }
 

@@ -25,9 +25,11 @@ def report():
 
 def test_reference_run_verifies(report):
     assert report.ok, report.summary()
-    judges, benches = load_config("cpu").eval.judges, load_config("cpu").eval.benches
-    # every judge on every bench, less pairwise on RM-Bench, plus the votes curve's file
-    assert report.checked["metrics files"] == len(judges) * len(benches)
+    config = load_config("cpu")
+    # every judge on every bench, less pairwise on RM-Bench, plus the votes curve's file and one
+    # learning-curve file per point (the warm-up and every saved PAR checkpoint)
+    curve_points = 1 + config.par.max_steps // config.par.save_steps
+    assert report.checked["metrics files"] == len(config.eval.judges) * len(config.eval.benches) + curve_points
     assert report.checked["data files"] >= 14
     assert report.checked["judgments re-parsed"] > 1000
 
@@ -45,9 +47,14 @@ def test_reference_run_has_its_summary_tables_and_figure_data_checked(report):
 def test_reference_run_is_a_complete_cpu_run():
     manifest = json.loads((REFERENCE / "manifest.json").read_text())
     assert manifest["profile"] == "cpu" and manifest["finished"]
-    later = {"par-variants", "learning-curve"}  # stages added after this run was made (#13); a re-made run has them
-    stages = [stage for notebook in load_config("cpu").notebooks for stage in NOTEBOOK_STAGES[notebook] if stage not in later]
+    stages = [stage for notebook in load_config("cpu").notebooks for stage in NOTEBOOK_STAGES[notebook]]
     assert all(manifest["stages"][name]["status"] == "done" for name in stages)
     for figure in ("05_par_curves", "05_benchmark_bars", "05_rmbench_matrices", "05_votes_curve", "05_score_shift"):
         assert (REFERENCE / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
     assert (REFERENCE / "tables" / "05_paper_vs_ours.md").is_file()
+    assert (REFERENCE / "figures" / "03_learning_curve.png").stat().st_size > 10_000
+    # every metrics file counts its truncated inputs; every pointwise generative judge has both readouts
+    for path in REFERENCE.glob("eval/*.json"):
+        metrics = json.loads(path.read_text())
+        assert "inputs_truncated" in metrics, path.name
+        assert ("expected" in metrics) == (path.name.split("__")[0] in ("base", "sft", "par", "par-votes4")), path.name

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from patarm_kit import figures
 from patarm_kit.cli import app
-from patarm_kit.config import REPO_ROOT
+from patarm_kit.config import REPO_ROOT, load_config
 from patarm_kit.data import sha256_of
 from patarm_kit.results import Run, RunError, read_json
 from patarm_kit.summary import migrate, publish, readme_block, render_readme, render_summary, summary_json, write_summary
@@ -44,7 +44,7 @@ def test_both_tie_rules_on_held_out_pairs_match_a_count_by_hand(reference_facts,
     ties = sum(1 for s in scores.values() if None in s.values() or s["chosen"] == s["rejected"])
     n = len(scores)
     facts = row_of(reference_facts, judge, "pairs:hh-rlhf")
-    assert facts["n"] == n == 192
+    assert facts["n"] == n == load_config("cpu").eval.limit["pairs:hh-rlhf"] == 128
     assert facts["acc"]["zero"] == pytest.approx(wins / n)
     assert facts["acc"]["half"] == pytest.approx((wins + ties / 2) / n)
     assert facts["tie_share"] == pytest.approx(ties / n)
@@ -84,8 +84,8 @@ def test_summary_markdown_has_a_table_per_bench_and_the_paired_differences(refer
     assert text.startswith("# Summary of run `reference-cpu`\n")
     assert [line for line in text.splitlines() if line.startswith("## ")] == [
         "## RM-Bench", "## RewardBench", "## held-out hh-rlhf", "## Paired differences"]
-    assert "| `base` | 120 | 50.0 [50.0, 50.0] | 0.0 [0.0, 0.0] | 100.0 | 100.0 | 39 of 240 |" in text
-    assert "| `par` − `sft` | held-out hh-rlhf | 192 | -4.4 [-9.1, +0.0] | 0.064 |" in text
+    assert "| `base` | 80 | 50.0 [50.0, 50.0] | 0.0 [0.0, 0.0] | 100.0 | 100.0 | 25 of 160 |" in text
+    assert "| `par` − `sft` | held-out hh-rlhf | sampled | 128 | -5.5 [-11.3, +0.4] | 0.074 |" in text
 
 
 def test_summary_command_prints_the_table_or_json(small_run):

@@ -307,10 +307,11 @@ def figures(run: Run, force: bool = False) -> dict[str, Any]:
 
 
 def _result_files(run: Run) -> list[Path]:
-    """What stage 05 reads: evaluation metrics, the benchmark summary, training logs and checks."""
+    """What stage 05 reads: evaluation metrics, the benchmark summary, training logs, checks and
+    the downstream summary."""
     layout = run.layout
     return [*sorted(layout.eval_dir.glob("*.json")), layout.benchmarks_summary, layout.par_metrics,
-            layout.sft_checks, layout.preview_judgments]
+            layout.sft_checks, layout.preview_judgments, layout.downstream_summary]
 
 
 # ---------------------------------------------------------------- 06 downstream RLHF
@@ -370,4 +371,9 @@ def downstream(run: Run, force: bool = False) -> dict[str, Any]:
         summary = downstream_summary(run)
         write_json(layout.downstream_summary, summary)
         record.facts["policies"] = names
+    if _is_main_process() and run.manifest()["stages"].get("figures", {}).get("status") == "done":
+        # Notebook 06 comes after 05 when the notebooks run in their numbered order: the summary
+        # and tables 05 drew have no downstream rows yet, so they are drawn again from the files.
+        print("[downstream] the run's figures predate this stage: drawing them again with the downstream table")
+        figures(run, force=True)
     return summary

@@ -38,9 +38,6 @@ from .summary import render_summary, summary_json
 TOLERANCE = 1e-12
 _ABSENT = object()  # a key one side does not have
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError)  # a damaged file, as a difference
-# Metrics keys the kit added after runs were committed: compared where a file has them. A key
-# deleted by hand from a newer file still shows, as a changed sha256 of a recorded output.
-LATER_METRICS_KEYS = ("inputs_truncated",)
 
 
 @dataclass(frozen=True)
@@ -204,7 +201,6 @@ def _suite_metrics(run: Run, report: VerifyReport) -> dict[str, dict[str, Any]]:
         except _READ_ERRORS as err:
             report.differences.append(Difference(name, "(file)", f"cannot be recomputed ({type(err).__name__}: {err})"))
             continue
-        again = {k: v for k, v in again.items() if k in stored or k not in LATER_METRICS_KEYS}
         report.differences += value_differences({k: stored.get(k, _ABSENT) for k in again}, again, name, ("stored", "recomputed"))
         report.count("metrics files")
         report.count("numbers", _count_numbers(again))
