@@ -32,6 +32,11 @@ def test_profiles_inherit_and_override():
     assert load_config("qwen3-14b").judge.preview == load_config("qwen3-8b").judge.preview
 
 
+def test_an_empty_mapping_in_a_child_profile_clears_the_parents():
+    assert load_config("cpu-ablations").par.variants  # shuffled, format-only, graded
+    assert load_config("cpu-downstream").par.variants == {}  # `variants: {}`: no PAR variants to train
+
+
 def test_eval_limit_is_one_number_or_one_per_bench():
     cpu = load_config("cpu")
     assert cpu.eval.limit_for("rmbench") == 16 and cpu.eval.limit_for("pairs:hh-rlhf") == 128

@@ -158,7 +158,7 @@ def edit_a_cell_of_the_benchmark_markdown(run: Path) -> str:
 
 def edit_a_number_in_figure_data(run: Path) -> str:
     path = run / "figures" / "05_benchmark_bars.csv"
-    replace_once(path, f",{first_row(path)['ci95_high']}\n", ",0.99\n")
+    replace_once(path, f",{first_row(path)['ci95_high']},", ",0.99,")
     return "figures/05_benchmark_bars.csv: row 1 ("
 
 

@@ -505,9 +505,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` over `base`, mapping by mapping; an empty mapping clears the parent's (`variants: {}`)."""
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value

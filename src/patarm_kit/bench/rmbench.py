@@ -74,17 +74,25 @@ def style_matrix(
     return _outcome_cube(chosen_scores, rejected_scores, ties).mean(axis=0)
 
 
+# The cells of the 3x3 style matrix each score averages (row: chosen's style, column: rejected's).
+_DIFFICULTY_CELLS = {
+    "easy": np.tril_indices(3, k=-1),  # i > j: chosen fancier
+    "normal": np.diag_indices(3),
+    "hard": np.triu_indices(3, k=1),  # i < j: chosen plainer
+    "avg": np.indices((3, 3)).reshape(2, 9),  # all 9
+}
+
+
 def difficulty_scores(matrix: ArrayLike) -> dict[str, float]:
     """Easy (i > j: chosen fancier), Normal (diagonal), Hard (i < j: chosen plainer), avg (all 9)."""
     m = np.asarray(matrix, dtype=float)
     if m.shape != (3, 3):
         raise ValueError(f"expected a 3x3 style matrix, got shape {m.shape}")
-    return {
-        "easy": float(m[np.tril_indices(3, k=-1)].mean()),
-        "normal": float(np.diag(m).mean()),
-        "hard": float(m[np.triu_indices(3, k=1)].mean()),
-        "avg": float(m.mean()),
-    }
+    return {key: _difficulty_score(m, key) for key in _DIFFICULTY_CELLS}
+
+
+def _difficulty_score(m: np.ndarray, key: str) -> float:
+    return float(m[_DIFFICULTY_CELLS[key]].mean())
 
 
 def _unpack(item: Mapping[str, Any] | tuple) -> tuple[str, Any, Any]:
@@ -110,7 +118,7 @@ def _check_consistency(domains: dict[str, dict], overall: dict[str, float]) -> N
 
 def _domain_interval(cube: np.ndarray, key: str, n_boot: int, seed: int) -> list[float]:
     def statistic(idx: np.ndarray) -> float:
-        return difficulty_scores(cube[idx].mean(axis=0))[key]
+        return _difficulty_score(cube[idx].mean(axis=0), key)  # one key: the bootstrap's hot loop
 
     return list(bootstrap_ci_of(statistic, len(cube), n_boot=n_boot, seed=seed))
 
