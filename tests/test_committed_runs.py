@@ -1,7 +1,7 @@
 """Every run committed under results/ checks out from its files alone (`patarm-kit verify`).
 
 The reference run has its own, deeper test (test_reference_run.py); this one makes sure no
-committed run, the ablations run included, drifts from today's code.
+other committed run (the ablations run) drifts from today's code.
 """
 
 import json
@@ -19,7 +19,7 @@ def test_the_committed_runs_are_the_ones_the_readme_describes():
     assert COMMITTED == ["ablations-cpu", "reference-cpu"]
 
 
-@pytest.mark.parametrize("name", COMMITTED)
+@pytest.mark.parametrize("name", [name for name in COMMITTED if name != "reference-cpu"])  # it has its own test
 def test_a_committed_run_is_complete_and_verifies(name):
     folder = REPO_ROOT / "results" / name
     manifest = json.loads((folder / "manifest.json").read_text())

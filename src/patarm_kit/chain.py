@@ -70,9 +70,7 @@ def select_notebooks(config: RunConfig, only: list[str] | None, start_from: str 
 
 def notebook_done(run: Run, name: str) -> bool:
     """A notebook is done when its executed copy exists and every library stage it runs is recorded done."""
-    stages = run.manifest()["stages"]
-    return run.layout.notebook(name).is_file() and all(
-        stages.get(stage, {}).get("status") == "done" for stage in NOTEBOOK_STAGES.get(name, ()))
+    return run.layout.notebook(name).is_file() and all(map(run.stage_done, NOTEBOOK_STAGES.get(name, ())))
 
 
 def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> list[str]:

@@ -260,6 +260,10 @@ class Run:
             "outputs": {self.layout.key(p): sha256_of(p) for p in _files(produced)},
         })
 
+    def stage_done(self, name: str) -> bool:
+        """Whether the manifest records library stage `name` as done."""
+        return self.manifest()["stages"].get(name, {}).get("status") == "done"
+
     def update(self, section: str, key: str, value: Any) -> None:
         """Set manifest[section][key] = value (e.g. the data hashes of a source, a stage's status)."""
         manifest = self.manifest()

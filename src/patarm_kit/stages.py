@@ -371,7 +371,7 @@ def downstream(run: Run, force: bool = False) -> dict[str, Any]:
         summary = downstream_summary(run)
         write_json(layout.downstream_summary, summary)
         record.facts["policies"] = names
-    if _is_main_process() and run.manifest()["stages"].get("figures", {}).get("status") == "done":
+    if _is_main_process() and run.stage_done("figures"):
         # Notebook 06 comes after 05 when the notebooks run in their numbered order: the summary
         # and tables 05 drew have no downstream rows yet, so they are drawn again from the files.
         print("[downstream] the run's figures predate this stage: drawing them again with the downstream table")
