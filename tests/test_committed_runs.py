@@ -9,6 +9,7 @@ import json
 import pytest
 
 from patarm_kit.config import REPO_ROOT, load_config
+from patarm_kit.results import Run
 from patarm_kit.stages import NOTEBOOK_STAGES
 from patarm_kit.verify import verify_run
 
@@ -27,3 +28,12 @@ def test_a_committed_run_is_complete_and_verifies(name):
     assert manifest["finished"] and all(manifest["stages"][s]["status"] == "done" for s in stages), name
     report = verify_run(folder)
     assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_a_committed_run_accepts_its_own_config_today(name):
+    """A later stage (figures, after a table's fix) can run again on a committed run: the config
+    recorded in its manifest still has its fingerprint when read back with today's kit."""
+    run = Run.open(REPO_ROOT / "results" / name)
+    run.check_config(run.config())
+    assert run.config().fingerprint() == run.manifest()["config_fingerprint"]

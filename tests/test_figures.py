@@ -56,6 +56,10 @@ def test_every_figure_writes_png_svg_and_its_data(trained_run):
             assert (trained_run / "figures" / f"{name}.{ext}").stat().st_size > 1000, (name, ext)
         data = figures.FIGURE_DATA[name](trained_run)
         assert (trained_run / "figures" / f"{name}.csv").read_text() == data.to_csv(index=False), name
+    svg = trained_run / "figures" / "05_benchmark_bars.svg"
+    first = svg.read_bytes()
+    figures.plot_benchmark_bars(trained_run)
+    assert svg.read_bytes() == first  # a rerun writes the same file: no date, ids salted by the figure's name
     table = figures.benchmark_table(trained_run)
     assert set(table["judge"]) == {"length", "random", "base", "par"} and len(table) == 12
     for ext in ("csv", "md"):

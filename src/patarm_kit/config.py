@@ -313,7 +313,15 @@ class RunConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as recorded in manifests and metrics files (and hashed by `fingerprint`).
+
+        The downstream section, left at its defaults (no policy is trained), stays out: runs made
+        before the kit had it record the same config, so their later stages (figures) can run again.
+        """
+        values = dataclasses.asdict(self)
+        if self.policy == PolicyConfig():
+            del values["policy"]
+        return values
 
     def par_variant(self, name: str) -> "RunConfig":
         """This config with PAR variant `name`'s settings (par.variants) in its par block."""

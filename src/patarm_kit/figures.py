@@ -99,13 +99,17 @@ def skip(what: str, reason: str) -> None:
 
 
 def save_figure(fig: Figure, run_dir: Path | str, name: str, data: pd.DataFrame) -> list[Path]:
-    """<run>/figures/<name>.png and .svg (the SVG without a date, so a rerun writes the same file),
-    and beside them <name>.csv, the numbers the figure draws: `verify` rebuilds and compares it."""
+    """<run>/figures/<name>.png and .svg (the SVG without a date and with ids salted by its name,
+    so a rerun writes the same file), and beside them <name>.csv, the numbers the figure draws:
+    `verify` rebuilds and compares it."""
+    import matplotlib
+
     layout = RunLayout(Path(run_dir))
     png, svg, csv = layout.figure(name, "png"), layout.figure(name, "svg"), layout.figure_data(name)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120, bbox_inches="tight")
-    fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
+    with matplotlib.rc_context({"svg.hashsalt": name}):
+        fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
     atomic_write_text(csv, data.to_csv(index=False))
     return [png, svg, csv]
 
@@ -535,7 +539,7 @@ def _our_training(manifest: Mapping[str, Any]) -> str:
                         for s in config["data"]["sources"] if s["role"] == "train")
     sft = manifest.get("stages", {}).get("sft")
     par = manifest.get("training", {}).get("par")
-    sft_text = f"SFT warm-up: {sft.get('steps')} steps" if sft else "no SFT warm-up in this run"
+    sft_text = f"SFT warm-up: {sft.get('facts', {}).get('steps')} steps" if sft else "no SFT warm-up in this run"
     par_text = f"PAR: {par.get('n_pairs')} pairs, {par.get('global_step')} steps" if par else "no PAR training in this run"
     return f"local data: {sources}; {sft_text}; {par_text}"
 
