@@ -32,7 +32,6 @@ from .judge import (
 from .prompts import parse_judgment
 from .results import Run, read_json
 from .rubrics import criteria_summary, load_rubrics
-from .stages import NOTEBOOK_STAGES
 from .summary import render_summary, summary_json
 
 TOLERANCE = 1e-12
@@ -172,12 +171,6 @@ def text_differences(file: str, stored: str, rebuilt: str) -> list[Difference]:
 # ---------------------------------------------------------------- stage records
 
 
-def stage_ran(manifest: dict[str, Any], stage: str) -> bool:
-    """Whether a library stage is recorded done (runs made before stage functions recorded its notebook)."""
-    names = [stage, *(notebook for notebook, stages in NOTEBOOK_STAGES.items() if stage in stages)]
-    return any(manifest.get("stages", {}).get(name, {}).get("status") == "done" for name in names)
-
-
 def recorded_outputs(manifest: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """{file key: (who recorded it, sha256)}: the files a migration recorded, then each stage's outputs
     (a stage run after a migration rewrites its files, so its record is the newer one), then the
@@ -228,7 +221,7 @@ def _check_data(run: Run, manifest: dict[str, Any], recomputed: dict[str, dict[s
     """Every data hash recorded (manifest data section, eval files' data_files) against the file on disk,
     and a data section for every configured source once the data stage ran."""
     sections = manifest.get("data", {})
-    if stage_ran(manifest, "data"):
+    if run.stage_done("data"):
         for source in manifest["config"]["data"]["sources"]:
             if not sections.get(source["name"], {}).get("files"):
                 report.differences.append(Difference("manifest.json", f"data.{source['name']}",
@@ -260,7 +253,7 @@ def _check_benchmark_summary(run: Run, manifest: dict[str, Any], recomputed: dic
     path = run.layout.benchmarks_summary
     name = run.layout.key(path)
     if not path.is_file():
-        if stage_ran(manifest, "eval"):
+        if run.stage_done("eval"):
             report.differences.append(Difference(name, "(file)", "missing, but the eval stage ran"))
         else:
             report.notes.append(f"no {name} (stage eval not run)")
@@ -302,7 +295,7 @@ def _check_downstream(run: Run, manifest: dict[str, Any], data_dir: str | None, 
     from .ifeval import score_verdicts, verdict_rows
     from .policy import downstream_summary, policy_names
 
-    if not stage_ran(manifest, "downstream"):
+    if not run.stage_done("downstream"):
         return
     layout, config = run.layout, run.config()
     prompts = load_ifeval(_data_root(manifest, data_dir))[0]
