@@ -89,6 +89,19 @@ def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> lis
     return todo
 
 
+def _local_kernel_manager() -> type:
+    """The notebooks' kernel talks over local socket files (IPC), not TCP ports: nothing outside
+    this machine can reach it, and the kernel has no "running over TCP without encryption"
+    warning to print for each notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(transport="ipc", **kwargs)
+
+    return LocalKernelManager
+
+
 def run_chain(
     profile: str,
     run_name: str,
@@ -136,6 +149,7 @@ def run_chain(
                 cwd=str(NOTEBOOK_DIR),
                 progress_bar=False,
                 log_output=False,
+                kernel_manager_class=_local_kernel_manager(),
             )
         except PapermillExecutionError as err:
             run.update("notebooks", name, {"status": "failed", "cell": err.exec_count, "error": f"{err.ename}: {err.evalue}"})
