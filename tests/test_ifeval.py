@@ -41,6 +41,30 @@ def test_verdicts_equal_the_wrapped_implementation_strict_and_loose(prompts):
     assert True in verdicts and False in verdicts  # the hand-written set exercises both outcomes
 
 
+def test_a_verdict_depends_on_the_response_alone(prompts):
+    """IFEval's letter-frequency checker draws a random letter when the prompt counts "#" (key
+    1122): the kit seeds each check, so the verdict never changes from run to run, it is the
+    wrapped implementation's under that seed, and the caller's random state is left as it was."""
+    import random
+
+    from patarm_kit import ifcheck
+
+    prompt = prompts[1122]
+    assert prompt.kwargs[1]["letter"] == "#"
+    response = "abcdefghijklmnopqrstuvwxyz " * 3 + "#one #two #three #four"
+    verdicts = set()
+    for seed in range(30):
+        random.seed(seed)
+        before = random.getstate()
+        verdicts.add(tuple(ifcheck.check(response, prompt.instruction_id_list, prompt.kwargs, prompt.prompt)))
+        assert random.getstate() == before
+    assert len(verdicts) == 1
+    random.seed(ifcheck.CHECKER_RANDOM_SEED)
+    sample = IFEvalSample(prompt.key, prompt.prompt, list(prompt.instruction_id_list), [dict(k) for k in prompt.kwargs])
+    results, _ = evaluate_output_for_sample("ifeval", sample, response)
+    assert [v.strict for v in verdicts.pop()] == [r.strict_pass for r in results]
+
+
 def test_the_four_numbers_from_verdicts():
     rows = [{"key": 1, "instruction_id_list": ["a", "b"], "strict": [True, False], "loose": [True, True]},
             {"key": 2, "instruction_id_list": ["a"], "strict": [True], "loose": [True]}]

@@ -16,6 +16,7 @@ algorithm without its learned abbreviation list, so "Dr. Smith" may split into t
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -25,6 +26,12 @@ CHECKER_PACKAGE = "if-verifiable"
 PUNKT_DEPENDENT = ("length_constraints:number_sentences", "change_case:capital_word_frequency")
 PUNKT_FALLBACK = "fallback: nltk PunktSentenceTokenizer() without trained parameters (punkt_tab not installed)"
 LANGDETECT_SEED = 0  # langdetect is random unless seeded; IFEval's language checker uses it
+# IFEval's checkers draw a missing or unusable argument at random (Python's `random`): the
+# letter-frequency checker does so for IFEval's own prompts that count "#" or "!", which are not
+# letters, so unseeded the same response could pass on one run and fail on the next. Each check
+# draws from this seed (the caller's random state is put back), so a verdict depends on the
+# response alone and `verify` re-checks it exactly.
+CHECKER_RANDOM_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,8 @@ def instruction_types() -> tuple[str, ...]:
 def checker_record() -> dict[str, Any]:
     """What decided the verdicts: package, version, Punkt source, langdetect seed."""
     return {"package": CHECKER_PACKAGE, "version": version(CHECKER_PACKAGE), "punkt": punkt_source(),
-            "punkt_dependent_types": list(PUNKT_DEPENDENT), "langdetect_seed": LANGDETECT_SEED}
+            "punkt_dependent_types": list(PUNKT_DEPENDENT), "langdetect_seed": LANGDETECT_SEED,
+            "random_seed": CHECKER_RANDOM_SEED}
 
 
 def describe(instruction_id: str, kwargs: Mapping[str, Any]) -> str:
@@ -90,7 +98,12 @@ def check(response: str, instruction_ids: Sequence[str], kwargs: Sequence[Mappin
     unknown = [i for i in instruction_ids if i not in _registry()]
     if unknown:
         raise ValueError(f"unknown instruction id {unknown[0]!r} (known: {', '.join(instruction_types())})")
-    results, _ = evaluate_instructions(response, list(instruction_ids), [dict(k) for k in kwargs], prompt, _registry())
+    state = random.getstate()
+    random.seed(CHECKER_RANDOM_SEED)
+    try:
+        results, _ = evaluate_instructions(response, list(instruction_ids), [dict(k) for k in kwargs], prompt, _registry())
+    finally:
+        random.setstate(state)
     if not results:  # an empty response: the implementation fails every instruction without listing them
         return [Verdict(i, False, False) for i in instruction_ids]
     return [Verdict(r.instruction_id, r.strict_pass, r.loose_pass) for r in results]
