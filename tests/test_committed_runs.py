@@ -1,30 +1,31 @@
 """Every run committed under results/ checks out from its files alone (`patarm-kit verify`).
 
 The reference run has its own, deeper test (test_reference_run.py); this one makes sure no
-other committed run (the ablations run) drifts from today's code.
+other committed run (the ablations and downstream runs) drifts from today's code.
 """
 
 import json
 
 import pytest
 
-from patarm_kit.config import REPO_ROOT, load_config
+from patarm_kit.config import REPO_ROOT
 from patarm_kit.results import Run
-from patarm_kit.stages import NOTEBOOK_STAGES
+from patarm_kit.stages import notebook_stages
 from patarm_kit.verify import verify_run
 
 COMMITTED = sorted(p.parent.name for p in (REPO_ROOT / "results").glob("*/manifest.json"))
 
 
 def test_the_committed_runs_are_the_ones_the_readme_describes():
-    assert COMMITTED == ["ablations-cpu", "reference-cpu"]
+    assert COMMITTED == ["ablations-cpu", "downstream-cpu", "reference-cpu"]
 
 
 @pytest.mark.parametrize("name", [name for name in COMMITTED if name != "reference-cpu"])  # it has its own test
 def test_a_committed_run_is_complete_and_verifies(name):
     folder = REPO_ROOT / "results" / name
     manifest = json.loads((folder / "manifest.json").read_text())
-    stages = [stage for notebook in load_config(manifest["profile"]).notebooks for stage in NOTEBOOK_STAGES[notebook]]
+    config = Run.open(folder).config()
+    stages = [stage for notebook in config.notebooks for stage in notebook_stages(config, notebook)]
     assert manifest["finished"] and all(manifest["stages"][s]["status"] == "done" for s in stages), name
     report = verify_run(folder)
     assert report.ok, report.summary()
@@ -37,3 +38,16 @@ def test_a_committed_run_accepts_its_own_config_today(name):
     run = Run.open(REPO_ROOT / "results" / name)
     run.check_config(run.config())
     assert run.config().fingerprint() == run.manifest()["config_fingerprint"]
+
+
+def test_the_downstream_run_scores_every_policy_on_all_of_ifeval():
+    """The cpu-downstream run: the untrained policy and one per rewarder, each on IFEval's 541
+    prompts by its checker (seeded, punkt source named), the stated primary comparison first."""
+    folder = REPO_ROOT / "results" / "downstream-cpu"
+    config = Run.open(folder).config()
+    summary = json.loads((folder / "metrics" / "06_downstream.json").read_text())
+    assert set(summary["policies"]) == {"untrained", *config.policy.rewarders} == {"untrained", "checker", "base", "sft", "par"}
+    assert all(p["n_prompts"] == 541 for p in summary["policies"].values())
+    assert (summary["paired"][0]["a"], summary["paired"][0]["b"], summary["paired"][0]["n"]) == ("par", "base", 541)
+    assert summary["checker"]["punkt"] and "random_seed" in summary["checker"]
+    assert summary["infobench"]["status"] == "not run"  # its data is not on this machine; the reason is recorded

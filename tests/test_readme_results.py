@@ -9,7 +9,7 @@ from patarm_kit.summary import README_BLOCK, render_readme
 
 def test_readme_results_blocks_are_the_committed_runs_summaries():
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert [match[2] for match in README_BLOCK.finditer(readme)] == ["results/reference-cpu", "results/ablations-cpu"]
+    assert [match[2] for match in README_BLOCK.finditer(readme)] == ["results/reference-cpu", "results/ablations-cpu", "results/downstream-cpu"]
     assert readme == render_readme(readme, REPO_ROOT), (
         "README's results blocks differ from the committed runs' SUMMARY.md: "
         "run `python -m patarm_kit.summary --update-readme README.md`")

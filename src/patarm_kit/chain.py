@@ -15,7 +15,7 @@ from typing import Any
 from .config import REPO_ROOT, RunConfig, load_config
 from .data import sha256_of
 from .results import OutputExistsError, Run, now
-from .stages import NOTEBOOK_STAGES
+from .stages import NOTEBOOK_STAGES, notebook_stages
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)
@@ -70,7 +70,7 @@ def select_notebooks(config: RunConfig, only: list[str] | None, start_from: str 
 
 def notebook_done(run: Run, name: str) -> bool:
     """A notebook is done when its executed copy exists and every library stage it runs is recorded done."""
-    return run.layout.notebook(name).is_file() and all(map(run.stage_done, NOTEBOOK_STAGES.get(name, ())))
+    return run.layout.notebook(name).is_file() and all(map(run.stage_done, notebook_stages(run.config(), name)))
 
 
 def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import RunConfig
 from .results import Run, write_json
 
 # The library stages each chain notebook runs: the chain refuses to re-run a notebook whose
@@ -28,6 +29,20 @@ NOTEBOOK_STAGES = {
     "05_figures": ("figures",),
     "06_downstream_rlhf": ("policies", "downstream"),
 }
+
+
+def notebook_stages(config: RunConfig, notebook: str) -> list[str]:
+    """The library stages `notebook` runs under this config: those NOTEBOOK_STAGES lists, less
+    the ones the config switches off (no warm-up, no learning curve, no BT judge to evaluate),
+    which notebook 03 skips without a record."""
+    switched_off = {
+        "sft": not config.sft.enabled,
+        "par": not config.par.enabled,
+        "par-variants": not config.par.enabled,
+        "learning-curve": not (config.par.enabled and config.par.learning_curve_pairs),
+        "bt": "bt" not in config.eval.judges,
+    }
+    return [stage for stage in NOTEBOOK_STAGES.get(notebook, ()) if not switched_off.get(stage, False)]
 
 
 def _save(fig: Any, path: Path) -> Any:
