@@ -204,7 +204,9 @@ def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path):
 
 CANARY_ROLLOUTS = [
     # The cpu profile's path: vLLM inside the trainer, weights reloaded in place each step.
-    pytest.param({"par.use_vllm": True, "par.trainable_layers": 8, "par.vllm_importance_sampling": False}, id="vllm"),
+    # In the slow tier (make test-all) since make test neared its 15 minutes: ~95 s here.
+    pytest.param({"par.use_vllm": True, "par.trainable_layers": 8, "par.vllm_importance_sampling": False}, id="vllm",
+                 marks=pytest.mark.slow),
     # transformers generate on the trained model itself (the smoke profile; nbval runs it too).
     pytest.param({"par.use_vllm": False}, id="transformers", marks=pytest.mark.slow),
 ]
