@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from patarm_kit.chain import ChainError, run_chain
+from patarm_kit.chain import LOCAL_KERNEL_MANAGER, ChainError, run_chain
 from patarm_kit.cli import app
 
 
@@ -44,6 +44,12 @@ def test_chain_stops_at_the_failing_notebook_and_names_the_cell(tmp_path):
 def test_chain_rejects_unknown_notebooks():
     result = CliRunner().invoke(app, ["run", "--profile", "smoke", "--run-name", "x", "--only", "99_nothing"])
     assert result.exit_code == 2 and "not in this profile's chain" in result.output
+
+
+def test_the_chain_kernel_talks_over_local_socket_files_not_tcp():
+    from traitlets import import_item
+
+    assert import_item(LOCAL_KERNEL_MANAGER)().transport == "ipc"
 
 
 @pytest.mark.slow

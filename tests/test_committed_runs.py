@@ -27,6 +27,7 @@ def test_a_committed_run_is_complete_and_verifies(name):
     config = Run.open(folder).config()
     stages = [stage for notebook in config.notebooks for stage in notebook_stages(config, notebook)]
     assert manifest["finished"] and all(manifest["stages"][s]["status"] == "done" for s in stages), name
+    assert sorted(manifest["stages"]) == sorted(stages), "a stage ran that its config switches off, or the reverse"
     report = verify_run(folder)
     assert report.ok, report.summary()
 

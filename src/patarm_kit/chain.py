@@ -19,6 +19,7 @@ from .stages import NOTEBOOK_STAGES, notebook_stages
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)
+LOCAL_KERNEL_MANAGER = "patarm_kit.kernel.LocalKernelManager"  # IPC sockets, no TCP ports (kernel.py)
 PATH_KEYS = ("data.data_dir", "judge.rubric_file")  # config values that name files, resolved against the caller
 
 
@@ -89,19 +90,6 @@ def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> lis
     return todo
 
 
-def _local_kernel_manager() -> type:
-    """The notebooks' kernel talks over local socket files (IPC), not TCP ports: nothing outside
-    this machine can reach it, and the kernel has no "running over TCP without encryption"
-    warning to print for each notebook."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class LocalKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(transport="ipc", **kwargs)
-
-    return LocalKernelManager
-
-
 def run_chain(
     profile: str,
     run_name: str,
@@ -149,7 +137,7 @@ def run_chain(
                 cwd=str(NOTEBOOK_DIR),
                 progress_bar=False,
                 log_output=False,
-                kernel_manager_class=_local_kernel_manager(),
+                kernel_manager_class=LOCAL_KERNEL_MANAGER,
             )
         except PapermillExecutionError as err:
             run.update("notebooks", name, {"status": "failed", "cell": err.exec_count, "error": f"{err.ename}: {err.evalue}"})

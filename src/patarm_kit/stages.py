@@ -31,10 +31,11 @@ NOTEBOOK_STAGES = {
 }
 
 
-def notebook_stages(config: RunConfig, notebook: str) -> list[str]:
-    """The library stages `notebook` runs under this config: those NOTEBOOK_STAGES lists, less
-    the ones the config switches off (no warm-up, no learning curve, no BT judge to evaluate),
-    which notebook 03 skips without a record."""
+def enabled(config: RunConfig, stage: str) -> bool:
+    """Whether this config runs library stage `stage`: no warm-up, no PAR (so no variants and no
+    learning curve), no curve pairs or no BT judge to evaluate switch a stage off. Notebook 03
+    asks this before each stage, and the chain asks it (through notebook_stages) whether a
+    notebook is done, so the rule lives here once."""
     switched_off = {
         "sft": not config.sft.enabled,
         "par": not config.par.enabled,
@@ -42,7 +43,12 @@ def notebook_stages(config: RunConfig, notebook: str) -> list[str]:
         "learning-curve": not (config.par.enabled and config.par.learning_curve_pairs),
         "bt": "bt" not in config.eval.judges,
     }
-    return [stage for stage in NOTEBOOK_STAGES.get(notebook, ()) if not switched_off.get(stage, False)]
+    return not switched_off.get(stage, False)
+
+
+def notebook_stages(config: RunConfig, notebook: str) -> list[str]:
+    """The library stages `notebook` runs under this config: those NOTEBOOK_STAGES lists that are `enabled`."""
+    return [stage for stage in NOTEBOOK_STAGES.get(notebook, ()) if enabled(config, stage)]
 
 
 def _save(fig: Any, path: Path) -> Any:
