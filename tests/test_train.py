@@ -306,5 +306,7 @@ def test_projecting_completion_tokens_only_gives_trl_the_same_logprobs_and_gradi
     finally:
         project_completion_tokens_only(False)
     for shortcut, full in zip(results[True], results[False]):
-        torch.testing.assert_close(shortcut, full, rtol=1e-5, atol=1e-5)
+        # Other matmul shapes round float32 differently: allow roundoff on the tensor's own scale
+        # (input gradients reach ~90, so 1e-5 absolute failed on some CPUs at 1e-6 relative error).
+        torch.testing.assert_close(shortcut, full, rtol=1e-5, atol=1e-5 * full.abs().max().item())
     assert results[True][0][:, -6:].abs().sum() > 0  # the scored positions hold real log-probabilities
