@@ -1,6 +1,7 @@
 """The headless chain: papermill runs the notebooks into the run folder and names a failing cell."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -46,10 +47,36 @@ def test_chain_rejects_unknown_notebooks():
     assert result.exit_code == 2 and "not in this profile's chain" in result.output
 
 
-def test_the_chain_kernel_talks_over_local_socket_files_not_tcp():
+def test_the_chain_kernel_talks_over_socket_files_in_jupyters_runtime_folder(tmp_path, monkeypatch):
+    """No TCP port; nothing written where the chain runs (papermill's cwd: the notebooks); no
+    socket file left once the kernel has shut down."""
+    import asyncio
+
     from traitlets import import_item
 
-    assert import_item(LOCAL_KERNEL_MANAGER)().transport == "ipc"
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    monkeypatch.chdir(tmp_path)
+    manager = import_item(LOCAL_KERNEL_MANAGER)(kernel_name="python3")
+
+    async def sockets_of_a_running_kernel() -> list[Path]:
+        await manager.start_kernel()
+        try:
+            client = manager.client()
+            client.start_channels()
+            await client.wait_for_ready(timeout=60)
+            client.stop_channels()
+            sockets = sorted(Path(manager.ip).parent.glob(Path(manager.ip).name + "-*"))
+            assert sockets and all(p.is_socket() for p in sockets), sockets
+            return sockets
+        finally:
+            await manager.shutdown_kernel(now=True)
+
+    sockets = asyncio.run(sockets_of_a_running_kernel())
+    assert manager.transport == "ipc"
+    assert len(sockets) == 5 and all(p.parent == runtime for p in sockets), sockets
+    assert [p.name for p in tmp_path.iterdir()] == ["runtime"]
+    assert not any(p.exists() for p in sockets)
 
 
 @pytest.mark.slow
