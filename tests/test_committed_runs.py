@@ -1,7 +1,7 @@
 """Every run committed under results/ checks out from its files alone (`patarm-kit verify`).
 
 The reference run has its own, deeper test (test_reference_run.py); this one makes sure no
-other committed run (the ablations and downstream runs) drifts from today's code.
+other committed run (the ablations, downstream and learning-rate probe runs) drifts from today's code.
 """
 
 import json
@@ -17,7 +17,7 @@ COMMITTED = sorted(p.parent.name for p in (REPO_ROOT / "results").glob("*/manife
 
 
 def test_the_committed_runs_are_the_ones_the_readme_describes():
-    assert COMMITTED == ["ablations-cpu", "downstream-cpu", "reference-cpu"]
+    assert COMMITTED == ["ablations-cpu", "downstream-cpu", "lr-probe-1e-4", "lr-probe-1e-5", "lr-probe-3e-4", "reference-cpu"]
 
 
 @pytest.mark.parametrize("name", [name for name in COMMITTED if name != "reference-cpu"])  # it has its own test
@@ -52,3 +52,19 @@ def test_the_downstream_run_scores_every_policy_on_all_of_ifeval():
     assert (summary["paired"][0]["a"], summary["paired"][0]["b"], summary["paired"][0]["n"]) == ("par", "base", 541)
     assert summary["checker"]["punkt"] and "random_seed" in summary["checker"]
     assert summary["infobench"]["status"] == "not run"  # its data is not on this machine; the reason is recorded
+
+
+def test_the_readme_quotes_the_learning_rate_probe_as_its_runs_measured_it():
+    """The README's probe table: each run's learning rate and its dev curve (sampled / expected
+    readout at every checkpoint), read from the curve files `verify` rebuilds from judgments."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    probes = [name for name in COMMITTED if name.startswith("lr-probe-")]
+    for name in probes:
+        folder = REPO_ROOT / "results" / name
+        points = [json.loads(path.read_text()) for path in sorted((folder / "par" / "curve").glob("step-*.json"))]
+        assert [p["step"] for p in points] == [0, 16, 32, 48, 64]
+        cells = [f"{100 * p['acc']:.1f} / {100 * p['expected']['acc']:.1f}" for p in points]
+        learning_rate = Run.open(folder).config().par.learning_rate
+        rate = f"{learning_rate:.0e}".replace("e-0", "e-")  # 1e-4, as the run names write it
+        row = f"| [`{name}`](results/{name}) | {rate} | " + " | ".join(cells) + " |"
+        assert row in readme, row
