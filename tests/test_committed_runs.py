@@ -9,7 +9,8 @@ import json
 import pytest
 
 from patarm_kit.config import REPO_ROOT
-from patarm_kit.results import Run
+from patarm_kit.evaluate import curve_row
+from patarm_kit.results import Run, read_json
 from patarm_kit.stages import notebook_stages
 from patarm_kit.verify import verify_run
 
@@ -60,11 +61,9 @@ def test_the_readme_quotes_the_learning_rate_probe_as_its_runs_measured_it():
     readme = (REPO_ROOT / "README.md").read_text()
     probes = [name for name in COMMITTED if name.startswith("lr-probe-")]
     for name in probes:
-        folder = REPO_ROOT / "results" / name
-        points = [json.loads(path.read_text()) for path in sorted((folder / "par" / "curve").glob("step-*.json"))]
-        assert [p["step"] for p in points] == [0, 16, 32, 48, 64]
-        cells = [f"{100 * p['acc']:.1f} / {100 * p['expected']['acc']:.1f}" for p in points]
-        learning_rate = Run.open(folder).config().par.learning_rate
-        rate = f"{learning_rate:.0e}".replace("e-0", "e-")  # 1e-4, as the run names write it
+        run = Run.open(REPO_ROOT / "results" / name)
+        points = [curve_row(read_json(run.layout.curve_metrics(step))) for step in (0, 16, 32, 48, 64)]
+        cells = [f"{100 * p['acc']:.1f} / {100 * p['acc_expected']:.1f}" for p in points]
+        rate = f"{run.config().par.learning_rate:.0e}".replace("e-0", "e-")  # 1e-4, as the run names write it
         row = f"| [`{name}`](results/{name}) | {rate} | " + " | ".join(cells) + " |"
         assert row in readme, row
