@@ -22,5 +22,5 @@ class LocalKernelManager(AsyncKernelManager):
     def __init__(self, **kwargs: Any) -> None:
         runtime = jupyter_runtime_dir()
         os.makedirs(runtime, exist_ok=True)
-        sockets = os.path.join(runtime, f"patarm-kernel-{uuid.uuid4().hex}")
+        sockets = os.path.join(runtime, f"patarm-kernel-{uuid.uuid4().hex[:8]}")  # a socket path ends at 107 characters
         super().__init__(transport="ipc", ip=sockets, **kwargs)
