@@ -12,7 +12,8 @@ import pytest
 from patarm_kit.config import SamplingConfig, SourceConfig, load_config
 from patarm_kit.data import load_source
 from patarm_kit.engine import (
-    SEED_STRIDE, HFEngine, close_shared_engines, judge_engine, request_seed, shared_vllm_engine, vllm_available,
+    SEED_STRIDE, HFEngine, close_shared_engines, judge_engine, request_seed, response_seed, shared_vllm_engine,
+    vllm_available,
 )
 from patarm_kit.judge import requests_for_pairs
 from patarm_kit.judges import build_judge, prompt_judge
@@ -87,6 +88,18 @@ def test_request_seeds_never_collide():
     seeds = [request_seed(3, i, 4) + k for i in range(50) for k in range(4)]
     assert len(set(seeds)) == len(seeds)
     assert request_seed(3, 0, 4) != request_seed(4, 0, 4) and request_seed(4, 0, 4) == 4 * SEED_STRIDE
+
+
+def test_per_prompt_seeds_give_a_prompt_the_same_samples_in_any_call(fp32, vllm, prompts):
+    """The sampled-mean draws seed each request by its response (response_seed): sampled alone, a
+    prompt gets what it gets beside another, in both engines."""
+    sampling = SamplingConfig(n=2, temperature=1.0, max_new_tokens=16)
+    seeds = [response_seed(0, "pair", side) for side in ("chosen", "rejected")]
+    assert len(set(seeds)) == 2 and response_seed(0, "pair", "chosen") == seeds[0] != response_seed(1, "pair", "chosen")
+    _, model, tokenizer = fp32
+    for engine in (HFEngine(model, tokenizer), vllm):
+        both = engine.generate(prompts, sampling, 0, seeds=seeds)
+        assert engine.generate(prompts[1:], sampling, 0, seeds=seeds[1:]) == both[1:], engine.name
 
 
 def test_hf_engine_serves_a_merged_adapter_and_restores_the_base(hf_greedy):

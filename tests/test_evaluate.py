@@ -161,7 +161,7 @@ def test_cli_rejects_unknown_judges_and_benches(tmp_path):
 class VerdictEngine:
     """Always answers A: a maximally position-biased pairwise judge."""
 
-    def generate(self, prompts, sampling, seed, first_index=0):
+    def generate(self, prompts, sampling, seed, first_index=0, seeds=None):
         assert sampling.n == 1, "a pairwise judge makes one verdict per order"
         return [[Completion("<criteria>\n- x: y\n</criteria><evaluation>ok</evaluation><verdict>A</verdict>", 5, True)] for _ in prompts]
 

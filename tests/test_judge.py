@@ -33,7 +33,7 @@ class ScriptedEngine:
     def __init__(self, tokenizer=None):
         self.calls, self.adapters, self.reads, self.tokenizer = [], [], [], tokenizer
 
-    def generate(self, prompts, sampling, seed, first_index=0):
+    def generate(self, prompts, sampling, seed, first_index=0, seeds=None):
         self.calls.append((len(prompts), sampling, seed, first_index))
         return [[Completion(f"<criteria>\n- a: b\n</criteria><score>{len(p) % 10 + 1}</score>", 12, True)] * sampling.n
                 for p in prompts]

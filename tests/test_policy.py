@@ -60,7 +60,7 @@ class ScoresInTurn:
     def __init__(self, scores):
         self.scores, self.calls = list(scores), []
 
-    def generate(self, prompts, sampling, seed, first_index=0):
+    def generate(self, prompts, sampling, seed, first_index=0, seeds=None):
         self.calls.append((len(prompts), sampling.n))
         texts = iter(self.scores)
         out = []

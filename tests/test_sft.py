@@ -36,7 +36,7 @@ def tokenizer():
 # ---------------------------------------------------------------- target builders
 
 
-@pytest.mark.parametrize("kind", ["format", "labels"])
+@pytest.mark.parametrize("kind", ["format", "facts", "labels"])
 @pytest.mark.parametrize("task", ["chat", "math", "code", "safety"])
 def test_targets_parse_back_to_the_drawn_score_with_2_to_3_criteria(kind, task):
     for side in ("chosen", "rejected"):
@@ -234,3 +234,66 @@ def test_cli_sft_with_paper_targets_offline_exits_with_the_clear_error(tmp_path)
     args = ["sft", "--profile", "smoke", "--run-dir", str(tmp_path / "run"), "--set", "sft.targets=paper"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "needs a hub connection" in result.output
+
+
+# ---------------------------------------------------------------- facts targets: the warm-up reads the response
+
+
+def _built_pair(chosen: str, rejected: str):
+    from patarm_kit.data import PreferencePair
+
+    return PreferencePair(
+        "verifiable-if/hh/1/keywords:existence", "verifiable-if", "instruction",
+        ({"role": "user", "content": "How do I keep basil alive?\n\nInclude keywords walnut, lantern in the response."},),
+        chosen, rejected, subset="keywords:existence", split_key="verifiable-if/How do I keep basil alive?",
+        instructions=({"instruction_id": "keywords:existence", "kwargs": {"keywords": ["walnut", "lantern"]}},),
+    )
+
+
+def _facts_targets(pair, kind: str = "facts") -> dict[str, str]:
+    from patarm_kit.judge import requests_for_pairs
+
+    return {r.response: sft.judgment_target(r, RUBRICS[r.task], kind, 0, pair.instructions)[0] for r in requests_for_pairs([pair])}
+
+
+def test_a_facts_target_changes_with_the_response_and_not_with_the_label():
+    follows = "Water it daily. This also touches on walnut and lantern."
+    ignores = "Water it daily. This also touches on meadow and violin."
+    targets = _facts_targets(_built_pair(follows, ignores))
+    assert targets == _facts_targets(_built_pair(ignores, follows))  # the label flipped: the same judgment of each response
+    assert targets[follows] != targets[ignores]
+    assert 'has "walnut": yes; has "lantern": yes' in targets[follows]
+    assert 'has "walnut": no; has "lantern": no' in targets[ignores]
+    assert "Constraint followed: use walnut and lantern" in targets[follows]
+    half = follows.replace(" and lantern", "")  # one keyword edited out: that fact, and only that one, changes
+    assert 'has "walnut": yes; has "lantern": no' in _facts_targets(_built_pair(half, ignores))[half]
+    labels = _facts_targets(_built_pair(follows, ignores), "labels")
+    assert parse_judgment(labels[follows]).score >= 7 and parse_judgment(labels[ignores]).score <= 4
+
+
+@pytest.mark.parametrize("instruction_id", sorted(sft.facts.INSTRUCTION_FACTS))
+def test_every_instruction_type_has_a_fact_of_the_response(instruction_id, data_dir):
+    """Built on the real verifiable pairs: each type's fact differs between the two sides of most pairs."""
+    from patarm_kit.data import load_source
+
+    pairs = []
+    for name in ("verifiable-if", "verifiable-if-transfer"):
+        pairs += [p for p in load_source(name, data_dir, {"train": 0.8, "dev": 0.1, "test": 0.1})[0] if p.subset == instruction_id][:40]
+    assert pairs
+    differ = 0
+    for pair in pairs:
+        (kwargs,) = [i["kwargs"] for i in pair.instructions]
+        chosen, rejected = (sft.facts.INSTRUCTION_FACTS[instruction_id][1](side, kwargs) for side in (pair.chosen, pair.rejected))
+        differ += chosen != rejected
+    assert differ >= 0.9 * len(pairs)
+
+
+def test_facts_targets_fit_the_rollout_budget(tokenizer, data_dir):
+    from patarm_kit.data import load_source
+    from patarm_kit.judge import requests_for_pairs
+
+    pairs = load_source("verifiable-if", data_dir, {"train": 0.8, "dev": 0.1, "test": 0.1})[0][:200]
+    instructions = {p.id: p.instructions for p in pairs}
+    lengths = [len(tokenizer(sft.judgment_target(r, RUBRICS[r.task], "facts", 0, instructions[r.pair_id])[0])["input_ids"])
+               for r in requests_for_pairs(pairs)]
+    assert max(lengths) <= load_config("cpu").par.rollouts.max_new_tokens - 8

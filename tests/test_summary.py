@@ -85,7 +85,7 @@ def test_summary_markdown_has_a_table_per_bench_and_the_paired_differences(refer
     assert [line for line in text.splitlines() if line.startswith("## ")] == [
         "## RM-Bench", "## RewardBench", "## held-out hh-rlhf", "## Paired differences"]
     assert "| `base` | 80 | 50.0 [50.0, 50.0] | 0.0 [0.0, 0.0] | 100.0 | 100.0 | 25 of 160 |" in text
-    assert "| `par` − `sft` | held-out hh-rlhf | sampled | 128 | -5.5 [-11.3, +0.4] | 0.074 |" in text
+    assert "| `par` − `sft` | held-out hh-rlhf | greedy | 128 | -5.5 [-11.3, +0.4] | 0.074 |" in text
 
 
 def test_summary_command_prints_the_table_or_json(small_run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -18,7 +19,9 @@ from patarm_kit.data import PreferencePair, save_pairs
 from patarm_kit.par import rewards_for_batch
 from patarm_kit.prompts import parse_judgment
 from patarm_kit.results import Run
-from patarm_kit.train import CHECKPOINT_COMPLETE, latest_checkpoint, read_metrics, rollout_metrics
+from patarm_kit.train import (
+    CHECKPOINT_COMPLETE, evaluation_first_word, latest_checkpoint, read_metrics, rollout_metrics, score_entropy,
+)
 from par_reward_worker import rewards_of  # the reward call the multi-process worker makes
 
 # Each (pair, side) has 3 rollouts: 3 pairs x 2 sides x 3 = 18 completions. Two processes hold
@@ -58,15 +61,59 @@ def test_one_process_rewards_are_par_on_the_whole_batch():
     assert metrics["par/pair_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert metrics["par/parse_rate"] == pytest.approx(16 / 18)
     assert metrics["par/zero_std_group_share"] == pytest.approx(2 / 6)  # pair c: all equal, nobody wins
+    assert metrics["par/tie_rate"] == pytest.approx(1 / 3)  # pair c
+    assert metrics["par/band_count"] == 0.0 and "par/band_top_share" not in metrics  # no evaluation sections
 
 
 def test_rollout_metrics_on_a_hand_made_step():
     metrics = rollout_metrics(["p", "p", "p", "p"], ["chosen", "chosen", "rejected", "rejected"],
-                              [9, None, 2, 4], [1.0, 0.0, 1.0, 1.0], [10, 20, 30, 40])
+                              [9, None, 2, 4], [1.0, 0.0, 1.0, 1.0], [10, 20, 30, 40], ["weak", None, "weak", "handles"])
     assert metrics == {
         "reward_mean": 0.75, "pair_accuracy": 1.0, "parse_rate": 0.75, "completion_length_mean": 25.0,
-        "group_reward_std_mean": 0.25, "zero_std_group_share": 0.5,
+        "group_reward_std_mean": 0.25, "zero_std_group_share": 0.5, "tie_rate": 0.0,
+        "score_entropy": pytest.approx(math.log2(3)), "band_top_share": pytest.approx(2 / 3), "band_count": 2.0,
     }
+
+
+def test_ties_count_equal_means_and_pairs_without_a_valid_score_on_a_side():
+    pair_ids = ["tie"] * 4 + ["unscored"] * 4 + ["won"] * 4 + ["lost"] * 4
+    sides = ["chosen", "chosen", "rejected", "rejected"] * 4
+    scores = [5, 7, 6, 6,  8, 8, None, None,  9, 9, 2, 2,  3, 3, 4, 4]
+    metrics = rollout_metrics(pair_ids, sides, scores, [0.0] * 16, [1] * 16, [None] * 16)
+    assert metrics["tie_rate"] == 0.5  # "tie" (mean 6 = 6) and "unscored" (no valid rejected score)
+    assert metrics["pair_accuracy"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert metrics["band_top_share"] is None and metrics["band_count"] == 0.0  # no evaluation section anywhere
+
+
+def test_score_entropy_is_in_bits_over_the_valid_scores():
+    assert score_entropy([5, 5, 5, None]) == 0.0
+    assert score_entropy([1, 10, None, None]) == 1.0
+    assert score_entropy(list(range(1, 11))) == pytest.approx(math.log2(10))
+    assert score_entropy([3, 3, 7, 9]) == pytest.approx(1.5)  # -(1/2 log 1/2 + 2 x 1/4 log 1/4)
+    assert score_entropy([None, None]) is None
+
+
+def test_the_band_is_the_first_word_of_the_evaluation():
+    from patarm_kit.prompts import format_judgment
+
+    judgment = format_judgment([("accuracy", "the arithmetic is right")], "Weak on arithmetic; poor accuracy.", 2)
+    assert evaluation_first_word(judgment) == "weak"
+    assert evaluation_first_word("<criteria>\n- a: b\n</criteria>\n<Evaluation >\n **Handles** it.</evaluation>") == "handles"
+    thought_first = "<think>\n<evaluation>Draft</evaluation>\n</think>\n<evaluation>Partly, yes</evaluation>"
+    assert evaluation_first_word(thought_first) == "partly"  # the draft inside <think> is not the judgment
+    assert evaluation_first_word("<evaluation></evaluation>\n<score>5</score>") is None
+    assert evaluation_first_word("<evaluation>Weak, cut off at the token limit") is None  # as the parser: complete only
+    assert evaluation_first_word("<score>5</score>") is None
+    assert evaluation_first_word("<think>never closed <evaluation>Weak") is None  # no answer outside thinking
+
+
+def test_the_reward_function_logs_the_band_metrics():
+    rows = [{"pair_id": "a", "side": side, "completion": f"<evaluation>{word} on it.</evaluation>\n<score>{score}</score>",
+             "tokens": 5} for side, word, score in [("chosen", "Handles", 8), ("chosen", "Handles", 9),
+                                                    ("rejected", "Weak", 2), ("rejected", "Handles", 8)]]
+    _, metrics = rewards_of(rows, "binary", 0.1)
+    assert metrics["par/band_top_share"] == 0.75 and metrics["par/band_count"] == 2.0
+    assert metrics["par/tie_rate"] == 0.0 and metrics["par/score_entropy"] == pytest.approx(1.5)
 
 
 def test_a_split_pair_cannot_be_scored_on_one_process_alone():
@@ -123,7 +170,7 @@ def test_tiny_grpo_run_writes_metrics_checkpoints_and_adapter(tmp_path):
     assert result.global_step == 2 and result.n_pairs == 2
     assert [row["step"] for row in result.metrics] == [1, 2]
     for key in ("par/reward_mean", "par/parse_rate", "par/completion_length_mean", "par/group_reward_std_mean",
-                "par/zero_std_group_share", "seconds_per_step", "loss"):
+                "par/zero_std_group_share", "par/tie_rate", "par/band_count", "seconds_per_step", "loss"):
         assert key in result.metrics[0], key
     assert result.metrics[0]["par/completion_length_mean"] <= 8
     for step in (1, 2):
@@ -140,6 +187,7 @@ def test_tiny_grpo_run_writes_metrics_checkpoints_and_adapter(tmp_path):
     assert record["status"] == "done" and record["resumed_from"] is None
     assert record["grpo_args"]["num_generations"] == 2 and record["grpo_args"]["learning_rate"] == 1e-5
     assert record["grpo_args"]["loss_type"] == config.par.loss_type and record["grpo_args"]["beta"] == 0.0
+    assert record["grpo_args"]["disable_dropout"] is True and record["lora_dropout"] == 0.0
     with pytest.raises(FileExistsError, match="--resume"):
         train_par(config, run)
 
@@ -310,3 +358,35 @@ def test_projecting_completion_tokens_only_gives_trl_the_same_logprobs_and_gradi
         # (input gradients reach ~90, so 1e-5 absolute failed on some CPUs at 1e-6 relative error).
         torch.testing.assert_close(shortcut, full, rtol=1e-5, atol=1e-5 * full.abs().max().item())
     assert results[True][0][:, -6:].abs().sum() > 0  # the scored positions hold real log-probabilities
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("adapter", ["fresh", "loaded"])
+def test_grpo_runs_with_every_dropout_off_lora_included(tmp_path, adapter):
+    """lora.dropout (0.05) is SFT's; GRPO's loss must be taken on the policy that sampled, so TRL's
+    disable_dropout sets p=0 on every nn.Dropout, a fresh adapter's and a loaded (SFT) adapter's alike."""
+    from datasets import Dataset
+    from peft import PeftModel, get_peft_model
+    from torch import nn
+
+    from patarm_kit.models import load_model, lora_config
+    from patarm_kit.train import lora_dropout_in_use, make_grpo_trainer
+
+    config = load_config("smoke", {"par.pairs_per_step": 1, "par.rollouts.n": 2, "par.use_vllm": False,
+                                   "model.torch_threads": 1})
+    assert config.lora.dropout > 0
+    model, tokenizer = load_model(config.model, trainable=True)
+    peft_config = lora_config(config.lora)
+    if adapter == "loaded":  # as train_par starts from the SFT adapter
+        get_peft_model(model, peft_config).save_pretrained(tmp_path / "sft")
+        base = load_model(config.model, trainable=True)[0]
+        model = PeftModel.from_pretrained(base, tmp_path / "sft", is_trainable=True)
+        peft_config = None
+        assert lora_dropout_in_use(model) == config.lora.dropout  # on until GRPO turns it off
+    trainer = make_grpo_trainer(config, model, tokenizer, Dataset.from_list([{"prompt": "Hi"}] * 2),
+                                lambda completions, **kwargs: [0.0] * len(completions), tmp_path / "grpo",
+                                peft_config=peft_config)
+    assert trainer.args.disable_dropout is True
+    dropouts = {name: m.p for name, m in trainer.model.named_modules() if isinstance(m, nn.Dropout)}
+    assert sum(".lora_dropout." in name for name in dropouts) == 4 * trainer.model.config.num_hidden_layers
+    assert set(dropouts.values()) == {0} and lora_dropout_in_use(trainer.model) == 0.0

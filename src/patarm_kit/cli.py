@@ -101,7 +101,7 @@ def data(
             "missing_files": loaded.report.missing_files,
             **count_pairs(loaded.pairs, config.data.split_fractions),
         }
-        for loaded in load_sources(specs, data_dir or config.data.data_dir)
+        for loaded in load_sources(specs, data_dir or config.data.data_dir, config.data.split_fractions)
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

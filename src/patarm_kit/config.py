@@ -37,6 +37,7 @@ class SourceConfig:
     role: str = "train"  # "train": split into train/dev/test; "bench": evaluation only
     limit: int | None = None
     bad_rows: str = "error"  # "error" stops the load; "skip" drops and reports the row
+    subsets: list[str] | None = None  # keep only pairs of these subsets (e.g. one instruction type); None: all
 
 
 @dataclass
@@ -75,6 +76,8 @@ class SamplingConfig:
                                  the first k for each k in eval.votes_curve (the last k is n)
       eval.pairwise_sampling     the pairwise judge: one verdict per order, with the token budget
                                  a comparison of two responses needs (None: eval.sampling)
+      eval.sampled_mean          the sampled-mean readout: k >= 4 judgments per response sampled as
+                                 PAR's rollouts are, beside eval.sampling's (None: not measured)
 
     A profile's block is merged key by key into the block of the profile it extends (cpu.yaml
     spells out all four keys of each); a block written from nothing takes the defaults below
@@ -127,14 +130,14 @@ class JudgeConfig:
 class LoraConfig:
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.05  # SFT and BT; GRPO (PAR, policies) runs with dropout off (train.grpo_args)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 @dataclass
 class SftConfig:
     enabled: bool = True
-    targets: str = "format"  # "format", "labels" or "paper"
+    targets: str = "format"  # "facts", "labels", "format" (the first warm-up) or "paper": sft.py
     n_pairs: int | None = 64  # training pairs (2 examples each), or paper rows; None: all
     max_steps: int = 40
     learning_rate: float = 2e-4
@@ -229,6 +232,11 @@ class EvalConfig:
     votes_curve: list[int] = field(default_factory=list)  # accuracy vs number of votes (notebook 04)
     votes_curve_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4))  # n = the curve's last point
     pairwise_sampling: SamplingConfig | None = None
+    # The sampled-mean readout (what PAR trains: the judgment distribution at the rollout temperature,
+    # which one greedy judgment cannot show): every generative pointwise evaluation also draws n >= 4
+    # judgments per response, seeded by the response, and scores it by their mean valid score.
+    # None: not measured (n more generations per response). The learning curve measures it always.
+    sampled_mean: SamplingConfig | None = None
     votes_curve_judge: str = "par"
     votes_curve_bench: str = "pairs:hh-rlhf"
     votes_curve_limit: int | None = None  # items for the curve; None: the bench's eval.limit
@@ -241,6 +249,10 @@ class EvalConfig:
         self.votes_curve_sampling.check("eval.votes_curve_sampling")
         if self.pairwise_sampling is not None:
             self.pairwise_sampling.check("eval.pairwise_sampling")
+        if self.sampled_mean is not None:
+            self.sampled_mean.check("eval.sampled_mean", min_n=SAMPLED_MEAN_MIN)
+        if self.primary and readout_name(self.primary["readout"]) == "sampled-mean" and self.sampled_mean is None:
+            raise ConfigError("eval.primary.readout: sampled-mean reads the judgments eval.sampled_mean draws; set it")
         if self.votes_curve and max(self.votes_curve) != self.votes_curve_sampling.n:
             raise ConfigError(f"eval.votes_curve: its last point ({max(self.votes_curve)} votes) must be the "
                               f"eval.votes_curve_sampling.n={self.votes_curve_sampling.n} judgments sampled per response")
@@ -278,7 +290,7 @@ class PolicyConfig:
     # The judge's k judgments of each completion (its sampling block); the reward is their mean
     # valid score, or mean expected score (readout), scaled from 1..10 to 0..1.
     judge_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96))
-    readout: str = "sampled"
+    readout: str = "greedy"  # "greedy" (the score each judgment wrote) or "expected"
     # The hybrid reward's extra terms: minus length_penalty x (completion tokens / max_new_tokens),
     # and with format_check a completion that is empty or cut at max_new_tokens gets 0.
     length_penalty: float = 0.0
@@ -315,12 +327,18 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as recorded in manifests and metrics files (and hashed by `fingerprint`).
 
-        The downstream section, left at its defaults (no policy is trained), stays out: runs made
-        before the kit had it record the same config, so their later stages (figures) can run again.
+        The downstream section, left at its defaults (no policy is trained), and eval.sampled_mean
+        and data.sources[].subsets, left unset, stay out: runs made before the kit had them record
+        the same config, so their later stages (figures) can run again.
         """
         values = dataclasses.asdict(self)
         if self.policy == PolicyConfig():
             del values["policy"]
+        if self.eval.sampled_mean is None:
+            del values["eval"]["sampled_mean"]
+        for source in values["data"]["sources"]:
+            if source["subsets"] is None:  # data.sources[].subsets, unset
+                del source["subsets"]
         return values
 
     def par_variant(self, name: str) -> "RunConfig":
@@ -368,19 +386,37 @@ MINIMUM: dict[str, int] = {
 # rule of scalar RMs (RewardBench's run_rm, RM-Bench); "half" is the generative runners'
 # "effectively a tie". Scoring (bench.base.tie_value) reads the value from here.
 TIE_VALUES: dict[str, float] = {"half": 0.5, "zero": 0.0}
-# What a pointwise judgment's score is read as: the number it wrote, or its expected score (judge.py).
-READOUTS = ("sampled", "expected")
+# What a pointwise judge's score of a response is read as (judge.readout_score): "greedy", the number
+# its judgment wrote (eval.sampling: one greedy judgment); "expected", that judgment's expected score,
+# read after it (judge.py); "sampled-mean", the mean number written by k judgments sampled at the
+# rollout temperature (eval.sampled_mean): the judgment distribution PAR trains.
+READOUTS = ("greedy", "expected", "sampled-mean")
+SAMPLED_MEAN_MIN = 4  # k: fewer samples than this would leave the mean as coarse as one judgment
+# Runs and profiles made before sampled-mean named the greedy readout "sampled": read as today's name.
+READOUT_ALIASES = {"sampled": "greedy"}
+
+
+def readout_name(name: str) -> str:
+    """A readout by today's name (an older run's or profile's "sampled" is "greedy"); unknown names are refused.
+
+    Configs keep the name as written, so an older run's config keeps its fingerprint; readers ask here.
+    """
+    name = READOUT_ALIASES.get(name, name)
+    if name not in READOUTS:
+        raise ConfigError(f"unknown readout {name!r}; expected one of {', '.join(READOUTS)}")
+    return name
+
 
 # Keys that name one of a few settings: a typo is refused before any model runs.
 CHOICES: dict[str, tuple[str, ...]] = {
     "judge.engine": ("vllm", "hf"),
     "judge.voting": ("mean", "majority"),
-    "sft.targets": ("format", "labels", "paper"),
+    "sft.targets": ("facts", "labels", "format", "paper"),
     "par.mode": ("binary", "graded", "format"),
     "par.scale_rewards": ("group", "batch", "none"),
     "par.vllm_mode": ("colocate", "server"),
     "eval.ties": tuple(TIE_VALUES),
-    "policy.readout": READOUTS,
+    "policy.readout": ("greedy", "expected", *READOUT_ALIASES),  # a policy's reward reads its judge's own judgments
 }
 
 
@@ -427,8 +463,10 @@ def _primary(primary: dict[str, str] | None, key: str) -> None:
         return
     if sorted(primary) != ["a", "b", "bench", "readout"]:
         raise ConfigError(f"{key}: expected the keys a, b, bench and readout, got {', '.join(sorted(primary))}")
-    if primary["readout"] not in READOUTS:
-        raise ConfigError(f"{key}.readout: expected one of {', '.join(READOUTS)}, got {primary['readout']!r}")
+    try:
+        readout_name(primary["readout"])
+    except ConfigError as err:
+        raise ConfigError(f"{key}.readout: {err}") from None
 
 
 def _rewarders(rewarders: list[str], key: str) -> None:

@@ -57,6 +57,9 @@ class PreferencePair:
     chosen_variants: tuple[str, ...] = ()
     rejected_variants: tuple[str, ...] = ()
     split_key: str = ""  # what the split is drawn from when not the prompt (built pairs: their base prompt)
+    # Built instruction-following pairs: the instructions the prompt states, as their checker reads
+    # them ({"instruction_id", "kwargs"}); the warm-up's criteria and facts name them (facts.py).
+    instructions: tuple[dict[str, Any], ...] = ()
 
     @property
     def prompt_text(self) -> str:
@@ -68,6 +71,9 @@ class PreferencePair:
         row["prompt"] = list(self.prompt)
         row["chosen_variants"] = list(self.chosen_variants)
         row["rejected_variants"] = list(self.rejected_variants)
+        row["instructions"] = list(self.instructions)
+        if not self.instructions:  # pair files of sources without instructions keep their layout
+            del row["instructions"]
         return row
 
     @classmethod
@@ -83,6 +89,7 @@ class PreferencePair:
             chosen_variants=tuple(row.get("chosen_variants") or ()),
             rejected_variants=tuple(row.get("rejected_variants") or ()),
             split_key=row.get("split_key", ""),
+            instructions=tuple(dict(i) for i in row.get("instructions") or ()),
         )
 
 
@@ -101,6 +108,7 @@ class SourceReport:
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_examples: list[str] = field(default_factory=list)
     built_with: dict[str, Any] = field(default_factory=dict)  # built sources: what made and checked the pairs
+    decontaminated: dict[str, Any] = field(default_factory=dict)  # stage 01: pairs removed for sharing a held-out prompt
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -437,7 +445,7 @@ def verifiable_builds(name: str, data_dir: Path, report: SourceReport,
     transfer = name == "verifiable-if-transfer"
     builds = []
     for base in bases:
-        key = f"verifiable-if/{base.question}"
+        key = f"{BUILT_KEY_PREFIX}{base.question}"
         if transfer and split_of_key(key, fractions) != "test":
             continue
         types, wanted = (ifpairs.HELD_OUT, 1) if transfer else (ifpairs.TRAINED, ifpairs.TYPES_PER_PROMPT)
@@ -456,6 +464,7 @@ def verifiable_pairs(name: str, data_dir: Path, report: SourceReport, fractions:
             id=f"{name}/{source_id}/{built.instruction_id}", source=name, task=ifpairs.TASK,
             prompt=({"role": "user", "content": built.prompt},), chosen=built.chosen, rejected=built.rejected,
             subset=built.instruction_id, split_key=key,
+            instructions=({"instruction_id": built.instruction_id, "kwargs": built.kwargs},),
         )
         for key, source_id, built in builds
     ]
@@ -555,6 +564,12 @@ def load_source(
             "an existing file, or a hub dataset id (hub:owner/name)"
         )
     pairs = _dedupe(pairs, report)
+    if spec.subsets is not None:
+        unknown = sorted(set(spec.subsets) - {p.subset for p in pairs})
+        if unknown:
+            raise DataError(f"source {name}: subsets {', '.join(unknown)} have no pairs "
+                            f"(its subsets: {', '.join(sorted({p.subset for p in pairs}))})")
+        pairs = [p for p in pairs if p.subset in spec.subsets]
     if spec.limit is not None and spec.limit < len(pairs):
         pairs = subsample(pairs, spec.limit)
         report.limited_to = spec.limit
@@ -587,14 +602,38 @@ def split_of(pair: PreferencePair, fractions: dict[str, float]) -> str:
 
 
 def split_of_key(key: str, fractions: dict[str, float]) -> str:
+    """The split a key's hash falls in, the splits laid out in sorted name order.
+
+    Sorted, never the mapping's own order: a YAML profile, a manifest (sorted keys) and a
+    default config must give every pair the same split, or a held-out pair of one reader is a
+    training pair of another.
+    """
+    names = sorted(fractions)
     total = sum(fractions.values())
     point = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / 16**12
     cumulative = 0.0
-    for name, share in fractions.items():
-        cumulative += share / total
+    for name in names:
+        cumulative += fractions[name] / total
         if point < cumulative:
             return name
-    return list(fractions)[-1]
+    return names[-1]
+
+
+BUILT_KEY_PREFIX = "verifiable-if/"  # a built pair's split_key: this prefix and its base prompt
+
+
+def normalised(text: str) -> str:
+    """Lower-cased with runs of white space made one space: how prompts are compared across sources."""
+    return " ".join(text.lower().split())
+
+
+def prompt_keys(pair: PreferencePair) -> frozenset[str]:
+    """The prompts a pair is about, normalised: every user turn, and a built pair's base prompt
+    (a built prompt is its base prompt plus an instruction, so the turn alone would not match)."""
+    texts = [m["content"] for m in pair.prompt if m["role"] == "user"]
+    if pair.split_key.startswith(BUILT_KEY_PREFIX):
+        texts.append(pair.split_key.removeprefix(BUILT_KEY_PREFIX))
+    return frozenset(normalised(t) for t in texts)
 
 
 def count_pairs(pairs: Iterable[PreferencePair], fractions: dict[str, float]) -> dict[str, dict[str, int]]:
@@ -622,6 +661,11 @@ def stored_pair(row: Any, number: int) -> PreferencePair:
     if not isinstance(row.get("prompt"), list):
         raise RowProblem("prompt", "expected a non-empty list of {role, content} messages")
     _messages(row["prompt"], "prompt")
+    instructions = row.get("instructions", [])
+    if not isinstance(instructions, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("instruction_id"), str) and isinstance(i.get("kwargs"), dict)
+            for i in instructions):
+        raise RowProblem("instructions", "expected a list of {instruction_id, kwargs} objects")
     return PreferencePair.from_row(row)
 
 
@@ -680,12 +724,14 @@ class LoadedSource:
     report: SourceReport
 
 
-def load_sources(sources: Iterable[SourceConfig], data_dir: str | None = None) -> list[LoadedSource]:
+def load_sources(sources: Iterable[SourceConfig], data_dir: str | None = None,
+                 fractions: dict[str, float] | None = None) -> list[LoadedSource]:
     """Load and validate every source first, so a bad row stops the stage before anything is written.
 
     Pair ids must be unique across sources too: training sources share the split files.
+    `fractions` (data.split_fractions) is what built sources draw their base prompts by.
     """
-    loaded = [LoadedSource(spec, *load_source(spec, data_dir)) for spec in sources]
+    loaded = [LoadedSource(spec, *load_source(spec, data_dir, fractions)) for spec in sources]
     first_source: dict[str, int] = {}
     for index, source in enumerate(loaded):
         for pair in source.pairs:
@@ -694,6 +740,38 @@ def load_sources(sources: Iterable[SourceConfig], data_dir: str | None = None) -
                 raise DataError(f"sources {loaded[first].spec.name} and {source.spec.name} both have pair id {pair.id!r}; "
                                 "ids must be unique across sources (a source listed twice?)")
     return loaded
+
+
+def decontaminate(loaded: list[LoadedSource], benches: dict[str, list[PreferencePair]],
+                  fractions: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Remove every training or dev pair that shares a prompt with a bench, then every dev or test
+    pair that shares one with a training pair; count both per source (and per bench) in its report.
+
+    Benchmarks reuse public prompts (RM-Bench's chat subset is HH-RLHF's), and splits go by a hash
+    of one key per pair, so two pairs about one prompt (a multi-turn dialogue and its first turn, a
+    built pair and its base question) could land on both sides of a split. Either would score a
+    judge on what it trained on, or choose its settings by it. A test pair may share a prompt with
+    a bench: both are held out (the transfer bench is built on the test split's prompts).
+    """
+    bench_keys = {name: frozenset().union(*(prompt_keys(p) for p in pairs)) for name, pairs in sorted(benches.items())}
+    train_sources = [s for s in loaded if s.spec.role == "train"]
+    for source in train_sources:
+        by_bench: collections.Counter = collections.Counter()
+        kept = []
+        for pair in source.pairs:
+            hits = [] if split_of(pair, fractions) == "test" else [n for n, keys in bench_keys.items() if prompt_keys(pair) & keys]
+            by_bench.update(hits)
+            if not hits:
+                kept.append(pair)
+        source.report.decontaminated = {"bench_prompt": len(source.pairs) - len(kept), "by_bench": dict(sorted(by_bench.items()))}
+        source.pairs = kept
+    train_keys = frozenset().union(*(prompt_keys(p) for s in train_sources for p in s.pairs if split_of(p, fractions) == "train"))
+    for source in train_sources:
+        kept = [p for p in source.pairs if split_of(p, fractions) == "train" or not prompt_keys(p) & train_keys]
+        source.report.decontaminated["training_prompt"] = len(source.pairs) - len(kept)
+        source.report.pairs = len(kept)
+        source.pairs = kept
+    return {s.spec.name: s.report.decontaminated for s in train_sources}
 
 
 def write_stage_pairs(loaded: list[LoadedSource], fractions: dict[str, float], out_dir: Path) -> dict[str, Path]:
@@ -725,6 +803,9 @@ def summary_rows(loaded: list[LoadedSource], fractions: dict[str, float]) -> lis
                 "pairs": source.report.pairs,
                 "duplicates": source.report.duplicates,
                 "skipped": sum(source.report.skipped.values()),
+                **({"removed: bench prompt": source.report.decontaminated["bench_prompt"],
+                    "removed: training prompt": source.report.decontaminated["training_prompt"]}
+                   if source.report.decontaminated else {}),
                 **{f"task {k}": v for k, v in counts["task"].items()},
                 **({f"split {k}": v for k, v in counts["split"].items()} if source.spec.role == "train" else {}),
             }

@@ -20,6 +20,7 @@ prompts, the parsing or the records.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -35,7 +36,9 @@ from .config import REPO_ROOT, ConfigError, RunConfig, SamplingConfig
 ENGINE_CACHE = REPO_ROOT / ".cache" / "vllm"  # compile caches; git-ignored
 SEED_STRIDE = 1 << 20  # a vLLM call holds fewer than this many samples, so request seeds never collide
 SEED_RULE = (f"vllm: sample k of request i of a judging call with seed s uses seed s*{SEED_STRIDE} + i*n + k; "
-             "hf: batch b of the length-sorted requests of the chunk starting at request j uses torch.manual_seed(s + j + b)")
+             "hf: batch b of the length-sorted requests of the chunk starting at request j uses torch.manual_seed(s + j + b); "
+             "the sampled-mean draws: request seed r = response_seed(s, pair id, side), vllm: sample k uses r + k, "
+             "hf: one request per batch, torch.manual_seed(r)")
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,12 @@ class Completion:
 
 class Engine(Protocol):
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int,
-                 first_index: int = 0) -> list[list[Completion]]:
+                 first_index: int = 0, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """`sampling.n` completions for each prompt text, in prompt order (temperature 0: greedy).
 
         `first_index`: the position of `prompts[0]` in the caller's whole list, so a list sent in
-        chunks gets the seeds it would get in one call.
+        chunks gets the seeds it would get in one call. `seeds`: one seed per prompt instead
+        (`response_seed`), so a prompt's completions do not depend on the call it is in.
         """
 
     def next_token_logprobs(self, prompts: Sequence[str], top: int) -> list[dict[int, float]]:
@@ -73,6 +77,12 @@ def request_seed(seed: int, index: int, n: int) -> int:
     if not 0 <= index * n < SEED_STRIDE:
         raise ValueError(f"a call may hold at most {SEED_STRIDE} samples")
     return seed * SEED_STRIDE + index * n
+
+
+def response_seed(seed: int, pair_id: str, side: str) -> int:
+    """A request's seed from the run's seed and the response it judges, whatever else its call holds
+    (the sampled-mean draws): 48 bits of their sha256, so distinct responses' k sample seeds do not meet."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\n{pair_id}\n{side}".encode()).digest()[:6], "big")
 
 
 def merge_adapter(model: Any, adapter: str | Path) -> Any:
@@ -97,7 +107,8 @@ class HFEngine:
     """transformers `generate`: length-sorted batches of `batch_size` sequences, left padding.
 
     Batch b of a call with seed s is seeded with `torch.manual_seed(s + b)`, so a call repeats
-    exactly at a fixed thread count (the batches are those `Judge.judge` makes today). `model`
+    exactly at a fixed thread count (the batches are those `Judge.judge` makes today); with
+    per-prompt `seeds` each prompt is a batch of its own, seeded by its seed. `model`
     is the base model, on the device to generate on; adapters are merged in by `use_adapter`.
     """
 
@@ -109,14 +120,15 @@ class HFEngine:
         self._base_weights: dict[str, Any] | None = None
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int,
-                 first_index: int = 0) -> list[list[Completion]]:
+                 first_index: int = 0, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         lengths = [len(ids) for ids in prompt_token_ids(self.tokenizer, prompts)]
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-        per_batch = max(1, self.batch_size // sampling.n)
+        per_batch = 1 if seeds is not None else max(1, self.batch_size // sampling.n)
         results: dict[int, list[Completion]] = {}
         for batch_number, start in enumerate(range(0, len(order), per_batch)):
             batch = order[start:start + per_batch]
-            outputs = self._generate_batch([prompts[i] for i in batch], sampling, seed + first_index + batch_number)
+            batch_seed = seed + first_index + batch_number if seeds is None else seeds[batch[0]]
+            outputs = self._generate_batch([prompts[i] for i in batch], sampling, batch_seed)
             results.update(zip(batch, outputs))
         return [results[i] for i in range(len(prompts))]
 
@@ -257,14 +269,15 @@ class VLLMEngine:
         self._merged_dir = Path(tempfile.mkdtemp(prefix="patarm-merged-"))  # the merged checkpoint, rewritten per adapter
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int,
-                 first_index: int = 0) -> list[list[Completion]]:
+                 first_index: int = 0, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
         """All prompts in one call: vLLM schedules them itself (one call is 30% faster than batches of 4 prompts)."""
         from vllm import SamplingParams, TokensPrompt
 
         inputs = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_token_ids(self.tokenizer, prompts)]
         params = [
             SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
-                           max_tokens=sampling.max_new_tokens, seed=request_seed(seed, first_index + i, sampling.n))
+                           max_tokens=sampling.max_new_tokens,
+                           seed=request_seed(seed, first_index + i, sampling.n) if seeds is None else seeds[i])
             for i in range(len(prompts))
         ]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)

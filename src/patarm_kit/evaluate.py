@@ -6,6 +6,12 @@ Judges are named by specs (judges.py: `length`, `random`, `base`, `adapter:PATH`
 
 Every evaluation writes a metrics JSON and, beside it, the per-item judgments (JSONL), so
 `recompute_metrics` (and `patarm-kit verify`) can rebuild every number without the model.
+
+Readouts (config.READOUTS): a metrics file's top-level numbers (`acc`, each item's `outcome`)
+are the greedy readout's; each other readout measured has a section of its own (`expected`,
+`sampled_mean`) and suffixed fields (`outcome_expected`, `acc_sampled_mean`): `readout_field`.
+The sampled-mean readout's judgments are stored in the same judgments file, marked by their
+`draw` (judge.SAMPLED_MEAN), and its sampling block in the metrics' `sampled_mean_sampling`.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .bench import EvalError, Scoring, get_bench
-from .config import TIE_VALUES, RunConfig, SamplingConfig
-from .judge import Judge, Judgment, read_judgments, readout_score, save_judgments
+from .config import READOUTS, SAMPLED_MEAN_MIN, TIE_VALUES, RunConfig, SamplingConfig, readout_name
+from .judge import SAMPLED_MEAN, Judge, Judgment, read_judgments, readout_score, save_judgments, voted_scores
 from .judges import JudgeSpec, build_judge, parse_judge
 from .layout import RunLayout
 from .models import ADAPTER_WEIGHTS
@@ -28,6 +34,19 @@ from .results import OutputExistsError, git_commit, package_versions, read_json,
 from .stats import paired_bootstrap_diff
 
 # ---------------------------------------------------------------- metrics from judgments
+
+SECTIONED = tuple(r for r in READOUTS if r != "greedy")  # the readouts with a section of their own in a metrics file
+
+
+def readout_key(readout: str) -> str:
+    """A readout's section in a metrics file and summary rows (`expected`, `sampled_mean`)."""
+    return readout_name(readout).replace("-", "_")
+
+
+def readout_field(field: str, readout: str) -> str:
+    """A readout's name for a field of items and table rows: greedy's is the plain one (`outcome`,
+    `acc`), as in runs made before the other readouts; the others' carry the readout (`acc_expected`)."""
+    return field if readout_name(readout) == "greedy" else f"{field}_{readout_key(readout)}"
 
 
 def compute_metrics(
@@ -40,11 +59,13 @@ def compute_metrics(
     pairwise: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
+    samples: Sequence[Judgment] = (),
 ) -> dict[str, Any]:
     """The benchmark's metrics from per-item judgments: a pure function, so runs can be re-checked.
 
     Every item must have judgments: an item without any would be scored as a tie, a number
-    made from nothing.
+    made from nothing. `samples`: the sampled-mean readout's judgments (Judge.draw), every
+    judged response's; a response with no valid sample is invalid under it.
     """
     if not judgments or not groups:
         raise EvalError("no judgments to score")
@@ -56,18 +77,34 @@ def compute_metrics(
         raise EvalError(f"{len(unjudged)} of {len(groups)} items have no judgments (first: {unjudged[0]})")
     counted = [j for j in judgments if votes is None or j.sample < votes]
     metrics: dict[str, Any] = {"bench": bench, "ties": ties, "votes": votes, "voting": voting,
-                               **_validity(counted, "sampled")}
+                               **_validity(counted, "greedy")}
     rules = Scoring(ties, votes, voting, pairwise, n_boot, seed)
     outcomes, scores = get_bench(bench).score(judgments, groups, rules)
     metrics.update(scores)
     metrics["items"] = [{"pair_id": pid, "group": groups[pid], "outcome": outcomes[pid]} for pid in groups]
-    if any(j.expected_score is not None for j in counted):  # generative pointwise judges: the second readout
-        outcomes, scores = get_bench(bench).score(judgments, groups, dataclasses.replace(rules, readout="expected"))
-        metrics["expected"] = {**scores, **_validity(counted, "expected"),
-                               "forced": sum(j.score_forced for j in counted)}
-        for item in metrics["items"]:
-            item["outcome_expected"] = outcomes[item["pair_id"]]
+    if any(j.expected_score is not None for j in counted):  # generative pointwise judges
+        _add_readout(metrics, judgments, groups, dataclasses.replace(rules, readout="expected"),
+                     {**_validity(counted, "expected"), "forced": sum(j.score_forced for j in counted)})
+    if samples:
+        drawn = {(j.pair_id, j.side) for j in samples}
+        missing = [key for key in dict.fromkeys((j.pair_id, j.side) for j in judgments) if key not in drawn]
+        if missing:
+            raise EvalError(f"{len(missing)} judged responses have no {SAMPLED_MEAN} samples (first: {missing[0]})")
+        means = voted_scores(samples, "mean", readout=SAMPLED_MEAN)
+        invalid = sum(mean is None for mean in means.values())
+        _add_readout(metrics, samples, groups, Scoring(ties, None, "mean", False, n_boot, seed, SAMPLED_MEAN),
+                     {"samples": max(j.sample for j in samples) + 1,
+                      "invalid": {"responses": invalid, "of": len(means), "share": invalid / len(means)}})
     return metrics
+
+
+def _add_readout(metrics: dict[str, Any], judgments: Sequence[Judgment], groups: dict[str, str], rules: Scoring,
+                 facts: dict[str, Any]) -> None:
+    """A readout's section (the bench's scores under it, and `facts`) and each item's outcome under it."""
+    outcomes, scores = get_bench(metrics["bench"]).score(judgments, groups, rules)
+    metrics[readout_key(rules.readout)] = {**scores, **facts}
+    for item in metrics["items"]:
+        item[readout_field("outcome", rules.readout)] = outcomes[item["pair_id"]]
 
 
 def _validity(counted: Sequence[Judgment], readout: str) -> dict[str, Any]:
@@ -80,20 +117,27 @@ def _validity(counted: Sequence[Judgment], readout: str) -> dict[str, Any]:
 
 
 def rescore(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str | None = None,
-            votes: int | None = None) -> dict[str, Any]:
-    """A stored evaluation's numbers rebuilt from its judgments (same items, voting and bootstrap
-    seed), under its own tie rule and votes unless others are given: verify, the summary's
-    other tie rule and the votes curve all score through here."""
+            votes: int | None = None, samples: Sequence[Judgment] = ()) -> dict[str, Any]:
+    """A stored evaluation's numbers rebuilt from its judgments and sampled-mean samples (same items,
+    voting and bootstrap seed), under its own tie rule and votes unless others are given: verify,
+    the summary's other tie rule and the votes curve all score through here."""
     groups = {item["pair_id"]: item["group"] for item in stored["items"]}
     return compute_metrics(stored["bench"], judgments, groups, ties or stored["ties"], votes or stored["votes"],
                            stored["voting"], parse_judge(stored["judge_spec"]).pairwise,
-                           stored["config"]["eval"]["n_boot"], stored["config"]["seed"])
+                           stored["config"]["eval"]["n_boot"], stored["config"]["seed"], samples)
+
+
+def stored_judgments(folder: Path, stored: dict[str, Any]) -> tuple[list[Judgment], list[Judgment]]:
+    """The judgments of a metrics file in `folder`, and the sampled-mean samples in the same file (maybe none)."""
+    path = Path(folder) / stored["judgments_file"]
+    return read_judgments(path), read_judgments(path, SAMPLED_MEAN)
 
 
 def recompute_metrics(metrics_file: Path) -> dict[str, Any]:
     """Rebuild a metrics file's numbers from its stored judgments (no model)."""
     stored = read_json(metrics_file)
-    return rescore(stored, read_judgments(Path(metrics_file).parent / stored["judgments_file"]))
+    judgments, samples = stored_judgments(Path(metrics_file).parent, stored)
+    return rescore(stored, judgments, samples=samples)
 
 
 # ---------------------------------------------------------------- one evaluation, end to end
@@ -127,8 +171,9 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
 
     `judge` is a spec, or a JudgeSpec parsed with the run's layout (`parse_judge("par", layout)`),
     which records the run's own models as `<run>/...`. Generative judges sample as `sampling`
-    says (default: eval.sampling), with n = `votes` when given. `label` names the judge in tables.
-    Every setting is checked before the model loads; nothing is written when one is wrong.
+    says (default: eval.sampling), with n = `votes` when given; pointwise ones also draw the
+    sampled-mean readout's judgments where eval.sampled_mean is set. `label` names the judge in
+    tables. Every setting is checked before the model loads; nothing is written when one is wrong.
     """
     judgments_file = RunLayout.judgments_of(out)
     for path in (Path(out), judgments_file):
@@ -144,14 +189,21 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
     if spec.pairwise and not benchmark.pairwise:
         raise EvalError(f"the pairwise judge is not run on {bench}")
     block = _sampling(spec, sampling or evaluation_sampling(config, spec), votes)
+    draws = config.eval.sampled_mean if spec.samples else None  # base and adapter judges
     items = benchmark.load(config, limit)
     scorer = build_judge(spec, config, block)
+    samples: list[Judgment] = []
     if spec.pairwise:
         judgments = scorer.judge_pairwise(items.pairs)
     else:
-        judgments = scorer.judge(benchmark.requests(items.pairs))
+        requests = benchmark.requests(items.pairs)
+        judgments = scorer.judge(requests)
+        if draws is not None:
+            samples = scorer.draw(requests, draws)
     metrics = compute_metrics(bench, judgments, items.groups, ties, block.n, config.judge.voting, spec.pairwise,
-                              config.eval.n_boot, config.seed)
+                              config.eval.n_boot, config.seed, samples)
+    if draws is not None:
+        metrics["sampled_mean_sampling"] = dataclasses.asdict(draws)
     metrics.update(
         judge=label or spec.label, judge_spec=spec.recorded, limit=limit, data_files=items.files, config=config.to_dict(),
         config_fingerprint=config.fingerprint(), packages=package_versions(), git=git_commit(),
@@ -159,7 +211,7 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
     )  # no times in here: two runs of the same config on the same machine give identical files
     if isinstance(scorer, Judge):
         metrics["engine"] = scorer.engine_settings()  # which engine generated the judgments, and how
-    save_judgments(judgments, judgments_file)
+    save_judgments([*judgments, *samples], judgments_file)
     write_json(out, metrics)
     return metrics
 
@@ -243,9 +295,19 @@ def curve_points(config: RunConfig, layout: RunLayout) -> list[tuple[int, Path |
     return [(0, start), *saved]
 
 
-def learning_curve(config: RunConfig, layout: RunLayout, n_pairs: int) -> list[dict[str, Any]]:
-    """Dev accuracy, both readouts, at every point of `curve_points`; one metrics file per point.
+def curve_sampling(config: RunConfig) -> SamplingConfig:
+    """How the curve draws its sampled-mean judgments: as PAR's rollouts (temperature, top_p,
+    max_new_tokens), the distribution PAR trains; k = eval.sampled_mean.n where set, else the least k."""
+    k = config.eval.sampled_mean.n if config.eval.sampled_mean else SAMPLED_MEAN_MIN
+    return dataclasses.replace(config.par.rollouts, n=k)
 
+
+def learning_curve(config: RunConfig, layout: RunLayout, n_pairs: int) -> list[dict[str, Any]]:
+    """Dev accuracy under every readout at every point of `curve_points`; one metrics file per point.
+
+    Greedy and expected read one judgment as eval.sampling makes it, which sits in one score band
+    while PAR moves the judgment distribution; sampled-mean reads that distribution (`curve_sampling`),
+    with the same seeds at every point, so points differ by the judge and not by the draw.
     The files have the evaluation format, so `verify` rebuilds their numbers from the judgments.
     """
     from .data import read_pairs, subsample
@@ -255,18 +317,21 @@ def learning_curve(config: RunConfig, layout: RunLayout, n_pairs: int) -> list[d
 
     pairs = subsample(read_pairs(layout.pairs("dev")), n_pairs)
     groups = {pair.id: "dev" for pair in pairs}
+    requests, draws = requests_for_pairs(pairs), curve_sampling(config)
     rows = []
     for step, adapter in curve_points(config, layout):
         print(f"[curve] step {step}: {layout.relative(adapter) if adapter else 'base model'}", flush=True)
         with adapter_only(adapter) as weights:
-            judgments = model_judge(config, config.eval.sampling, weights).judge(requests_for_pairs(pairs))
+            judge = model_judge(config, config.eval.sampling, weights)
+            judgments, samples = judge.judge(requests), judge.draw(requests, draws)
         metrics = compute_metrics(CURVE_BENCH, judgments, groups, config.eval.ties, 1, config.judge.voting, False,
-                                  config.eval.n_boot, config.seed)
+                                  config.eval.n_boot, config.seed, samples)
         out = layout.curve_metrics(step)
         spec = f"adapter:{layout.relative(adapter)}" if adapter else "base"
         metrics.update(judge=f"{layout.par}@{step}", judge_spec=spec, step=step, config=config.to_dict(),
-                       config_fingerprint=config.fingerprint(), judgments_file=RunLayout.judgments_of(out).name)
-        save_judgments(judgments, RunLayout.judgments_of(out))
+                       config_fingerprint=config.fingerprint(), judgments_file=RunLayout.judgments_of(out).name,
+                       sampled_mean_sampling=dataclasses.asdict(draws))
+        save_judgments([*judgments, *samples], RunLayout.judgments_of(out))
         write_json(out, metrics)
         rows.append(curve_row(metrics))
     close_shared_engines()  # PAR variants often follow in this process: they get the engine's memory and cores
@@ -286,20 +351,24 @@ def adapter_only(folder: Path | None) -> Iterator[Path | None]:
 
 
 def curve_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """One point of the learning curve, as its table and figure show it."""
-    expected = metrics.get("expected", {})
-    return {"step": metrics["step"], "acc": metrics["acc"], "ci95": metrics["ci95"]["acc"],
-            "acc_expected": expected.get("acc"), "ci95_expected": expected.get("ci95", {}).get("acc"),
-            "invalid_share": metrics["invalid"]["share"], "n": metrics["n"]}
+    """One point of the learning curve, as its table and figure show it: accuracy and interval under each
+    readout (`acc`, `ci95`, `acc_expected`, ..., `ci95_sampled_mean`; None where a point did not measure it)."""
+    row: dict[str, Any] = {"step": metrics["step"]}
+    for readout in READOUTS:
+        section = metrics if readout == "greedy" else metrics.get(readout_key(readout), {})
+        row[readout_field("acc", readout)] = section.get("acc")
+        row[readout_field("ci95", readout)] = section.get("ci95", {}).get("acc")
+    return {**row, "invalid_share": metrics["invalid"]["share"], "n": metrics["n"]}
 
 
 # ---------------------------------------------------------------- comparing judges
 
 
 def paired_difference(metrics_a: dict[str, Any], metrics_b: dict[str, Any], n_boot: int = 1000, seed: int = 0,
-                      readout: str = "sampled") -> dict[str, Any]:
+                      readout: str = "greedy") -> dict[str, Any]:
     """Accuracy of judge A minus judge B on the items both judged, with a paired bootstrap interval."""
-    key = "outcome" if readout == "sampled" else f"outcome_{readout}"
+    readout = readout_name(readout)
+    key = readout_field("outcome", readout)
     a = {item["pair_id"]: item[key] for item in metrics_a["items"]}
     b = {item["pair_id"]: item[key] for item in metrics_b["items"]}
     common = sorted(a.keys() & b.keys())
@@ -307,7 +376,7 @@ def paired_difference(metrics_a: dict[str, Any], metrics_b: dict[str, Any], n_bo
         raise EvalError(f"{metrics_a['judge']} and {metrics_b['judge']} share no judged items")
     result = paired_bootstrap_diff([a[k] for k in common], [b[k] for k in common], n_boot=n_boot, seed=seed)
     row = {"a": metrics_a["judge"], "b": metrics_b["judge"], "bench": metrics_a["bench"], "n": len(common), **result}
-    return row if readout == "sampled" else {**row, "readout": readout}  # rows without the key are sampled (older runs)
+    return row if readout == "greedy" else {**row, "readout": readout}  # rows without the key are greedy (as in older runs)
 
 
 def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -316,22 +385,23 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
     low, high = metrics["ci95"]["acc"] or (None, None)
     row = {"judge": metrics["judge"], "bench": metrics["bench"], "n": benchmark.count(metrics), "acc": metrics["acc"],
            "ci95_low": low, "ci95_high": high, "invalid_share": metrics["invalid"]["share"], **benchmark.table_extras(metrics)}
-    if "expected" in metrics:  # generative pointwise judges: the expected-score readout beside the sampled one
-        expected = metrics["expected"]
-        row.update(acc_expected=expected["acc"], ci95_low_expected=expected["ci95"]["acc"][0],
-                   ci95_high_expected=expected["ci95"]["acc"][1])
+    for readout in SECTIONED:  # where measured (generative pointwise judges), beside the greedy readout
+        if (section := metrics.get(readout_key(readout))) is not None:
+            low, high = section["ci95"]["acc"] or (None, None)
+            row.update({readout_field("acc", readout): section["acc"], readout_field("ci95_low", readout): low,
+                        readout_field("ci95_high", readout): high})
     return row
 
 
 def paired_differences(results: Sequence[dict[str, Any]], comparisons: Sequence[Sequence[str]], n_boot: int, seed: int) -> list[dict[str, Any]]:
-    """A - B with paired intervals, for every configured comparison on every bench both judges ran."""
+    """A - B with paired intervals, for every configured comparison on every bench both judges ran,
+    under the greedy readout and each other readout both judges were measured by."""
     by_key = {(m["judge"], m["bench"]): m for m in results}
     rows = []
     for a, b in comparisons:
         for bench in dict.fromkeys(m["bench"] for m in results):
             if (a, bench) in by_key and (b, bench) in by_key:
                 pair = (by_key[(a, bench)], by_key[(b, bench)])
-                rows.append(paired_difference(*pair, n_boot, seed))
-                if all("expected" in m for m in pair):
-                    rows.append(paired_difference(*pair, n_boot, seed, readout="expected"))
+                rows += [paired_difference(*pair, n_boot, seed, readout) for readout in READOUTS
+                         if readout == "greedy" or all(readout_key(readout) in m for m in pair)]
     return rows

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .bench import get_bench
-from .config import REPO_ROOT
+from .config import READOUTS, REPO_ROOT
 from .data import PreferencePair
-from .evaluate import summary_row
+from .evaluate import SECTIONED, readout_field, readout_key, summary_row
 from .judge import Judgment, read_judgments
 from .layout import RunLayout
 from .prompts import SCORE_RANGE
@@ -82,6 +82,9 @@ def plot_score_distributions(judgments_by_label: Mapping[str, Sequence[Any]], ti
 REFERENCE_FILE = REPO_ROOT / "results" / "paper" / "reference.yaml"
 JUDGE_ORDER = ("length", "random", "bt", "pairwise", "base", "sft", "par")  # baselines first, ours last
 STYLE_LABELS = ("concise", "detailed", "markdown")  # RM-Bench's three response styles, in order
+# How figures name each readout, and mark it beside the greedy bars.
+READOUT_LABELS = {"greedy": "greedy score", "expected": "expected score", "sampled-mean": "sampled-mean score"}
+READOUT_MARKERS = {"expected": ("D", "tab:orange"), "sampled-mean": ("s", "tab:green")}
 PAR_CURVES = {  # key in par/metrics.jsonl (one JSON line per step, written by train.py) -> panel title
     "par/reward_mean": "mean PAR reward",
     "par/pair_accuracy": "rollout pair accuracy",
@@ -213,26 +216,28 @@ def plot_par_curves(run_dir: Path | str) -> Figure | None:
 
 
 def benchmark_bars_data(run_dir: Path | str) -> pd.DataFrame | None:
-    """One row per bar: judge, bench, n, accuracy and its 95% interval (and the expected readout's, where
-    judges have one); None before the benchmark stage."""
+    """One row per bar: judge, bench, n, greedy accuracy and its 95% interval (and each other readout's,
+    where judges have it); None before the benchmark stage."""
     import pandas as pd
 
     results = suite_metrics(run_dir)
     if not results:
         return None
     frame = pd.DataFrame([summary_row(m) for m in results])
-    expected = [c for c in ("acc_expected", "ci95_low_expected", "ci95_high_expected") if c in frame]  # runs with the readout
-    return frame[["judge", "bench", "n", "acc", "ci95_low", "ci95_high", *expected]]
+    others = [c for r in SECTIONED for c in (readout_field(f, r) for f in ("acc", "ci95_low", "ci95_high")) if c in frame]
+    return frame[["judge", "bench", "n", "acc", "ci95_low", "ci95_high", *others]]
 
 
 def plot_learning_curve(rows: Sequence[Mapping[str, Any]]) -> Figure:
-    """Dev accuracy against the PAR step, sampled and expected readouts, with 95% intervals."""
+    """Dev accuracy against the PAR step under each readout measured (`evaluate.curve_row`), with 95% intervals."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
     steps = [r["step"] for r in rows]
-    for key, label in (("acc", "sampled score (ties ½)"), ("acc_expected", "expected score")):
-        points = [(s, r[key], r["ci95" if key == "acc" else "ci95_expected"]) for s, r in zip(steps, rows) if r[key] is not None]
+    for readout in READOUTS:
+        key, interval = readout_field("acc", readout), readout_field("ci95", readout)
+        points = [(s, r[key], r[interval]) for s, r in zip(steps, rows) if r.get(key) is not None]
+        label = READOUT_LABELS[readout] + (" (ties ½)" if readout == "greedy" else "")
         if points:
             xs, ys, cis = zip(*points)
             ax.errorbar(xs, [100 * y for y in ys], yerr=[[100 * (y - c[0]) for y, c in zip(ys, cis)],
@@ -247,8 +252,8 @@ def plot_learning_curve(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
 
 def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
-    """One panel per benchmark, one bar per judge with its 95% bootstrap interval (sampled score; diamonds:
-    the expected-score readout); 0.5 is chance."""
+    """One panel per benchmark, one bar per judge with its 95% bootstrap interval (greedy score; markers:
+    the other readouts, where measured); 0.5 is chance."""
     data = benchmark_bars_data(run_dir)
     if data is None:
         return skip("benchmark bars", f"no metrics files in {RunLayout(Path(run_dir)).eval_dir} (benchmark stage not run)")
@@ -261,12 +266,15 @@ def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
         ax.bar(rows["judge"], acc, yerr=[acc - low, high - acc], capsize=4, color="tab:blue", alpha=0.75)
         for x, value in enumerate(acc):
             ax.text(x, 0.02, f"{value:.2f}", ha="center", fontsize=8, color="white")
-        if "acc_expected" in rows and rows["acc_expected"].notna().any():  # the expected-score readout, where judges have one
-            expected = rows["acc_expected"].astype(float).to_numpy()
-            err = [expected - rows["ci95_low_expected"].astype(float).to_numpy(),
-                   rows["ci95_high_expected"].astype(float).to_numpy() - expected]
-            ax.errorbar(range(len(rows)), expected, yerr=err, fmt="D", color="tab:orange", capsize=3, label="expected score")
-            ax.legend(fontsize=7, loc="upper right")
+        for readout in SECTIONED:  # the other readouts, where judges have them
+            acc_other = readout_field("acc", readout)
+            if acc_other in rows and rows[acc_other].notna().any():
+                value = rows[acc_other].astype(float).to_numpy()
+                err = [value - rows[readout_field("ci95_low", readout)].astype(float).to_numpy(),
+                       rows[readout_field("ci95_high", readout)].astype(float).to_numpy() - value]
+                marker, color = READOUT_MARKERS[readout]
+                ax.errorbar(range(len(rows)), value, yerr=err, fmt=marker, color=color, capsize=3, label=READOUT_LABELS[readout])
+                ax.legend(fontsize=7, loc="upper right")
         ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
         ax.set_ylim(0, 1)
         ax.set_title(f"{bench_label(bench)} (n={rows['n'].iloc[0]})", fontsize=9)
@@ -432,13 +440,20 @@ def benchmark_frame(run_dir: Path | str) -> pd.DataFrame | None:
 
 
 def readout_frame(run_dir: Path | str) -> pd.DataFrame | None:
-    """Each generative judge on each bench under both readouts: the sampled score and the expected score."""
+    """Each generative judge on each bench under every readout measured: greedy, expected and sampled-mean
+    (the last where eval.sampled_mean drew its judgments), with the others' intervals."""
     import pandas as pd
 
-    rows = [{"judge": m["judge"], "bench": m["bench"], "n": get_bench(m["bench"]).count(m), "sampled": m["acc"], "expected": m["expected"]["acc"],
-             "expected ci95": m["expected"]["ci95"]["acc"], "invalid (sampled)": m["invalid"]["share"],
-             "<score> added": m["expected"]["forced"] / m["expected"]["invalid"]["of"]}
-            for m in suite_metrics(run_dir) if "expected" in m]
+    rows = []
+    for m in suite_metrics(run_dir):
+        if "expected" not in m:
+            continue
+        row = {"judge": m["judge"], "bench": m["bench"], "n": get_bench(m["bench"]).count(m), "greedy": m["acc"]}
+        for readout in SECTIONED:
+            if (section := m.get(readout_key(readout))) is not None:
+                row.update({readout: section["acc"], f"{readout} ci95": section["ci95"]["acc"]})
+        rows.append({**row, "invalid (greedy)": m["invalid"]["share"],
+                     "<score> added": m["expected"]["forced"] / m["expected"]["invalid"]["of"]})
     return pd.DataFrame(rows) if rows else None
 
 

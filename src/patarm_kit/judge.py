@@ -5,11 +5,17 @@ renders the pointwise prompt (`prompts.pointwise_messages` + the tokenizer's cha
 samples n judgments per request, parses each, and returns one `Judgment` record per sample:
 an invalid judgment keeps its reason and is never replaced by a number.
 
-Beside the sampled score, every pointwise judgment gets an *expected score*: the judge's own
+Beside the score it wrote, every pointwise judgment gets an *expected score*: the judge's own
 probability-weighted mean over the scores 1..10 at the score position (`expected_score`). It
 is read from the model's next-token distribution after the judgment's `<score>` tag; where
 the judge wrote no tag, the tag is appended and the judgment counted as `score_forced`. Ties
 under it are rare, and an untrained judge that never finishes a judgment still has a reading.
+
+Both are read after the judgment's evaluation, i.e. after it chose its score band. What PAR
+trains is the distribution of judgments at the rollout temperature: `Judge.draw` samples k of
+them per response for the *sampled-mean* readout (their mean written score), each response
+seeded by itself (`engine.response_seed`), and marks them `draw="sampled-mean"`, so they sit in
+an evaluation's judgments file beside its own judgments (`read_judgments(path, SAMPLED_MEAN)`).
 
 Generation goes through an engine (engine.py): `VLLMEngine` or `HFEngine` (transformers
 `generate`). The judge hands it the requests of a call in chunks of `CHUNK_SEQUENCES`
@@ -30,9 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import READOUTS, JudgeConfig, SamplingConfig
+from .config import JudgeConfig, SamplingConfig, readout_name
 from .data import PreferencePair
-from .engine import Completion, Engine
+from .engine import Completion, Engine, response_seed
 from .prompts import (
     SCORE_RANGE, pairwise_messages, parse_judgment, parse_verdict, pointwise_messages, render_chat, score_position,
 )
@@ -44,6 +50,7 @@ PAIRWISE_ORDERS = ("AB", "BA")  # AB: the chosen response is shown as response A
 # Sequences judged before their expected-score reads: 64 judge prompts of ~550 tokens fit the 1 GiB
 # KV cache (~46k tokens), so the reads find them cached; vLLM's CPU build runs ~80 at once anyway.
 CHUNK_SEQUENCES = 64
+SAMPLED_MEAN = "sampled-mean"  # the readout whose judgments are drawn apart: their records say draw="sampled-mean"
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class JudgeRequest:
 
 @dataclass
 class Judgment:
-    """One sampled judgment of one request."""
+    """One judgment of one request (sample k of the n made for it)."""
 
     pair_id: str
     side: str
@@ -76,13 +83,18 @@ class Judgment:
     seconds: float = 0.0  # this sample's share of its judge call's generation time
     expected_score: float | None = None  # the expected-score readout (None: not read, or no digit among the candidates)
     score_forced: bool = False  # the judge wrote no <score> tag; the readout appended one
+    draw: str | None = None  # the readout this judgment was drawn for (SAMPLED_MEAN); None: the evaluation's own
 
     @property
     def valid(self) -> bool:
         return self.score is not None
 
     def to_row(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as stored; `draw` only on drawn judgments, so the others' rows are as before the readout."""
+        row = asdict(self)
+        if self.draw is None:
+            del row["draw"]
+        return row
 
 
 def requests_for_pairs(pairs: Iterable[PreferencePair], sides: Sequence[str] = ("chosen", "rejected")) -> list[JudgeRequest]:
@@ -175,21 +187,37 @@ class Judge:
     # ------------------------------------------------------------ judging
 
     def judge(self, requests: Sequence[JudgeRequest], n_samples: int | None = None) -> list[Judgment]:
-        """n judgments per request, in request order (sample 0..n-1 for each)."""
-        n = n_samples or self.sampling.n
-        per_chunk = max(1, CHUNK_SEQUENCES // n)
+        """n judgments per request, in request order (sample 0..n-1 for each), each with its expected score."""
+        return self._judge(requests, dataclasses.replace(self.sampling, n=n_samples or self.sampling.n))
+
+    def draw(self, requests: Sequence[JudgeRequest], sampling: SamplingConfig) -> list[Judgment]:
+        """The sampled-mean readout's judgments: `sampling.n` per request, in request order, marked as its draw.
+
+        Each request is seeded by its response (`engine.response_seed`: the run's seed, pair id and
+        side), so a response gets the same draws in any call and at every checkpoint of a curve
+        (exactly in fp32; in bf16 a prefix-cache hit can move a logit enough to change a sampled
+        token, so a process that reruns the same calls in the same order repeats them).
+        No expected-score reads: the readout does not use them.
+        """
+        return self._judge(requests, sampling, draw=SAMPLED_MEAN)
+
+    def _judge(self, requests: Sequence[JudgeRequest], sampling: SamplingConfig, draw: str | None = None) -> list[Judgment]:
+        seeds = None if draw is None else [response_seed(self.seed, r.pair_id, r.side) for r in requests]
+        per_chunk = max(1, CHUNK_SEQUENCES // sampling.n)
         judgments: list[Judgment] = []
         for start in range(0, len(requests), per_chunk):
             chunk = requests[start:start + per_chunk]
             rendered = [self.prompt_text(r) for r in chunk]
             lengths = [self._tokens(text) for text, _ in rendered]
-            outputs, share = self._generate([text for text, _ in rendered], n, first_index=start)
+            outputs, share = self._generate([text for text, _ in rendered], sampling, first_index=start,
+                                            seeds=None if seeds is None else seeds[start:start + per_chunk])
             made = [
-                self._record(chunk[i], k, completion, lengths[i], rendered[i][1], share)
+                self._record(chunk[i], k, completion, lengths[i], rendered[i][1], share, draw)
                 for i, completions in enumerate(outputs)
                 for k, completion in enumerate(completions)
             ]
-            self._read_expected([rendered[i][0] for i, completions in enumerate(outputs) for _ in completions], made)
+            if draw is None:
+                self._read_expected([rendered[i][0] for i, completions in enumerate(outputs) for _ in completions], made)
             judgments += made
         return judgments
 
@@ -226,7 +254,7 @@ class Judge:
                 messages = pairwise_messages(conversation, a, b, pair.task, self.rubrics[pair.task])
                 prompts.append(render_chat(self.tokenizer, messages, self.enable_thinking))
                 keys.append((pair, order, cut))
-        outputs, share = self._generate(prompts, 1)
+        outputs, share = self._generate(prompts, dataclasses.replace(self.sampling, n=1))
         judgments = []
         for prompt, (pair, order, cut), (completion,) in zip(prompts, keys, outputs):
             picked_chosen, reason = pairwise_score(completion.text, order, truncated=not completion.finished)
@@ -236,16 +264,17 @@ class Judge:
             ))
         return judgments
 
-    def _generate(self, prompts: list[str], n: int, first_index: int = 0) -> tuple[list[list[Completion]], float]:
-        """n completions per prompt in one engine call (the engine schedules them), and each one's share of its time."""
+    def _generate(self, prompts: list[str], sampling: SamplingConfig, first_index: int = 0,
+                  seeds: Sequence[int] | None = None) -> tuple[list[list[Completion]], float]:
+        """sampling.n completions per prompt in one engine call (the engine schedules them), and each one's share of its time."""
         engine = self._engine()
         engine.use_adapter(self.adapter)
         started = time.monotonic()
-        outputs = engine.generate(prompts, dataclasses.replace(self.sampling, n=n), self.seed, first_index)
-        return outputs, (time.monotonic() - started) / max(1, len(prompts) * n)
+        outputs = engine.generate(prompts, sampling, self.seed, first_index, seeds=seeds)
+        return outputs, (time.monotonic() - started) / max(1, len(prompts) * sampling.n)
 
     def _record(self, request: JudgeRequest, sample: int, completion: Completion, prompt_tokens: int,
-                input_truncated: list[str], seconds: float) -> Judgment:
+                input_truncated: list[str], seconds: float, draw: str | None) -> Judgment:
         truncated = not completion.finished
         parsed = parse_judgment(completion.text, truncated=truncated)
         return Judgment(
@@ -262,6 +291,7 @@ class Judge:
             truncated=truncated,
             input_truncated=input_truncated,
             seconds=seconds,
+            draw=draw,
         )
 
 
@@ -327,14 +357,13 @@ def vote(scores: Sequence[int | None], method: str = "mean") -> float | None:
 
 
 def readout_score(judgment: Judgment, readout: str) -> float | None:
-    """The judgment's score under a readout (config.READOUTS)."""
-    if readout not in READOUTS:
-        raise ValueError(f"unknown readout {readout!r}; allowed: {', '.join(READOUTS)}")
-    return judgment.score if readout == "sampled" else judgment.expected_score
+    """The judgment's score under a readout (config.READOUTS): its expected score, or the score it wrote
+    (greedy; a sampled-mean judgment's written score goes into its response's mean)."""
+    return judgment.expected_score if readout_name(readout) == "expected" else judgment.score
 
 
 def voted_scores(judgments: Iterable[Judgment], method: str = "mean", votes: int | None = None,
-                 readout: str = "sampled") -> dict[tuple[str, str], float | None]:
+                 readout: str = "greedy") -> dict[tuple[str, str], float | None]:
     """(pair_id, side) -> voted score, from the first `votes` samples of each request (all if None)."""
     grouped: dict[tuple[str, str], list[float | None]] = defaultdict(list)
     for j in judgments:
@@ -369,8 +398,10 @@ def save_judgments(judgments: Iterable[Judgment], path: Any) -> None:
     atomic_write_text(path, "".join(json.dumps(j.to_row(), ensure_ascii=False) + "\n" for j in judgments))
 
 
-def read_judgments(path: Any) -> list[Judgment]:
+def read_judgments(path: Any, draw: str | None = None) -> list[Judgment]:
+    """A judgments file's records: the evaluation's own (draw None), or those drawn for a readout (SAMPLED_MEAN)."""
     import json
 
     with open(path, encoding="utf-8") as handle:
-        return [Judgment(**json.loads(line)) for line in handle if line.strip()]
+        judgments = [Judgment(**json.loads(line)) for line in handle if line.strip()]
+    return [j for j in judgments if j.draw == draw]

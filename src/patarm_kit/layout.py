@@ -212,7 +212,8 @@ class RunLayout:
 
     @staticmethod
     def judgments_of(metrics_path: Path) -> Path:
-        """The per-item judgments beside a metrics file: <name>.judgments.jsonl."""
+        """The per-item judgments beside a metrics file: <name>.judgments.jsonl; the sampled-mean
+        readout's draws are in it too, each marked by its `draw` (judge.read_judgments)."""
         return Path(metrics_path).with_suffix(".judgments.jsonl")
 
     @property

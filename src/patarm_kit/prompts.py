@@ -248,6 +248,16 @@ def parse_judgment(
     return ParsedJudgment(score, reason, criteria, thinking)
 
 
+_EVALUATION = re.compile(r"<evaluation\s*>(.*?)</evaluation\s*>", _TAG_FLAGS | re.DOTALL)
+
+
+def evaluation_text(text: str) -> str | None:
+    """The judgment's first complete <evaluation> section, stripped (outside any <think> block); None without one."""
+    answer, _, _ = _answer_part(text, truncated=False)
+    found = _EVALUATION.search(answer)
+    return found.group(1).strip() if found else None
+
+
 _SCORE_OPEN = re.compile(r"<score\s*>", _TAG_FLAGS)
 
 

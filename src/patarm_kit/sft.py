@@ -7,13 +7,17 @@ itself (`Judge.prompt_text`, truncation included), with the loss on the judgment
 training then starts from this adapter.
 
 Training targets (`sft.targets`):
-- `format` (default, offline): judgments in the kit's format (`prompts.format_judgment`) with
-  2-3 criteria templated from the primary rubric and the prompt's topic words, a one-sentence
-  evaluation, and a score drawn uniformly from 1..10, independent of the side. It teaches
-  the format and nothing about preferences, so whatever preference the judge shows after
-  PAR was learned by PAR.
-- `labels` (baseline): the same targets with scores taken from the pair label (chosen from
-  7..10, rejected from 1..4): the pointwise-label approach the paper argues against.
+- `facts` (offline; the profiles' choice): judgments that read the response (facts.py):
+  criteria from the instance (the instruction the prompt states), an evaluation of checkable
+  facts of the response (how it starts, its length, whether it has what a criterion names), and
+  a score drawn uniformly from 1..10 by a seed of the prompt and the response, so it does not
+  depend on the label. It teaches the format and where to look, nothing about which facts
+  deserve the higher score: whatever preference the judge shows after PAR was learned by PAR.
+- `labels` (baseline and ceiling): the same judgments with scores from the pair label (chosen
+  from 7..10, rejected from 1..4): the pointwise-label approach the paper argues against.
+- `format` (the first warm-up; committed runs before it were made with it): criteria templated
+  from the rubric and the prompt's topic words, a one-sentence evaluation whose first word fixes
+  the score band, the score uniform whatever the side. It never reads the response.
 - `paper`: the paper's released SFT file (hub repo AIJian/PaTaRM); needs a hub.
 
 `warmup_checks` then measures what PAR will face: parse rate when sampled as `sft.checks` says
@@ -34,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import data
+from . import data, facts
 from .config import RunConfig
 from .data import PreferencePair
 from .engine import close_shared_engines, cpu_seconds
@@ -42,12 +46,12 @@ from .judge import Judge, JudgeRequest, Judgment, judging_summary, requests_for_
 from .judges import build_judge, prompt_judge
 from .models import load_model, load_tokenizer, lora_config, lora_summary, save_adapter
 from .par import SIDES, par_rewards
-from .prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
+from .prompts import SCORE_RANGE, evaluation_text, format_judgment, parse_judgment, render_chat
 from .results import Run, atomic_write_text, write_json
 from .rubrics import Rubric
 from .stats import bootstrap_ci
 
-TARGET_KINDS = ("format", "labels", "paper")
+TARGET_KINDS = ("facts", "labels", "format", "paper")
 PAPER_REPO = "AIJian/PaTaRM"
 PAPER_SFT_FILE = "sft_train_35.6k.jsonl"
 # `labels` targets: the score bands of chosen and rejected responses.
@@ -90,22 +94,30 @@ def topic_words(prompt: Sequence[Mapping[str, str]], limit: int = 2) -> str:
 
 
 def draw_score(targets: str, side: str, rng: random.Random) -> int:
-    """`format`: uniform on 1..10 whatever the side; `labels`: from the side's band."""
-    if targets == "format":
+    """`format` and `facts`: uniform on 1..10 whatever the side; `labels`: from the side's band."""
+    if targets in ("format", "facts"):
         return rng.randint(*SCORE_RANGE)
     if targets == "labels":
         return rng.randint(*LABEL_BANDS[side])
-    raise SftError(f"sft.targets={targets!r} has no drawn scores; expected 'format' or 'labels'")
+    raise SftError(f"sft.targets={targets!r} has no drawn scores; expected 'facts', 'labels' or 'format'")
 
 
-def judgment_target(request: JudgeRequest, rubric: Rubric, targets: str, seed: int) -> tuple[str, int]:
+def judgment_target(request: JudgeRequest, rubric: Rubric, targets: str, seed: int,
+                    instructions: Sequence[Mapping[str, Any]] = ()) -> tuple[str, int]:
     """A short judgment of one response (one side of a pair) in the judge's format, and its score.
 
-    Seeded by (seed, pair id, side) alone, so a target never depends on which other pairs were
-    drawn; `format` and `labels` differ only in the score and the evaluation sentence.
+    `facts` and `labels` are seeded by (seed, prompt, response): the same response gets the same
+    judgment whichever side of whichever pair it is on, so flipping a label changes no `facts`
+    target. `format` (the first warm-up) is seeded by (seed, pair id, side).
     """
-    rng = random.Random(f"{seed}/{request.pair_id}/{request.side}")
     topic = topic_words(request.prompt)
+    if targets in ("facts", "labels"):
+        prompt_text = "\n".join(m["content"] for m in request.prompt)
+        rng = random.Random(f"{seed}/{prompt_text}/{request.response}")
+        criteria = facts.instance_criteria(instructions, topic, [c.name for c in rubric.criteria])
+        evaluation = facts.response_facts(request.response, instructions, topic.split())
+        return format_judgment(criteria, evaluation, score := draw_score(targets, request.side, rng)), score
+    rng = random.Random(f"{seed}/{request.pair_id}/{request.side}")
     chosen_criteria = rng.sample(rubric.criteria, min(rng.randint(2, 3), len(rubric.criteria)))
     criteria = [(c.name, rng.choice(_CRITERION_PHRASES).format(topic=topic)) for c in chosen_criteria]
     score = draw_score(targets, request.side, rng)
@@ -183,9 +195,11 @@ def pair_examples(pairs: Iterable[PreferencePair], judge: Judge, targets: str, s
     """Both sides of every pair, each with its drawn judgment."""
     from tqdm.auto import tqdm
 
+    pairs = list(pairs)
+    instructions = {p.id: p.instructions for p in pairs}
     examples = []
     for request in tqdm(requests_for_pairs(pairs), desc="sft targets", unit="example"):
-        completion, score = judgment_target(request, judge.rubrics[request.task], targets, seed)
+        completion, score = judgment_target(request, judge.rubrics[request.task], targets, seed, instructions[request.pair_id])
         examples.append(SftExample(request.pair_id, request.side, judge.prompt_text(request)[0], completion, score))
     return examples
 
@@ -203,17 +217,12 @@ def paper_examples(rows: Sequence[Mapping[str, Any]], tokenizer: Any, enable_thi
 
 
 def stage_pairs(config: RunConfig, run: Run, split: str, limit: int | None, seed: int) -> tuple[list[PreferencePair], str]:
-    """A seeded sample of one split: from <run>/pairs/<split>.jsonl (notebook 01), else the sources."""
+    """A seeded sample of one split of <run>/pairs/<split>.jsonl: stage 01's file (split and
+    decontaminated there) is the only way pairs reach the warm-up."""
     path = run.layout.pairs(split)
-    if path.is_file():
-        pairs, origin = data.read_pairs(path), str(path)
-    else:
-        train_sources = [s for s in config.data.sources if s.role == "train"]
-        loaded = data.load_sources(train_sources, config.data.data_dir)
-        pairs = [p for s in loaded for p in s.pairs if data.split_of(p, config.data.split_fractions) == split]
-        origin = f"sources {', '.join(s.name for s in train_sources)} (split {split})"
-    if not pairs:
-        raise SftError(f"no {split} pairs in {origin}; run notebook 01 or check data.sources")
+    if not path.is_file():
+        raise SftError(f"{path} is missing: run notebook 01 (data pairing) for this run first")
+    pairs, origin = data.read_pairs(path), str(path)
     if limit is not None and limit < len(pairs):
         pairs = random.Random(seed).sample(pairs, limit)
     return pairs, origin
@@ -383,8 +392,21 @@ def all_equal_groups(judgments: Sequence[Judgment], pair_ids: Sequence[str], mod
     return {"groups": groups, "all_equal": equal, "share": equal / groups}
 
 
-def judge_report(judgments: Sequence[Judgment], pair_ids: Sequence[str], config: RunConfig) -> dict[str, Any]:
+def facts_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair]) -> dict[str, float]:
+    """How much of each response's true facts (facts.py) the judgments state: a judge that reads
+    the response states them; one that writes a template does not (the first warm-up: 0)."""
+    by_id = {p.id: p for p in pairs}
+    shares = []
+    for judgment in judgments:
+        pair = by_id[judgment.pair_id]
+        true_facts = facts.response_facts(getattr(pair, judgment.side), pair.instructions, topic_words(pair.prompt).split())
+        shares.append(facts.facts_stated(evaluation_text(judgment.text), true_facts))
+    return {"facts_stated": sum(shares) / len(shares), "all_facts_stated": sum(s == 1.0 for s in shares) / len(shares)}
+
+
+def judge_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair], config: RunConfig) -> dict[str, Any]:
     """The warm-up numbers of one judge on the held-out pairs: headline scalars first, then details."""
+    pair_ids = [p.id for p in pairs]
     summary = judging_summary(judgments)
     pairwise = pairwise_accuracy(judgments, pair_ids, config.eval.n_boot, config.seed)
     groups = all_equal_groups(judgments, pair_ids, config.par.mode)
@@ -393,6 +415,7 @@ def judge_report(judgments: Sequence[Judgment], pair_ids: Sequence[str], config:
         "all_equal_share": groups["share"],
         "accuracy": pairwise["accuracy"],
         "accuracy_ci95": pairwise["ci95"],
+        **facts_report(judgments, pairs),
         "mean_completion_tokens": summary["mean_completion_tokens"],
         "truncated_generation": summary["truncated_generation"],
         "generation_seconds": round(summary["generation_seconds"], 1),
@@ -409,7 +432,6 @@ def warmup_checks(config: RunConfig, run: Run, adapter_path: str | Path) -> dict
     Writes <run>/sft/checks.json and every judgment to <run>/sft/check_judgments.jsonl.
     """
     pairs, origin = stage_pairs(config, run, "dev", config.sft.n_check_pairs, config.seed)
-    pair_ids = [p.id for p in pairs]
     sampling = config.sft.checks
     checks: dict[str, Any] = {"pairs": len(pairs), "source": run.layout.relative(origin), "adapter": run.layout.relative(adapter_path),
                               "temperature": sampling.temperature, "samples": sampling.n,
@@ -419,7 +441,7 @@ def warmup_checks(config: RunConfig, run: Run, adapter_path: str | Path) -> dict
         judge = build_judge(spec, config, sampling)
         cpu_started = cpu_seconds()
         judgments = judge.judge(requests_for_pairs(pairs))
-        checks["judges"][name] = {**judge_report(judgments, pair_ids, config),
+        checks["judges"][name] = {**judge_report(judgments, pairs, config),
                                   "cpu_seconds": round(cpu_seconds() - cpu_started, 1),  # the engine's processes too
                                   "engine": judge.engine_settings()}
         records += [{"judge": name, **j.to_row()} for j in judgments]

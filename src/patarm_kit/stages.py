@@ -75,6 +75,23 @@ class DataStage:
     figure: Any
 
 
+def bench_pairs(config: RunConfig) -> dict[str, list[Any]]:
+    """Every pair of every bench the run will judge (eval.benches and the votes-curve bench), whole:
+    stage 01 removes training pairs that share a prompt with any of them. A `pairs:` bench over a
+    training source of the run is its test split, which the split rule already keeps apart."""
+    from .bench import get_bench
+    from .bench.pairs import PairsBench
+
+    train_sources = {s.name for s in config.data.sources if s.role == "train"}
+    specs = list(config.eval.benches) + ([config.eval.votes_curve_bench] if config.eval.votes_curve else [])
+    benches = {}
+    for spec in dict.fromkeys(specs):
+        bench = get_bench(spec)
+        if not (isinstance(bench, PairsBench) and bench.source_name in train_sources):
+            benches[spec] = bench.load_pairs(config)[0]
+    return benches
+
+
 def data(run: Run, force: bool = False) -> DataStage:
     """Load and validate every source, write the split pair files and the length figure."""
     from . import data as data_module
@@ -83,9 +100,12 @@ def data(run: Run, force: bool = False) -> DataStage:
     config, layout = run.config(), run.layout
     figure_path = layout.figure("01_length_distributions")
     run.check_stage("data", config, [layout.pairs_dir, figure_path], force)
-    loaded = data_module.load_sources(config.data.sources, config.data.data_dir)  # every row validated first
+    fractions = config.data.split_fractions
+    loaded = data_module.load_sources(config.data.sources, config.data.data_dir, fractions)  # every row validated first
+    benches = bench_pairs(config)
     with run.stage("data", config, outputs=[layout.pairs_dir, figure_path], force=force) as record:
-        written = data_module.write_stage_pairs(loaded, config.data.split_fractions, layout.pairs_dir)
+        record.facts["decontaminated"] = data_module.decontaminate(loaded, benches, fractions)
+        written = data_module.write_stage_pairs(loaded, fractions, layout.pairs_dir)
         for source in loaded:
             run.update("data", source.spec.name, vars(source.report))
         figure = plot_length_distributions({s.spec.name: s.pairs for s in loaded})
@@ -219,7 +239,8 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None) ->
     inputs = [layout.pairs("dev"), *(adapter for _, adapter in evaluation.curve_points(config, layout) if adapter)]
     with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path], force=force) as record:
         rows = evaluation.learning_curve(config, layout, n_pairs)
-        record.facts.update(pairs=n_pairs, points=[{"step": r["step"], "acc": r["acc"], "acc_expected": r["acc_expected"]} for r in rows])
+        record.facts.update(pairs=n_pairs, points=[{"step": r["step"], "acc": r["acc"], "acc_expected": r["acc_expected"],
+                                                       "acc_sampled_mean": r["acc_sampled_mean"]} for r in rows])
         figure = _save(plot_learning_curve(rows), figure_path)
     return rows, figure
 
@@ -230,15 +251,32 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# PAR's per-step log, as notebook 03 plots it: what the rewards do, then whether GRPO still has
+# something to learn from (groups with reward variance, pairs that are not ties, spread of scores
+# and of the evaluations' first words). Older runs' logs lack the later panels: they are left out.
+PAR_PANELS = ("reward_mean", "pair_accuracy", "parse_rate", "zero_std_group_share", "tie_rate", "score_entropy",
+              "band_top_share", "completion_length_mean", "seconds_per_step")
+
+
 def _par_figure(metrics: list[dict[str, Any]]) -> Any:
+    """Each logged quantity per step (dots) with its rolling mean over 8 steps (line)."""
+    import matplotlib.pyplot as plt
     import pandas as pd
 
-    table = pd.DataFrame(metrics)
-    wanted = ("reward_mean", "pair_accuracy", "parse_rate", "zero_std_group_share", "completion_length_mean", "seconds_per_step")
-    columns = [c for c in table if c.endswith(wanted)][:6]
-    axes = table.set_index("step")[columns].plot(subplots=True, layout=(2, 3), figsize=(12, 5), marker="o", legend=False, title=columns)
-    axes.flat[0].figure.tight_layout()
-    return axes.flat[0].figure
+    table = pd.DataFrame(metrics).set_index("step")
+    columns = [c for name in PAR_PANELS for c in table if c.endswith(name) and table[c].notna().any()]
+    n_rows = -(-len(columns) // 3)
+    figure, axes = plt.subplots(n_rows, 3, figsize=(12, 2.6 * n_rows), squeeze=False)
+    for ax, column in zip(axes.flat, columns):
+        values = table[column].astype(float)
+        ax.plot(values.index, values, ".", alpha=0.35)
+        ax.plot(values.index, values.rolling(8, min_periods=1).mean())
+        ax.set_title(column.removeprefix("par/"))
+        ax.set_xlabel("step")
+    for ax in axes.flat[len(columns):]:
+        ax.set_visible(False)
+    figure.tight_layout()
+    return figure
 
 
 def bt(run: Run, force: bool = False) -> Any:

@@ -9,7 +9,9 @@ Each (judge, bench) row gives accuracy under both tie rules. The run scores with
 (`eval.ties`); the other is recomputed from the same stored judgments, because "ties count ½"
 and "ties count 0" can rank two judges differently when one of them often ties or fails to
 parse. Beside them: the 95% bootstrap interval, n, the share of tied comparisons, the share of
-invalid judgments and how many judgments saw a truncated input.
+invalid judgments and how many judgments saw a truncated input. The bench tables read the greedy
+readout; the expected-score and sampled-mean readouts, where measured, have tables of their own
+under each bench's, and every paired difference is given under each readout both judges have.
 
     python -m patarm_kit.summary --migrate results/<run>   # add figure data, tables, SUMMARY.md to an older run
     python -m patarm_kit.summary --update-readme README.md # rewrite the README's summary blocks
@@ -20,39 +22,49 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .config import READOUTS, readout_name
 from .data import sha256_of
-from .evaluate import paired_differences, rescore, summary_row
+from .evaluate import SECTIONED, paired_differences, readout_field, readout_key, rescore, stored_judgments, summary_row
 from .figures import FIGURE_DATA, TABLES, bench_label, policy_relative_improvement, save_table, suite_metrics
-from .judge import Judgment, read_judgments
+from .judge import Judgment
 from .layout import RunLayout
 from .results import Run, RunError, atomic_write_text, git_commit, now, read_json, write_json
 
 TIE_RULES = ("half", "zero")  # ties and invalid judgments count ½, or count as wrong
 TIE_LABELS = {"half": "ties count ½", "zero": "ties count 0"}
-# A table row's keys that are not its bench's own columns (SUMMARY.md shows the expected readout in a table of its own).
-_ROW_KEYS = ("judge", "bench", "n", "acc", "ci95_low", "ci95_high", "invalid_share", "acc_expected", "ci95_low_expected",
-             "ci95_high_expected")
+# A table row's keys that are not its bench's own columns (SUMMARY.md shows each other readout in a table of its own).
+_ROW_KEYS = ("judge", "bench", "n", "invalid_share",
+             *(readout_field(f, r) for r in READOUTS for f in ("acc", "ci95_low", "ci95_high")))
 
 
 # ---------------------------------------------------------------- the numbers
 
 
-def rescored(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str) -> dict[str, Any]:
-    """A stored evaluation scored under a tie rule, from its judgments (same items, votes and bootstrap seed)."""
-    return stored if ties == stored["ties"] else {**stored, **rescore(stored, judgments, ties)}
+def rescored(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str,
+             samples: Sequence[Judgment] = ()) -> dict[str, Any]:
+    """A stored evaluation scored under a tie rule, from its judgments and samples (same items, votes and bootstrap seed)."""
+    return stored if ties == stored["ties"] else {**stored, **rescore(stored, judgments, ties, samples=samples)}
 
 
-def headline_row(stored: dict[str, Any], judgments: Sequence[Judgment]) -> dict[str, Any]:
-    """One (judge, bench): accuracy and interval under both tie rules, n, tie share, invalid share, truncation."""
-    scored = {ties: rescored(stored, judgments, ties) for ties in TIE_RULES}
+def _tie_share(scored: dict[str, dict[str, Any]], readout: str) -> float:
+    """A tied comparison adds ½ under one rule and 0 under the other, so twice the gap between the
+    rules' per-item outcomes is the share of comparisons that tied (equal or invalid)."""
+    outcome = readout_field("outcome", readout)
+    half, zero = (np.array([item[outcome] for item in scored[ties]["items"]]) for ties in ("half", "zero"))
+    return float(2 * np.mean(half - zero))
+
+
+def headline_row(stored: dict[str, Any], judgments: Sequence[Judgment], samples: Sequence[Judgment] = ()) -> dict[str, Any]:
+    """One (judge, bench): accuracy and interval under both tie rules, n, tie share, invalid share, truncation;
+    and the same under each other readout measured."""
+    scored = {ties: rescored(stored, judgments, ties, samples) for ties in TIE_RULES}
     rows = {ties: summary_row(metrics) for ties, metrics in scored.items()}
-    outcomes = {ties: np.array([item["outcome"] for item in metrics["items"]]) for ties, metrics in scored.items()}
     counted = [j for j in judgments if stored["votes"] is None or j.sample < stored["votes"]]
     own = rows[stored["ties"]]
     return {
@@ -61,25 +73,24 @@ def headline_row(stored: dict[str, Any], judgments: Sequence[Judgment]) -> dict[
         "n": own["n"],
         "acc": {ties: rows[ties]["acc"] for ties in TIE_RULES},
         "ci95": {ties: [rows[ties]["ci95_low"], rows[ties]["ci95_high"]] for ties in TIE_RULES},
-        # A tied comparison adds ½ under one rule and 0 under the other, so twice the gap between
-        # the rules' per-item outcomes is the share of comparisons that tied (equal or invalid).
-        "tie_share": float(2 * np.mean(outcomes["half"] - outcomes["zero"])),
+        "tie_share": _tie_share(scored, "greedy"),
         "invalid_share": stored["invalid"]["share"],
         "truncated_inputs": sum(bool(j.input_truncated) for j in counted),
         "judgments": len(counted),
         "extras": {key: value for key, value in own.items() if key not in _ROW_KEYS},  # the bench's own columns
-        **({"expected": expected_readout(scored)} if "expected" in stored else {}),
+        **{readout_key(r): other_readout(scored, r) for r in SECTIONED if readout_key(r) in stored},
     }
 
 
-def expected_readout(scored: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The expected-score readout of one (judge, bench) under both tie rules, its tie share and forced tags."""
-    readout = {ties: metrics["expected"] for ties, metrics in scored.items()}
-    outcomes = {ties: np.array([item["outcome_expected"] for item in metrics["items"]]) for ties, metrics in scored.items()}
-    return {"acc": {ties: readout[ties]["acc"] for ties in TIE_RULES},
-            "ci95": {ties: readout[ties]["ci95"]["acc"] for ties in TIE_RULES},
-            "tie_share": float(2 * np.mean(outcomes["half"] - outcomes["zero"])),
-            "invalid_share": readout["half"]["invalid"]["share"], "forced": readout["half"]["forced"]}
+def other_readout(scored: dict[str, dict[str, Any]], readout: str) -> dict[str, Any]:
+    """One (judge, bench) under a readout with a section of its own: accuracy and interval under both tie
+    rules, tie share, invalid share, and what the readout adds (expected: `forced` score tags; sampled-mean:
+    `samples` per response)."""
+    section = {ties: metrics[readout_key(readout)] for ties, metrics in scored.items()}
+    return {"acc": {ties: section[ties]["acc"] for ties in TIE_RULES},
+            "ci95": {ties: section[ties]["ci95"]["acc"] for ties in TIE_RULES},
+            "tie_share": _tie_share(scored, readout), "invalid_share": section["half"]["invalid"]["share"],
+            **{key: section["half"][key] for key in ("forced", "samples") if key in section["half"]}}
 
 
 def summary_json(run_dir: Path | str) -> dict[str, Any]:
@@ -89,17 +100,20 @@ def summary_json(run_dir: Path | str) -> dict[str, Any]:
     config = manifest["config"]
     order = {bench: i for i, bench in enumerate(config["eval"]["benches"])}
     results = sorted(suite_metrics(run.dir), key=lambda m: order.get(m["bench"], len(order)))  # stable: judge order kept
-    rows = [headline_row(m, read_judgments(layout.eval_dir / m["judgments_file"])) for m in results]
+    rows = [headline_row(m, *stored_judgments(layout.eval_dir, m)) for m in results]
     paired = paired_differences(results, config["eval"]["paired"], config["eval"]["n_boot"], config["seed"])
     facts = {"run": manifest["run_name"], "profile": manifest["profile"], "config_fingerprint": manifest["config_fingerprint"],
              "ties": config["eval"]["ties"], "rows": rows, "paired": paired}
+    if config["eval"].get("sampled_mean"):
+        facts["sampled_mean"] = config["eval"]["sampled_mean"]  # how its judgments were sampled
     if layout.downstream_summary.is_file():
         facts["downstream"] = read_json(layout.downstream_summary)
     primary = config["eval"].get("primary")
     if primary:
-        facts["primary"] = {**primary, "result": next(
-            (p for p in paired if (p["a"], p["b"], p["bench"], p.get("readout", "sampled")) ==
-             (primary["a"], primary["b"], primary["bench"], primary["readout"])), None)}
+        readout = readout_name(primary["readout"])
+        facts["primary"] = {**primary, "readout": readout, "result": next(
+            (p for p in paired if (p["a"], p["b"], p["bench"], p.get("readout", "greedy")) ==
+             (primary["a"], primary["b"], primary["bench"], readout)), None)}
     return facts
 
 
@@ -133,7 +147,9 @@ def render_summary(facts: dict[str, Any]) -> str:
         f"judgments by `eval.ties: {own}`; the other accuracy column rescores the same stored judgments by the other "
         "rule. Tie share (%): comparisons with equal scores or an invalid judgment. Invalid share (%): judgments "
         "without a score. Truncated inputs: judgments whose prompt or response was cut to fit the judge, as each "
-        "judgment records it. Further columns: the bench's own scores from its table row, in %, by the run's rule.",
+        "judgment records it. Further columns: the bench's own scores from its table row, in %, by the run's rule. "
+        "The bench tables read the greedy readout: the score each judgment wrote; the tables under them read the "
+        "same responses by another readout, where measured.",
     ]
     if "primary" in facts:
         lines += ["", *_primary_lines(facts["primary"], own, len(facts["paired"]))]
@@ -149,10 +165,18 @@ def render_summary(facts: dict[str, Any]) -> str:
         lines += ["", f"## {bench_label(bench)}", "", *_table(header, body)]
         if any("expected" in row for row in rows):
             lines += ["", "Expected-score readout (the same judgments; judges without one are left out):", "",
-                      *_expected_table(rows)]
+                      *_readout_table(rows, "expected", ["no score digit", "`<score>` added"],
+                                      lambda row, e: f"{e['forced']} of {row['judgments']}")]
+        if any("sampled_mean" in row for row in rows):
+            block = facts["sampled_mean"]
+            lines += ["", f"Sampled-mean readout (the mean score of {block['n']} judgments per response sampled at "
+                      f"temperature {block['temperature']}, top-p {block['top_p']}, each response seeded by itself; "
+                      "judges without it are left out). No valid sample: responses none of whose samples gave a score.", "",
+                      *_readout_table(rows, "sampled-mean", ["no valid sample", "samples per response"],
+                                      lambda row, s: str(s["samples"]))]
     if facts["paired"]:
-        with_readout = any("readout" in p for p in facts["paired"])  # runs with the expected readout
-        body = [[f"`{p['a']}` − `{p['b']}`", bench_label(p["bench"]), *([p.get("readout", "sampled")] if with_readout else []),
+        with_readout = any("readout" in p for p in facts["paired"])  # runs with another readout than greedy
+        body = [[f"`{p['a']}` − `{p['b']}`", bench_label(p["bench"]), *([p.get("readout", "greedy")] if with_readout else []),
                  str(p["n"]), _difference(p), f"{p['p_value']:.3f}"] for p in facts["paired"]]
         readout_column = ["readout"] if with_readout else []
         lines += ["", "## Paired differences", "",
@@ -198,11 +222,14 @@ def _difference(p: dict[str, Any]) -> str:
     return f"{100 * p['diff']:+.1f} [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]"
 
 
-def _expected_table(rows: list[dict[str, Any]]) -> list[str]:
-    header = ["judge", *(f"accuracy, {TIE_LABELS[t]}" for t in TIE_RULES), "tie share", "no score digit", "`<score>` added"]
-    body = [[f"`{row['judge']}`", *(_with_interval(e["acc"][t], e["ci95"][t]) for t in TIE_RULES), _pct(e["tie_share"]),
-             _pct(e["invalid_share"]), f"{e['forced']} of {row['judgments']}"]
-            for row in rows if (e := row.get("expected"))]
+def _readout_table(rows: list[dict[str, Any]], readout: str, labels: list[str],
+                   last: Callable[[dict[str, Any], dict[str, Any]], str]) -> list[str]:
+    """The judges measured by a readout with a section of its own: accuracy under both tie rules, tie share,
+    its invalid share and its own last column (`labels` names those two)."""
+    header = ["judge", *(f"accuracy, {TIE_LABELS[t]}" for t in TIE_RULES), "tie share", *labels]
+    body = [[f"`{row['judge']}`", *(_with_interval(r["acc"][t], r["ci95"][t]) for t in TIE_RULES), _pct(r["tie_share"]),
+             _pct(r["invalid_share"]), last(row, r)]
+            for row in rows if (r := row.get(readout_key(readout)))]
     return _table(header, body)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import re
@@ -37,7 +38,8 @@ import shutil
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ from .judges import prompt_judge
 from .layout import RunLayout
 from .models import ModelError, adapter_leftovers, adapter_staging, load_model, lora_config, publish_adapter
 from .par import completion_text, pair_accuracy, rewards_for_batch
-from .prompts import parse_judgment
+from .prompts import evaluation_text, parse_judgment
 from .results import Run, atomic_write_text, now, package_versions, read_json, write_json
 
 METRIC_PREFIX = "par/"
@@ -58,6 +60,7 @@ REWARD_KEY = METRIC_PREFIX + "reward_mean"
 CHECKPOINT_COMPLETE = "checkpoint_complete.json"  # written last into a checkpoint folder
 _CHECKPOINT_FOLDER = re.compile(r"checkpoint-(\d+)")  # transformers' name for the checkpoint of step N
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")  # a transformer layer's parameters, in every decoder the kit loads
+_WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -138,11 +141,40 @@ def _gather_from_processes(local: list[Any]) -> tuple[list[list[Any]], int]:
     return parts, dist.get_rank()
 
 
+def evaluation_first_word(text: str) -> str | None:
+    """The first word of a judgment's <evaluation> section, lower-cased; None without a (complete, non-empty) one.
+
+    SFT's evaluations open with one word per score band ("Weak", "Partly", "Handles"), so the
+    spread of first words shows whether rollouts still differ in what they say or collapse onto
+    one band. The section is the parser's (`prompts.evaluation_text`: outside a <think> block).
+    """
+    section = evaluation_text(text)
+    word = _WORD.search(section) if section else None
+    return word.group(0).lower() if word else None
+
+
+def score_entropy(scores: Sequence[int | None]) -> float | None:
+    """Shannon entropy (bits) of the valid scores' distribution over 1..10; None without one.
+
+    0 when every rollout gives the same score, log2(10) = 3.32 when all ten are equally common.
+    """
+    counts = Counter(s for s in scores if s is not None)
+    total = sum(counts.values())
+    if not total:
+        return None
+    return -sum(n / total * math.log2(n / total) for n in counts.values()) + 0.0  # + 0.0: no -0.0
+
+
 def rollout_metrics(
     pair_ids: Sequence[str], sides: Sequence[str], scores: Sequence[int | None],
-    rewards: Sequence[float], lengths: Sequence[int],
+    rewards: Sequence[float], lengths: Sequence[int], first_words: Sequence[str | None],
 ) -> dict[str, float | None]:
-    """What one step's rollouts say about the judge; a group is the rollouts of one (pair, side)."""
+    """What one step's rollouts say about the judge; a group is the rollouts of one (pair, side).
+
+    A tie (equal mean scores, or a side without any valid score) gives PAR's binary reward
+    nothing to separate the sides by; falling score entropy and a growing top band share are
+    the judge collapsing onto one score.
+    """
     groups: dict[tuple[str, str], list[int]] = {}
     for index, key in enumerate(zip(pair_ids, sides)):
         groups.setdefault(key, []).append(index)
@@ -153,6 +185,7 @@ def rollout_metrics(
         for pid in dict.fromkeys(pair_ids)
     ]
     scored = [a for a in accuracies if a is not None]
+    bands = Counter(word for word in first_words if word is not None)
     return {
         "reward_mean": statistics.fmean(rewards),
         "pair_accuracy": statistics.fmean(scored) if scored else None,  # pairs with a valid score on both sides
@@ -160,6 +193,11 @@ def rollout_metrics(
         "completion_length_mean": statistics.fmean(lengths),
         "group_reward_std_mean": statistics.fmean(group_stds),
         "zero_std_group_share": sum(std == 0 for std in group_stds) / len(group_stds),
+        "tie_rate": sum(a is None or a == 0.5 for a in accuracies) / len(accuracies),  # 0.5: equal means
+        "score_entropy": score_entropy(scores),
+        # judgments with an evaluation section; TRL's log_metric takes floats only, so not the whole counter
+        "band_top_share": bands.most_common(1)[0][1] / bands.total() if bands else None,
+        "band_count": float(len(bands)),
     }
 
 
@@ -167,8 +205,8 @@ def make_gathered_par_reward(mode: str, format_weight: float) -> Callable[..., l
     """A TRL reward function that computes PAR over the whole step, across processes.
 
     Each process parses its own completions, all processes exchange (pair_id, side, score,
-    length), each computes the same rewards and metrics for the whole step and returns its
-    slice. The metrics go to TRL's `log_metric`, so they appear in every log line.
+    length, evaluation's first word), each computes the same rewards and metrics for the whole
+    step and returns its slice. The metrics go to TRL's `log_metric`, so they appear in every log line.
     """
 
     def par_reward(
@@ -176,15 +214,16 @@ def make_gathered_par_reward(mode: str, format_weight: float) -> Callable[..., l
         pair_id: list[str], side: list[str], log_metric: Callable[[str, float], None] | None = None,
         **kwargs: Any,
     ) -> list[float]:
+        texts = [completion_text(c) for c in completions]
         local = [
-            (pid, s, parse_judgment(completion_text(c)).score, len(ids))
-            for pid, s, c, ids in zip(pair_id, side, completions, completion_ids, strict=True)
+            (pid, s, parse_judgment(text).score, len(ids), evaluation_first_word(text))
+            for pid, s, text, ids in zip(pair_id, side, texts, completion_ids, strict=True)
         ]
         parts, rank = _gather_from_processes(local)
-        pair_ids, sides, scores, lengths = zip(*(row for part in parts for row in part))
+        pair_ids, sides, scores, lengths, first_words = zip(*(row for part in parts for row in part))
         rewards = rewards_for_batch(pair_ids, sides, scores, mode, format_weight)
         if log_metric is not None:
-            for name, value in rollout_metrics(pair_ids, sides, scores, rewards, lengths).items():
+            for name, value in rollout_metrics(pair_ids, sides, scores, rewards, lengths, first_words).items():
                 if value is not None:
                     log_metric(METRIC_PREFIX + name, value)
         start = sum(len(part) for part in parts[:rank])
@@ -205,7 +244,7 @@ def grpo_args(config: RunConfig, output_dir: Path, rows_per_step: int | None = N
     completions, shared by the processes and the gradient-accumulation micro-batches. The
     process count comes from WORLD_SIZE, which every launcher (accelerate, torchrun,
     deepspeed) sets. Without a GPU the trainer runs on CPU; several CPU processes then join
-    over gloo (configs/accelerate/cpu_2proc.yaml).
+    over gloo (configs/accelerate/cpu_2proc.yaml). Dropout is off (`lora_dropout_in_use` records it).
     """
     import torch
     from trl import GRPOConfig
@@ -237,6 +276,10 @@ def grpo_args(config: RunConfig, output_dir: Path, rows_per_step: int | None = N
         epsilon=par.epsilon,
         num_iterations=par.num_iterations,
         mask_truncated_completions=par.mask_truncated_completions,
+        # Dropout off (TRL sets p=0 on every nn.Dropout of the policy, LoRA's lora_dropout included):
+        # with it on, the loss and its gradients are taken on a randomly perturbed policy, not the one
+        # that sampled. SFT keeps lora.dropout.
+        disable_dropout=True,
         max_completion_length=par.rollouts.max_new_tokens,
         temperature=par.rollouts.temperature,
         top_p=par.rollouts.top_p,
@@ -400,6 +443,14 @@ def write_adapter_card(adapter_dir: Path, config: RunConfig, record: dict[str, A
     atomic_write_text(adapter_dir / "README.md", "\n".join(lines) + "\n")
 
 
+def lora_dropout_in_use(model: Any) -> float:
+    """The largest dropout probability of the model's LoRA dropout modules (0.0 when none drops), for the record."""
+    from torch import nn
+
+    return max((m.p for name, m in model.named_modules() if isinstance(m, nn.Dropout) and ".lora_dropout." in name),
+               default=0.0)
+
+
 def train_top_layers_only(model: Any, n_top: int) -> dict[str, int]:
     """Freeze every trainable weight below the top `n_top` transformer layers.
 
@@ -443,21 +494,86 @@ def project_completion_tokens_only(enabled: bool) -> None:
     trl_utils._use_triton = compact_on_cpu if enabled else _use_triton
 
 
+def _with_lora_delta(layer: Any, weight: Any) -> Any:
+    """`weight` (the layer's base weight) plus its active adapters' deltas: summed in fp32, cast once, a new tensor."""
+    import torch
+
+    with torch.no_grad():
+        total = weight.float()
+        for adapter in layer.active_adapters:
+            if adapter in layer.lora_A:
+                total = total + layer.get_delta_weight(adapter).float()  # PEFT's delta: scaling, fan_in_fan_out
+        return total.to(weight.dtype)
+
+
+def served_weights(model: Any) -> Iterator[tuple[str, Any]]:
+    """The weights a rollout engine serves for a PEFT LoRA `model`, under checkpoint names; the model is only read.
+
+    TRL's `_iter_named_params` (trl/generation/vllm_generation.py, PEFT branch) merges the adapter
+    into the base weights in place (`merge_adapter`), yields them and unmerges (`unmerge_adapter`).
+    In bf16 that round trip rounds twice and does not give the base back: one merge/unmerge with an
+    SFT-sized adapter changed 2.1% of SmolLM2's LoRA-wrapped base weights (up to 0.0078), and with the
+    adapter moving between syncs, as in training, 12.5% after 16 syncs, so the "frozen" base drifted.
+    Here each LoRA-wrapped weight is built out of place: base in fp32 plus PEFT's own delta of each
+    active adapter, cast once to the base dtype. Other parameters are yielded as they are. Names as
+    TRL makes them: "base_model.model." and ".base_layer" removed, LoRA parameters and
+    modules_to_save originals left out, "modules_to_save.default." and checkpoint wrappers stripped.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    lora_layers = {}
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            if module.merged or module.lora_variant or any(module.lora_bias.values()):
+                raise NotImplementedError("served_weights handles unmerged plain LoRA only (no DoRA/variants, no lora_bias)")
+            lora_layers[id(module.get_base_layer().weight)] = module
+    for name, param in model.named_parameters():
+        name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        if model.prefix in name or "original_module" in name:
+            continue
+        name = name.replace("_checkpoint_wrapped_module.", "").replace("modules_to_save.default.", "")
+        layer = lora_layers.get(id(param))
+        yield name, param.data if layer is None else _with_lora_delta(layer, param.data)
+
+
+def serve_weights_out_of_place(generation: Any) -> None:
+    """Make TRL's vLLM weight sync read `served_weights` instead of merging the LoRA in place.
+
+    TRL's own sync (GPU colocate, server mode) and the kit's CPU reload all take their tensors from
+    `generation._iter_named_params()`, so replacing that one method means TRL never calls
+    `merge_adapter`/`unmerge_adapter` and the trainer's base weights are never written. Under
+    DeepSpeed ZeRO-3 the parameters are gathered first, as TRL does. FSDP (TRL walks its shards
+    its own way) is refused rather than synced wrongly; the kit ships no FSDP config.
+    """
+    from accelerate.utils import is_peft_model  # TRL's own test for its PEFT branch
+
+    if not is_peft_model(generation.model):
+        return  # without LoRA TRL merges nothing
+    if generation._dist.is_fsdp:
+        raise ConfigError("PAR training with vLLM and FSDP is not supported (the weight sync would merge LoRA in place)")
+
+    def iter_named_params() -> Iterator[tuple[str, Any]]:
+        with generation._dist.gather_params(list(generation.model.parameters())):
+            yield from served_weights(generation.model)
+
+    generation._iter_named_params = iter_named_params
+
+
 def sync_by_inplace_reload(generation: Any) -> None:
     """Make TRL's colocated vLLM take the trained weights the way vLLM's CPU build can.
 
     TRL's colocate sync loads the merged weights tensor by tensor into the engine's model. The
     CPU build repacks every linear weight for its kernels after loading and drops the original
     parameter, so that fails ("'Parameter' object has no attribute 'weight_loader'"). vLLM's
-    own in-place reload takes checkpoint-format weights (what TRL's iterator yields: LoRA merged,
-    checkpoint names), restores the layers, loads and repacks them. The tensors are copied
-    because TRL unmerges the adapter in place once its iterator is used up. The prefix cache
-    holds KV entries of the old weights, so it is dropped. The GRPO canary test proves the
-    rollouts then come from the updated weights.
+    own in-place reload takes checkpoint-format weights (`generation._iter_named_params()`, which
+    `serve_weights_out_of_place` makes yield the out-of-place merged weights), restores the layers,
+    loads and repacks them (copying: the trainer's tensors are only read). The prefix cache holds
+    KV entries of the old weights, so it is dropped. The GRPO canary test proves the rollouts then
+    come from the updated weights.
     """
 
     def sync_weights() -> None:  # colocate runs vLLM's worker in this process: the tensors are not sent anywhere
-        reload_in_place(generation.llm, weights_iterator=[(name, t.clone()) for name, t in generation._iter_named_params()])
+        reload_in_place(generation.llm, weights_iterator=generation._iter_named_params())
 
     generation.sync_weights = sync_weights
 
@@ -502,9 +618,9 @@ def make_grpo_trainer(
     """TRL's GRPOTrainer with `config.par`'s settings and the kit's cheaper update (see configs/cpu.yaml).
 
     On top of TRL: only the top `par.trainable_layers` layers train; on CPU the LM head
-    projects completion tokens only; vLLM rollouts inside the trainer get their weights by an
-    in-place reload on CPU. PAR training, the downstream policies (policy.py) and the GRPO canary
-    test build their trainer here.
+    projects completion tokens only; vLLM gets the LoRA weights merged out of place (never into
+    the trainer's base), by an in-place reload on CPU; dropout is off (`grpo_args`). PAR
+    training, the downstream policies (policy.py) and the GRPO canary test build their trainer here.
     """
     from trl import GRPOTrainer
 
@@ -519,6 +635,8 @@ def make_grpo_trainer(
     )
     if par.trainable_layers is not None:  # before train() builds the optimizer from what requires grad
         train_top_layers_only(trainer.model, par.trainable_layers)
+    if par.use_vllm:
+        serve_weights_out_of_place(trainer.vllm_generation)
     if par.use_vllm and par.vllm_mode == "colocate":
         if trainer.model.device.type == "cpu":
             sync_by_inplace_reload(trainer.vllm_generation)
@@ -535,6 +653,7 @@ def rollout_settings(config: RunConfig, device: str) -> dict[str, Any]:
     package, version = vllm_package()
     return {"engine": "vllm", "package": package, "version": version, "device": device, "mode": par.vllm_mode,
             "weight_sync": "in-place reload" if device == "cpu" and par.vllm_mode == "colocate" else "TRL",
+            "lora_merge": "out of place (fp32 base + delta, cast once; train.served_weights)",
             "importance_sampling": par.vllm_importance_sampling, "kv_cache_gib": config.judge.kv_cache_gib}
 
 
@@ -586,6 +705,7 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
         "num_processes": trainer.args.world_size,
         "rollouts": rollout_settings(config, trainer.model.device.type),
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "lora_dropout": lora_dropout_in_use(trainer.model),  # during GRPO (config.lora.dropout is SFT's)
         "grpo_args": json.loads(trainer.args.to_json_string()),  # every TRL setting, defaults included
         "resumed_from": str(checkpoint) if checkpoint else None,
         "started": now(),

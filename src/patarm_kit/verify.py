@@ -1,7 +1,8 @@
 """Re-check a run from its files alone (`patarm-kit verify`), or list how two runs differ (`compare`).
 
 Every number the kit shows a reader is a pure function of the run's stored files: metrics of
-stored judgments (`evaluate.compute_metrics`), a judgment's score of its text (the parser),
+stored judgments (`evaluate.compute_metrics`; the sampled-mean readout of the samples stored in
+the same judgments files), a judgment's score of its text (the parser),
 tables and figure data of the metrics (`figures.TABLES`, `figures.FIGURE_DATA`), SUMMARY.md of
 the evaluations (`summary`). `verify_run` rebuilds each of them and compares it with the file a
 reader sees, checks that every file the stages recorded is there with the sha256 they recorded,
@@ -279,7 +280,7 @@ def _check_benchmark_summary(run: Run, manifest: dict[str, Any], recomputed: dic
         a, b = metrics_of("paired", index, row["a"], row["bench"]), metrics_of("paired", index, row["b"], row["bench"])
         if a and b:
             check("paired", index, row, paired_difference(a, b, config["eval"]["n_boot"], config["seed"],
-                                                          readout=row.get("readout", "sampled")))
+                                                          readout=row.get("readout", "greedy")))
     curve = summary.get("votes_curve", [])
     for index, row in enumerate(curve):  # the curve rescored one file: the judge's run with the most votes
         most = max(r["votes"] for r in curve if (r["judge"], r["bench"]) == (row["judge"], row["bench"]))
@@ -331,12 +332,13 @@ def _check_config(run: Run, manifest: dict[str, Any], recomputed: dict[str, dict
 
 
 def _judgment_files(run: Run) -> Iterator[tuple[Path, str | None]]:
-    """Every judgments file of the run, with the judge spec of its metrics file (None: the generative judge)."""
+    """Every judgments file of the run (evaluations, learning curve, preview, warm-up checks), with the judge
+    spec of its metrics file (None: the generative judge)."""
     layout = run.layout
-    for path in sorted(layout.eval_dir.glob("*.json")):
+    for path in [*sorted(layout.eval_dir.glob("*.json")), *sorted(layout.par_curve.glob("*.json"))]:
         try:
             stored = read_json(path)
-            yield layout.eval_dir / stored["judgments_file"], stored["judge_spec"]
+            yield path.parent / stored["judgments_file"], stored["judge_spec"]
         except _READ_ERRORS:
             continue  # reported by _suite_metrics
     for path in (layout.preview_judgments, layout.sft_check_judgments):
@@ -372,7 +374,7 @@ def _check_judgments(run: Run, report: VerifyReport) -> None:
             report.differences.append(Difference(name, "(file)", f"unreadable ({type(err).__name__}: {err})"))
             continue
         for number, j in enumerate(judgments, start=1):
-            where = f"line {number} ({j.pair_id}, {j.side}, sample {j.sample})"
+            where = f"line {number} ({j.pair_id}, {j.side}, {j.draw + ' ' if j.draw else ''}sample {j.sample})"
             if not j.text and not j.prompt_tokens and not j.completion_tokens:  # a plain judge: a number, no text
                 if spec == "length":
                     responses = _stored_responses(run) if responses is None else responses

@@ -71,7 +71,7 @@ class Scoring:
     pairwise: bool  # judgments are pairwise verdicts (side = order shown), not pointwise scores
     n_boot: int
     seed: int
-    readout: str = "sampled"  # judge.READOUTS: the score each judgment wrote, or its expected score
+    readout: str = "greedy"  # config.READOUTS: what judge.readout_score reads of each judgment
 
 
 def outcome_interval(outcomes: Sequence[float], n_boot: int, seed: int) -> list[float | None]:
