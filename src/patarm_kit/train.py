@@ -638,11 +638,31 @@ def make_grpo_trainer(
     if par.use_vllm:
         serve_weights_out_of_place(trainer.vllm_generation)
     if par.use_vllm and par.vllm_mode == "colocate":
+        seed_rollout_stream(config.seed, trainer.accelerator.process_index)
         if trainer.model.device.type == "cpu":
             sync_by_inplace_reload(trainer.vllm_generation)
         if trainer.accelerator.num_processes == 1:
             trainer.add_callback(rollout_engine_release(trainer.vllm_generation, environment_before))
     return trainer
+
+
+def rollout_sampling_seed(seed: int, process_index: int) -> int:
+    """The seed of one process's rollout sampling stream: a function of the run's seed."""
+    return 1000 * seed + process_index
+
+
+def seed_rollout_stream(seed: int, process_index: int) -> None:
+    """Seed the colocated vLLM's sampling stream from the run's seed.
+
+    TRL starts its colocated engine with seed = the process index, whatever `args.seed`, and the
+    engine's worker runs in this process and samples (no per-request seeds) from torch's global
+    generator. Two runs that differ only in `seed` would then share every rollout draw: one draw,
+    not two replicates. Seeding here, after the engine started, gives each run seed its own stream;
+    a resumed run continues it (the trainer saves and restores the generator's state).
+    """
+    from transformers import set_seed
+
+    set_seed(rollout_sampling_seed(seed, process_index))
 
 
 def rollout_settings(config: RunConfig, device: str) -> dict[str, Any]:
@@ -654,6 +674,7 @@ def rollout_settings(config: RunConfig, device: str) -> dict[str, Any]:
     return {"engine": "vllm", "package": package, "version": version, "device": device, "mode": par.vllm_mode,
             "weight_sync": "in-place reload" if device == "cpu" and par.vllm_mode == "colocate" else "TRL",
             "lora_merge": "out of place (fp32 base + delta, cast once; train.served_weights)",
+            "sampling_seed": rollout_sampling_seed(config.seed, 0) if par.vllm_mode == "colocate" else None,
             "importance_sampling": par.vllm_importance_sampling, "kv_cache_gib": config.judge.kv_cache_gib}
 
 
