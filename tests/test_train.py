@@ -390,3 +390,37 @@ def test_grpo_runs_with_every_dropout_off_lora_included(tmp_path, adapter):
     dropouts = {name: m.p for name, m in trainer.model.named_modules() if isinstance(m, nn.Dropout)}
     assert sum(".lora_dropout." in name for name in dropouts) == 4 * trainer.model.config.num_hidden_layers
     assert set(dropouts.values()) == {0} and lora_dropout_in_use(trainer.model) == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_each_run_seed_draws_its_own_rollouts_with_vllm(tmp_path):
+    """Replicates differ in their sampling stream: TRL seeds its colocated engine with the process
+    index alone, so without train.seed_rollout_stream two seeds would share every rollout draw."""
+    from datasets import Dataset
+
+    from patarm_kit.models import load_model, lora_config
+    from patarm_kit.train import make_grpo_trainer
+
+    def rollouts(seed: int) -> list[list[int]]:
+        config = load_config("smoke", {
+            "seed": seed, "par.pairs_per_step": 1, "par.rollouts.n": 4, "par.rollouts.max_new_tokens": 16, "par.max_steps": 1,
+            "par.save_steps": 1, "par.use_vllm": True, "par.vllm_importance_sampling": False, "model.torch_threads": 1,
+        })
+        model, tokenizer = load_model(config.model, trainable=True)
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}], tokenize=False, add_generation_prompt=True)
+        drawn: list[list[int]] = []
+
+        def record(completions, completion_ids, **kwargs):
+            drawn.extend(list(ids) for ids in completion_ids)
+            return [0.0] * len(completion_ids)
+
+        trainer = make_grpo_trainer(config, model, tokenizer, Dataset.from_list([{"prompt": prompt}] * 2), record,
+                                    tmp_path / f"seed-{seed}-{len(list(tmp_path.iterdir()))}", peft_config=lora_config(config.lora))
+        trainer.train()
+        return drawn
+
+    first = rollouts(0)
+    assert len(first) == 8 and len({tuple(ids) for ids in first}) > 1  # a group's rollouts differ
+    assert rollouts(1) != first
+    assert rollouts(0) == first

@@ -155,7 +155,10 @@ def test_peft_merge_and_unmerge_in_bf16_change_the_base_weights():
 
 
 @pytest.mark.model
-def test_the_cpu_sync_serves_base_plus_delta_and_never_writes_the_trainers_base(monkeypatch):
+@pytest.mark.parametrize("mode", ["colocate", "server"])
+def test_a_sync_serves_base_plus_delta_and_never_writes_the_trainers_base(monkeypatch, mode):
+    """colocate on CPU: the kit's in-place reload, SYNCS times with the adapter moving in between;
+    server (and GPU colocate): TRL's own sync_weights. Neither may merge in place."""
     import torch
 
     from patarm_kit.train import serve_weights_out_of_place, sync_by_inplace_reload
@@ -163,32 +166,14 @@ def test_the_cpu_sync_serves_base_plus_delta_and_never_writes_the_trainers_base(
     model = lora_model_with_an_sft_sized_adapter()
     no_merging(model, monkeypatch)
     snapshot = base_weights(model)
-    generation = trl_generation(model, "colocate")
+    generation = trl_generation(model, mode)
     serve_weights_out_of_place(generation)
-    sync_by_inplace_reload(generation)
+    if mode == "colocate":
+        sync_by_inplace_reload(generation)
+    receiver = generation.llm if mode == "colocate" else generation.vllm_client
     generator = torch.Generator().manual_seed(1)
-    for _ in range(SYNCS):
+    for _ in range(SYNCS if mode == "colocate" else 2):
         training_step(model, generator)
         generation.sync_weights()
-        assert_served(generation.llm.received, model, snapshot)
-    assert_base_untouched(model, snapshot)
-
-
-@pytest.mark.model
-def test_trls_own_sync_reads_the_out_of_place_weights_too(monkeypatch):
-    """Server mode (and GPU colocate) keep TRL's sync_weights; it must not merge in place either."""
-    import torch
-
-    from patarm_kit.train import serve_weights_out_of_place
-
-    model = lora_model_with_an_sft_sized_adapter()
-    no_merging(model, monkeypatch)
-    snapshot = base_weights(model)
-    generation = trl_generation(model, "server")
-    serve_weights_out_of_place(generation)
-    generator = torch.Generator().manual_seed(2)
-    for _ in range(2):
-        training_step(model, generator)
-        generation.sync_weights()  # TRL's own
-        assert_served(generation.vllm_client.received, model, snapshot)
+        assert_served(receiver.received, model, snapshot)
     assert_base_untouched(model, snapshot)
