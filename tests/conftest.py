@@ -48,6 +48,7 @@ def small_run(tmp_path_factory) -> Path:
     config = load_config("smoke", {
         "eval.judges": ["length", "random"], "eval.limit": 4, "eval.n_boot": 100, "eval.paired": [["length", "random"]],
         "eval.votes_curve": [1, 2], "eval.votes_curve_judge": "random", "eval.votes_curve_bench": "rewardbench",
+        "eval.sampled_mean": {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32},  # for generative judges added later
     })
     run = Run.create("small", config, results_dir=tmp_path_factory.mktemp("runs"))
     stages.data(run)

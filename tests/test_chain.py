@@ -95,7 +95,7 @@ def test_the_ablation_chain_trains_the_controls_reads_both_readouts_and_verifies
     assert manifest["data"]["verifiable-if"]["built_with"]["checker"]["package"] == "if-verifiable"
     assert [p.name for p in sorted(run.layout.par_curve.glob("*.json"))] == ["step-0000.json", "step-0001.json", "step-0002.json"]
     metrics = read_json(run.layout.eval_metrics("par-shuffled", "pairs:verifiable-if"))
-    assert {"expected", "sampled_mean", "inputs_truncated"} <= metrics.keys()  # smoke sets eval.sampled_mean
+    assert {"expected", "sampled_mean", "inputs_truncated"} <= metrics.keys()  # smoke-ablations sets eval.sampled_mean
     assert "sampled_mean" in read_json(run.layout.curve_metrics(2))
     summary = run.layout.summary.read_text()
     assert summary.index("## Primary comparison") < summary.index("## held-out verifiable-if")

@@ -260,7 +260,7 @@ def test_draws_are_seeded_by_their_response_and_stored_beside_the_judgments(toke
 
 @pytest.fixture
 def sampled_run(run_copy, tokenizer, monkeypatch):
-    """The small run (smoke profile: eval.sampled_mean draws 4 per response) plus two generative judges
+    """The small run (its eval.sampled_mean draws 4 per response) plus two generative judges
     on held-out pairs, `base` and `sft`, evaluated through `evaluate` with scripted engines."""
     def scripted(spec, config, sampling):
         engine = SeededEngine(tokenizer, offset=3 if spec.kind == "adapter" else 0)
