@@ -759,7 +759,8 @@ def decontaminate(loaded: list[LoadedSource], benches: dict[str, list[Preference
         by_bench: collections.Counter = collections.Counter()
         kept = []
         for pair in source.pairs:
-            hits = [] if split_of(pair, fractions) == "test" else [n for n, keys in bench_keys.items() if prompt_keys(pair) & keys]
+            keys = prompt_keys(pair)
+            hits = [] if split_of(pair, fractions) == "test" else [n for n, bench in bench_keys.items() if keys & bench]
             by_bench.update(hits)
             if not hits:
                 kept.append(pair)
