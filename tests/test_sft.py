@@ -262,11 +262,12 @@ def test_a_facts_target_changes_with_the_response_and_not_with_the_label():
     targets = _facts_targets(_built_pair(follows, ignores))
     assert targets == _facts_targets(_built_pair(ignores, follows))  # the label flipped: the same judgment of each response
     assert targets[follows] != targets[ignores]
-    assert 'has "walnut": yes; has "lantern": yes' in targets[follows]
-    assert 'has "walnut": no; has "lantern": no' in targets[ignores]
+    assert 'has walnut: yes; has lantern: yes' in targets[follows]
+    assert 'has walnut: no; has lantern: no' in targets[ignores]
     assert "Constraint followed: use walnut and lantern" in targets[follows]
+    assert 'ends: "... touches on walnut and lantern."; has walnut' in targets[follows]  # the evidence, then the verdict
     half = follows.replace(" and lantern", "")  # one keyword edited out: that fact, and only that one, changes
-    assert 'has "walnut": yes; has "lantern": no' in _facts_targets(_built_pair(half, ignores))[half]
+    assert 'has walnut: yes; has lantern: no' in _facts_targets(_built_pair(half, ignores))[half]
     labels = _facts_targets(_built_pair(follows, ignores), "labels")
     assert parse_judgment(labels[follows]).score >= 7 and parse_judgment(labels[ignores]).score <= 4
 
@@ -297,3 +298,16 @@ def test_facts_targets_fit_the_rollout_budget(tokenizer, data_dir):
     lengths = [len(tokenizer(sft.judgment_target(r, RUBRICS[r.task], "facts", 0, instructions[r.pair_id])[0])["input_ids"])
                for r in requests_for_pairs(pairs)]
     assert max(lengths) <= load_config("cpu").par.rollouts.max_new_tokens - 8
+
+
+def test_facts_report_counts_each_keyword_verdict_and_leaves_quotes_out_of_verdicts():
+    from patarm_kit.judge import Judgment
+
+    follows = "Water it daily. This also touches on walnut and lantern."
+    pair = _built_pair(follows, "Water it daily. This also touches on meadow and violin.")
+    text = ('<criteria>\n- Constraint followed: use walnut and lantern\n</criteria>\n'
+            '<evaluation>ends: "... touches on walnut and lantern."; has walnut: yes; has lantern: no.</evaluation>\n<score>6</score>')
+    judgment = Judgment(pair.id, "chosen", "instruction", 0, text, 6, None, [], 300, 40, False)
+    report = sft.facts_report([judgment], [pair])
+    assert report["verdicts_stated"] == 0.5  # one of the two keyword verdicts right
+    assert report["facts_stated"] == 2 / 3 and report["all_facts_stated"] == 0.0  # the quote counts among the facts

@@ -157,7 +157,8 @@ def sft_command(
         low, high = facts["accuracy_ci95"]
         typer.echo(f"  {name}: parse rate {facts['parse_rate']:.1%}, all-equal GRPO groups {facts['all_equal_share']:.1%}, "
                    f"pairwise accuracy {facts['accuracy']:.1%} [{low:.1%}, {high:.1%}], "
-                   f"true facts stated {facts['facts_stated']:.1%}")
+                   f"true facts stated {facts['facts_stated']:.1%}"
+                   + (f", verdicts {facts['verdicts_stated']:.1%}" if facts.get("verdicts_stated") is not None else ""))
 
 
 @app.command("train")

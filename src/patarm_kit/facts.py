@@ -27,6 +27,7 @@ from typing import Any
 
 Instruction = Mapping[str, Any]  # {"instruction_id": ..., "kwargs": {...}}, as ifpairs builds it
 START_WORDS = 3
+END_WORDS = 5
 TOPIC_WORDS = 2
 TITLE = re.compile(r"<<[^\n]+>>")
 BULLET = re.compile(r"^\s*[*-]\s", flags=re.MULTILINE)
@@ -38,7 +39,10 @@ def _yes(flag: bool) -> str:
 
 
 def _has(response: str, term: str) -> str:
-    return f'has "{term}": {_yes(term.lower() in response.lower())}'
+    """`has walnut: yes`, the term unquoted: after a space it is the very token the response
+    holds (' walnut'), which a small judge can match; '"walnut"' splits into other tokens
+    ('wal', 'nut'), and a warm-up that wrote it left the judge at chance on the verdict."""
+    return f"has {term}: {_yes(term.lower() in response.lower())}"
 
 
 def _quoted(response: str) -> bool:
@@ -93,6 +97,16 @@ def opening(response: str) -> str:
     return " ".join(words[:START_WORDS]) + (" ..." if len(words) > START_WORDS else "")
 
 
+def ending(response: str) -> str:
+    """The response's last few words, quoted: evidence the judge copies before its verdicts.
+
+    A 135M judge stated 'has "walnut": yes/no' at chance after its warm-up (dev, keyword pairs)
+    although the word sits in the response's last sentence; copying that sentence first is what
+    small models do well (induction), and it puts the evidence next to the verdict."""
+    words = response.replace(";", ",").replace('"', "'").split()
+    return 'ends: "' + ("... " if len(words) > END_WORDS else "") + " ".join(words[-END_WORDS:]) + '"'
+
+
 def instance_criteria(instructions: Sequence[Instruction], topic: str, rubric_names: Sequence[str]) -> list[tuple[str, str]]:
     """Criteria from the instance: each stated instruction, then the answer to the request itself;
     without instructions, the first two rubric criteria applied to the prompt's topic."""
@@ -102,23 +116,34 @@ def instance_criteria(instructions: Sequence[Instruction], topic: str, rubric_na
     return [(name, f"applied to {topic}") for name in rubric_names[:2]]
 
 
-def response_facts(response: str, instructions: Sequence[Instruction], topic_terms: Sequence[str]) -> str:
-    """Checkable facts of one response: whether it has what each criterion names (a stated
-    instruction's keyword, ending, commas, ...), else how it starts and whether it mentions the
-    prompt's topic words. Presence (yes/no) rather than counts wherever the instruction allows:
-    a 135M judge sampled at temperature 1 states presence far more reliably than a count."""
+def response_facts(response: str, instructions: Sequence[Instruction], topic_terms: Sequence[str]) -> list[str]:
+    """Checkable facts of one response: with stated instructions, how it ends (quoted) and then
+    whether it has what each criterion names (a keyword, an ending, commas, ...); otherwise how
+    it starts and whether it mentions the prompt's topic words. Presence (yes/no) rather than
+    counts wherever the instruction allows: a 135M judge sampled at temperature 1 states presence
+    far more reliably than a count."""
     if instructions:
-        facts = [INSTRUCTION_FACTS[i["instruction_id"]][1](response, i["kwargs"]) for i in instructions]
+        stated = (INSTRUCTION_FACTS[i["instruction_id"]][1](response, i["kwargs"]) for i in instructions)
+        facts = [ending(response), *(fact for joined in stated for fact in joined.split("; "))]  # one per keyword
     else:
         facts = [f"starts: {opening(response)}",
                  *(f'mentions "{term}": {_yes(term in response.lower())}' for term in topic_terms[:TOPIC_WORDS])]
-    return "; ".join(dict.fromkeys(facts)) + "."
+    return list(dict.fromkeys(facts))
 
 
-def facts_stated(evaluation: str | None, true_facts: str) -> float:
+def is_quote(fact: str) -> bool:
+    """Quoted evidence (how the response starts or ends) rather than a verdict about it."""
+    return fact.startswith(("starts: ", "ends: "))
+
+
+def evaluation_of(facts: Sequence[str]) -> str:
+    """The warm-up's evaluation sentence: the facts in order."""
+    return "; ".join(facts) + "."
+
+
+def facts_stated(evaluation: str | None, true_facts: Sequence[str]) -> float:
     """The share of a response's true facts that a judgment's evaluation states word for word
     (0 without an evaluation): whether the judge read the response it scores."""
-    wanted = [fact.strip() for fact in true_facts.removesuffix(".").split("; ")]
     if evaluation is None:
         return 0.0
-    return sum(fact in evaluation for fact in wanted) / len(wanted)
+    return sum(fact in evaluation for fact in true_facts) / len(true_facts)

@@ -115,7 +115,7 @@ def judgment_target(request: JudgeRequest, rubric: Rubric, targets: str, seed: i
         prompt_text = "\n".join(m["content"] for m in request.prompt)
         rng = random.Random(f"{seed}/{prompt_text}/{request.response}")
         criteria = facts.instance_criteria(instructions, topic, [c.name for c in rubric.criteria])
-        evaluation = facts.response_facts(request.response, instructions, topic.split())
+        evaluation = facts.evaluation_of(facts.response_facts(request.response, instructions, topic.split()))
         return format_judgment(criteria, evaluation, score := draw_score(targets, request.side, rng)), score
     rng = random.Random(f"{seed}/{request.pair_id}/{request.side}")
     chosen_criteria = rng.sample(rubric.criteria, min(rng.randint(2, 3), len(rubric.criteria)))
@@ -394,14 +394,20 @@ def all_equal_groups(judgments: Sequence[Judgment], pair_ids: Sequence[str], mod
 
 def facts_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair]) -> dict[str, float]:
     """How much of each response's true facts (facts.py) the judgments state: a judge that reads
-    the response states them; one that writes a template does not (the first warm-up: 0)."""
+    the response states them; one that writes a template does not (the first warm-up: 0).
+    `verdicts_stated` leaves out the quotes (how it starts or ends): the share of the decisions
+    (has "walnut": yes) a judge gets right, the facts PAR can turn into a score."""
     by_id = {p.id: p for p in pairs}
-    shares = []
+    shares, verdicts = [], []
     for judgment in judgments:
         pair = by_id[judgment.pair_id]
         true_facts = facts.response_facts(getattr(pair, judgment.side), pair.instructions, topic_words(pair.prompt).split())
-        shares.append(facts.facts_stated(evaluation_text(judgment.text), true_facts))
-    return {"facts_stated": sum(shares) / len(shares), "all_facts_stated": sum(s == 1.0 for s in shares) / len(shares)}
+        evaluation = evaluation_text(judgment.text)
+        shares.append(facts.facts_stated(evaluation, true_facts))
+        if decisions := [f for f in true_facts if not facts.is_quote(f)]:
+            verdicts.append(facts.facts_stated(evaluation, decisions))
+    return {"facts_stated": sum(shares) / len(shares), "all_facts_stated": sum(s == 1.0 for s in shares) / len(shares),
+            "verdicts_stated": sum(verdicts) / len(verdicts) if verdicts else None}
 
 
 def judge_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair], config: RunConfig) -> dict[str, Any]:
