@@ -194,6 +194,39 @@ def test_tiny_grpo_run_writes_metrics_checkpoints_and_adapter(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.model
+def test_with_beta_the_kl_to_the_warm_up_is_logged_and_only_the_trained_adapter_is_saved(tmp_path):
+    """par.beta > 0 from a loaded (warm-up) adapter: TRL keeps a frozen copy of it as "ref" and logs
+    the KL to it each step; the saved adapter is the trained one alone."""
+    from datasets import Dataset
+    from peft import PeftModel, get_peft_model
+    from safetensors.torch import load_file
+
+    from patarm_kit.models import load_model, lora_config, save_adapter
+    from patarm_kit.train import make_grpo_trainer, metrics_callback, read_metrics
+
+    config = load_config("smoke", {"par.pairs_per_step": 1, "par.rollouts.n": 2, "par.rollouts.max_new_tokens": 8,
+                                   "par.max_steps": 3, "par.beta": 0.01, "par.learning_rate": 0.01,
+                                   "par.use_vllm": False, "model.torch_threads": 1})
+    model, tokenizer = load_model(config.model, trainable=True)
+    get_peft_model(model, lora_config(config.lora)).save_pretrained(tmp_path / "warm-up")
+    model = PeftModel.from_pretrained(load_model(config.model, trainable=True)[0], tmp_path / "warm-up", is_trainable=True)
+    trainer = make_grpo_trainer(config, model, tokenizer, Dataset.from_list([{"prompt": "Hi"}] * 6),
+                                lambda completions, **kwargs: [float(len(c)) for c in completions], tmp_path / "grpo",
+                                callbacks=[metrics_callback(tmp_path / "metrics.jsonl", "reward")])
+    assert "ref" in trainer.model.peft_config and not any(p.requires_grad for n, p in trainer.model.named_parameters() if ".ref." in n)
+    trainer.train()
+
+    kl = [row["kl"] for row in read_metrics(tmp_path / "metrics.jsonl")]
+    assert len(kl) == 3 and kl[0] == 0 and kl[-1] > 0  # step 1 samples from the warm-up itself
+    save_adapter(trainer.model, tokenizer, tmp_path / "trained", "card")
+    assert not (tmp_path / "trained" / "ref").exists()
+    warm_up = load_file(tmp_path / "warm-up" / "adapter_model.safetensors")
+    trained = load_file(tmp_path / "trained" / "adapter_model.safetensors")
+    assert warm_up.keys() == trained.keys() and any((warm_up[k] != trained[k]).any() for k in warm_up)
+
+
+@pytest.mark.slow
+@pytest.mark.model
 def test_two_cpu_processes_train_with_a_pair_split_across_them(tmp_path):
     """4 completions per step on 2 processes: the chosen side on one, the rejected on the other."""
     run = make_run(tmp_path, [*TINY_RUN, "sft.enabled=false"])

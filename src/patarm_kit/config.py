@@ -183,7 +183,11 @@ class ParConfig:
     completion_only_logprobs: bool = True
     learning_rate: float = 1e-5  # TRL's advice for LoRA (1e-6 is its full fine-tuning default)
     lr_scheduler_type: str = "linear"
-    beta: float = 0.0  # KL weight; 0 needs no reference model
+    # KL weight. The reference is the warm-up when PAR starts from one (TRL trains the loaded
+    # adapter and keeps a frozen copy of it as "ref"), else the base model. With beta > 0 TRL
+    # logs the KL to that reference each step (one more forward pass per step); 0: no reference.
+    beta: float = 0.0
+    entropy_coef: float = 0.0  # TRL's entropy bonus (its loss minus coef x mean token entropy); 0: off
     loss_type: str = "dapo"
     scale_rewards: str = "group"  # "group", "batch" or "none"
     epsilon: float = 0.2

@@ -255,7 +255,7 @@ def _is_main_process() -> bool:
 # something to learn from (groups with reward variance, pairs that are not ties, spread of scores
 # and of the evaluations' first words). Older runs' logs lack the later panels: they are left out.
 PAR_PANELS = ("reward_mean", "pair_accuracy", "parse_rate", "zero_std_group_share", "tie_rate", "score_entropy",
-              "band_top_share", "completion_length_mean", "seconds_per_step")
+              "band_top_share", "kl", "completion_length_mean", "seconds_per_step")  # kl: with par.beta > 0
 
 
 def _par_figure(metrics: list[dict[str, Any]]) -> Any:

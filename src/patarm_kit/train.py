@@ -271,6 +271,7 @@ def grpo_args(config: RunConfig, output_dir: Path, rows_per_step: int | None = N
         learning_rate=par.learning_rate,
         lr_scheduler_type=par.lr_scheduler_type,
         beta=par.beta,
+        entropy_coef=par.entropy_coef,
         loss_type=par.loss_type,
         scale_rewards=par.scale_rewards,
         epsilon=par.epsilon,
