@@ -311,3 +311,21 @@ def test_facts_report_counts_each_keyword_verdict_and_leaves_quotes_out_of_verdi
     report = sft.facts_report([judgment], [pair])
     assert report["verdicts_stated"] == 0.5  # one of the two keyword verdicts right
     assert report["facts_stated"] == 2 / 3 and report["all_facts_stated"] == 0.0  # the quote counts among the facts
+
+
+def test_score_by_stated_side_reads_what_a_judgment_says_not_which_response_it_judges():
+    from patarm_kit.judge import Judgment
+
+    pair = _built_pair("Water it daily. This also touches on walnut and lantern.", "Water it daily. This also touches on meadow and violin.")
+
+    def judged(side: str, verdicts: str, score: int) -> Judgment:
+        text = f"<criteria>\n- Constraint followed: use walnut and lantern\n</criteria>\n<evaluation>{verdicts}.</evaluation>\n<score>{score}</score>"
+        return Judgment(pair.id, side, "instruction", 0, text, score, None, [], 300, 40, False)
+
+    judgments = [judged("chosen", "has walnut: yes; has lantern: yes", 9),
+                 judged("rejected", "has walnut: yes; has lantern: yes", 7),  # misread: it states the chosen side's verdicts
+                 judged("rejected", "has walnut: no; has lantern: no", 2),
+                 judged("chosen", "has walnut: yes; has lantern: no", 10)]  # neither side's verdicts wholly: left out
+    gaps = sft.score_by_stated_side(judgments, [pair])
+    assert (gaps["n_chosen_facts"], gaps["n_rejected_facts"]) == (2, 1)
+    assert gaps["score_chosen_facts"] == 8.0 and gaps["score_rejected_facts"] == 2.0 and gaps["score_gap"] == 6.0

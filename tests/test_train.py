@@ -201,8 +201,8 @@ def test_with_beta_the_kl_to_the_warm_up_is_logged_and_only_the_trained_adapter_
     from peft import PeftModel, get_peft_model
     from safetensors.torch import load_file
 
-    from patarm_kit.models import load_model, lora_config, save_adapter
-    from patarm_kit.train import make_grpo_trainer, metrics_callback, read_metrics
+    from patarm_kit.models import load_model, lora_config
+    from patarm_kit.train import make_grpo_trainer, metrics_callback, read_metrics, save_trained_adapter
 
     config = load_config("smoke", {"par.pairs_per_step": 1, "par.rollouts.n": 2, "par.rollouts.max_new_tokens": 8,
                                    "par.max_steps": 3, "par.beta": 0.01, "par.learning_rate": 0.01,
@@ -218,7 +218,7 @@ def test_with_beta_the_kl_to_the_warm_up_is_logged_and_only_the_trained_adapter_
 
     kl = [row["kl"] for row in read_metrics(tmp_path / "metrics.jsonl")]
     assert len(kl) == 3 and kl[0] == 0 and kl[-1] > 0  # step 1 samples from the warm-up itself
-    save_adapter(trainer.model, tokenizer, tmp_path / "trained", "card")
+    save_trained_adapter(trainer, tmp_path / "trained")  # as train_par saves the PAR adapter
     assert not (tmp_path / "trained" / "ref").exists()
     warm_up = load_file(tmp_path / "warm-up" / "adapter_model.safetensors")
     trained = load_file(tmp_path / "trained" / "adapter_model.safetensors")

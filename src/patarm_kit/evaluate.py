@@ -338,6 +338,22 @@ def learning_curve(config: RunConfig, layout: RunLayout, n_pairs: int) -> list[d
     return rows
 
 
+def curve_score_gaps(config: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
+    """At each point of the learning curve, the sampled-mean judgments' mean score when they state the
+    chosen side's verdicts and when they state the rejected side's (sft.score_by_stated_side): whether
+    the judge has learned which facts deserve the higher score. Read from the curve's judgments files."""
+    from .data import read_pairs, subsample
+    from .sft import score_by_stated_side
+
+    pairs = subsample(read_pairs(layout.pairs("dev")), config.par.learning_curve_pairs)
+    rows = []
+    for step, _ in curve_points(config, layout):
+        judgments = RunLayout.judgments_of(layout.curve_metrics(step))
+        if judgments.is_file():
+            rows.append({"step": step, **score_by_stated_side(read_judgments(judgments, SAMPLED_MEAN), pairs)})
+    return rows
+
+
 @contextlib.contextmanager
 def adapter_only(folder: Path | None) -> Iterator[Path | None]:
     """A checkpoint's adapter without the trainer's pickled state beside it (the kit loads no pickles)."""

@@ -141,6 +141,17 @@ def evaluation_of(facts: Sequence[str]) -> str:
     return "; ".join(facts) + "."
 
 
+def stated_side(evaluation: str | None, chosen_facts: Sequence[str], rejected_facts: Sequence[str]) -> str | None:
+    """Which side's verdicts a judgment states, on the verdicts where the pair's two sides differ:
+    "chosen", "rejected", or None (neither wholly, both, or the sides' verdicts do not differ)."""
+    chosen = [f for f in chosen_facts if not is_quote(f) and f not in rejected_facts]
+    rejected = [f for f in rejected_facts if not is_quote(f) and f not in chosen_facts]
+    if evaluation is None or not chosen or not rejected:
+        return None
+    says_chosen, says_rejected = (all(f in evaluation for f in side) for side in (chosen, rejected))
+    return "chosen" if says_chosen and not says_rejected else "rejected" if says_rejected and not says_chosen else None
+
+
 def facts_stated(evaluation: str | None, true_facts: Sequence[str]) -> float:
     """The share of a response's true facts that a judgment's evaluation states word for word
     (0 without an evaluation): whether the judge read the response it scores."""

@@ -84,8 +84,7 @@ def save_adapter(model: Any, tokenizer: Any, target: Path, card: str) -> Path:
     """Save a trained PEFT adapter, its tokenizer and its card (README.md) to `target`, whole or not at all."""
     staged = adapter_staging(Path(target))
     shutil.rmtree(staged, ignore_errors=True)  # left by a save that was stopped
-    # the trained adapter only: with par.beta > 0 TRL keeps a frozen copy of the warm-up beside it ("ref")
-    model.save_pretrained(staged, safe_serialization=True, selected_adapters=["default"])
+    model.save_pretrained(staged, safe_serialization=True)
     tokenizer.save_pretrained(staged)
     atomic_write_text(staged / "README.md", card)  # replaces PEFT's template card
     return publish_adapter(staged, Path(target))

@@ -410,6 +410,28 @@ def facts_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair])
             "verdicts_stated": sum(verdicts) / len(verdicts) if verdicts else None}
 
 
+def score_by_stated_side(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair]) -> dict[str, Any]:
+    """Mean score of the judgments that state the chosen side's verdicts and of those that state the
+    rejected side's (facts.stated_side), whichever response they judge, and the gap between them.
+
+    The `facts` warm-up's score ignores the facts, so its gap is about 0; PAR has learned "which
+    facts deserve the higher score" exactly when the gap grows. It reads what PAR changes more
+    directly than pairwise accuracy, which also pays for the verdicts the judge gets wrong."""
+    by_id = {p.id: p for p in pairs}
+    scores: dict[str, list[float]] = {"chosen": [], "rejected": []}
+    for judgment in judgments:
+        pair = by_id[judgment.pair_id]
+        topic = topic_words(pair.prompt).split()
+        side = facts.stated_side(evaluation_text(judgment.text),
+                                 *(facts.response_facts(getattr(pair, s), pair.instructions, topic) for s in SIDES))
+        if side is not None and judgment.score is not None:
+            scores[side].append(judgment.score)
+    means = {side: sum(v) / len(v) if v else None for side, v in scores.items()}
+    gap = means["chosen"] - means["rejected"] if None not in means.values() else None
+    return {"n_chosen_facts": len(scores["chosen"]), "n_rejected_facts": len(scores["rejected"]),
+            "score_chosen_facts": means["chosen"], "score_rejected_facts": means["rejected"], "score_gap": gap}
+
+
 def judge_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair], config: RunConfig) -> dict[str, Any]:
     """The warm-up numbers of one judge on the held-out pairs: headline scalars first, then details."""
     pair_ids = [p.id for p in pairs]
@@ -422,6 +444,7 @@ def judge_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair],
         "accuracy": pairwise["accuracy"],
         "accuracy_ci95": pairwise["ci95"],
         **facts_report(judgments, pairs),
+        "score_gap_by_stated_side": score_by_stated_side(judgments, pairs)["score_gap"],
         "mean_completion_tokens": summary["mean_completion_tokens"],
         "truncated_generation": summary["truncated_generation"],
         "generation_seconds": round(summary["generation_seconds"], 1),

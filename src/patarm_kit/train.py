@@ -422,6 +422,17 @@ def remove_partial_saves(layout: RunLayout) -> list[Path]:
     return stale
 
 
+def save_trained_adapter(trainer: Any, staged: Path) -> None:
+    """The trained adapter alone into `staged`, on every process (a sharded model is gathered from all).
+
+    With par.beta > 0 TRL keeps a frozen copy of the loaded warm-up beside it (adapter "ref", the KL's
+    reference); saving would write it as a second adapter, so it is dropped once training is over."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if "ref" in getattr(model, "peft_config", {}):
+        model.delete_adapter("ref")
+    trainer.save_model(str(staged))
+
+
 def write_adapter_card(adapter_dir: Path, config: RunConfig, record: dict[str, Any]) -> None:
     """A short README next to the adapter: what it was trained from, on what, and how it went."""
     last, par, versions = record["last_metrics"], config.par, package_versions()
@@ -742,7 +753,7 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
 
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     staged = adapter_staging(adapter_dir)
-    trainer.save_model(str(staged))  # every process: a sharded model is gathered from all of them
+    save_trained_adapter(trainer, staged)
 
     metrics = read_metrics(metrics_path)
     if main_process:
