@@ -187,7 +187,7 @@ class ParConfig:
     # adapter and keeps a frozen copy of it as "ref"), else the base model. With beta > 0 TRL
     # logs the KL to that reference each step (one more forward pass per step); 0: no reference.
     beta: float = 0.0
-    entropy_coef: float = 0.0  # TRL's entropy bonus (its loss minus coef x mean token entropy); 0: off
+    entropy_coef: float | None = None  # TRL's entropy bonus (its loss minus coef x mean token entropy); None: off
     loss_type: str = "dapo"
     scale_rewards: str = "group"  # "group", "batch" or "none"
     epsilon: float = 0.2
@@ -331,15 +331,17 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as recorded in manifests and metrics files (and hashed by `fingerprint`).
 
-        The downstream section, left at its defaults (no policy is trained), and eval.sampled_mean
-        and data.sources[].subsets, left unset, stay out: runs made before the kit had them record
-        the same config, so their later stages (figures) can run again.
+        The downstream section, left at its defaults (no policy is trained), the keys of
+        LATER_KEYS at their defaults and data.sources[].subsets, left unset, stay out: runs made
+        before the kit had them record the same config, so their later stages (figures) can run again.
         """
         values = dataclasses.asdict(self)
         if self.policy == PolicyConfig():
             del values["policy"]
-        if self.eval.sampled_mean is None:
-            del values["eval"]["sampled_mean"]
+        for key, default in LATER_KEYS.items():
+            section, name = key.split(".")
+            if values[section][name] == default:
+                del values[section][name]
         for source in values["data"]["sources"]:
             if source["subsets"] is None:  # data.sources[].subsets, unset
                 del source["subsets"]
@@ -355,6 +357,10 @@ class RunConfig:
     def fingerprint(self) -> str:
         """A short hash of the resolved config: two runs with equal fingerprints ran the same settings."""
         return fingerprint_of(self.to_dict())
+
+
+# Keys added after runs were committed (section.key: default): recorded only when set otherwise.
+LATER_KEYS: dict[str, Any] = {"eval.sampled_mean": None, "par.entropy_coef": None}
 
 
 def fingerprint_of(values: dict[str, Any]) -> str:
