@@ -342,10 +342,10 @@ def curve_score_gaps(config: RunConfig, layout: RunLayout) -> list[dict[str, Any
     """At each point of the learning curve, the sampled-mean judgments' mean score when they state the
     chosen side's verdicts and when they state the rejected side's (sft.score_by_stated_side): whether
     the judge has learned which facts deserve the higher score. Read from the curve's judgments files."""
-    from .data import read_pairs, subsample
+    from .data import read_pairs
     from .sft import score_by_stated_side
 
-    pairs = subsample(read_pairs(layout.pairs("dev")), config.par.learning_curve_pairs)
+    pairs = read_pairs(layout.pairs("dev"))  # the curve judged a sample of these; judgments name their pair
     rows = []
     for step, _ in curve_points(config, layout):
         judgments = RunLayout.judgments_of(layout.curve_metrics(step))
