@@ -396,7 +396,7 @@ def facts_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair])
     """How much of each response's true facts (facts.py) the judgments state: a judge that reads
     the response states them; one that writes a template does not (the first warm-up: 0).
     `verdicts_stated` leaves out the quotes (how it starts or ends): the share of the decisions
-    (has "walnut": yes) a judge gets right, the facts PAR can turn into a score."""
+    (has walnut: yes) a judge gets right, the facts PAR can turn into a score."""
     by_id = {p.id: p for p in pairs}
     shares, verdicts = [], []
     for judgment in judgments:
@@ -417,13 +417,12 @@ def score_by_stated_side(judgments: Sequence[Judgment], pairs: Sequence[Preferen
     The `facts` warm-up's score ignores the facts, so its gap is about 0; PAR has learned "which
     facts deserve the higher score" exactly when the gap grows. It reads what PAR changes more
     directly than pairwise accuracy, which also pays for the verdicts the judge gets wrong."""
-    by_id = {p.id: p for p in pairs}
+    judged = {j.pair_id for j in judgments}
+    sides_facts = {p.id: [facts.response_facts(getattr(p, s), p.instructions, topic_words(p.prompt).split()) for s in SIDES]
+                   for p in pairs if p.id in judged}  # once per pair, not once per judgment
     scores: dict[str, list[float]] = {"chosen": [], "rejected": []}
     for judgment in judgments:
-        pair = by_id[judgment.pair_id]
-        topic = topic_words(pair.prompt).split()
-        side = facts.stated_side(evaluation_text(judgment.text),
-                                 *(facts.response_facts(getattr(pair, s), pair.instructions, topic) for s in SIDES))
+        side = facts.stated_side(evaluation_text(judgment.text), *sides_facts[judgment.pair_id])
         if side is not None and judgment.score is not None:
             scores[side].append(judgment.score)
     means = {side: sum(v) / len(v) if v else None for side, v in scores.items()}
