@@ -180,6 +180,7 @@ STAGE_COMMANDS = {
     "train-bt": ["train-bt", "--profile", "smoke", "--run-dir", "{run}"],
     "policies": ["policies", "--profile", "smoke", "--run-dir", "{run}"],
     "downstream": ["downstream", "--profile", "smoke", "--run-dir", "{run}"],
+    "probe-score": ["probe-score", "--profile", "smoke", "--run-dir", "{run}"],
     "eval": ["eval", "--judge", "length", "--bench", "rewardbench", "--profile", "smoke", "--out", "{tmp}/m.json"],
 }
 

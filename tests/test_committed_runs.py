@@ -19,8 +19,9 @@ COMMITTED = sorted(p.parent.name for p in (REPO_ROOT / "results").glob("*/manife
 
 def test_the_committed_runs_are_the_ones_the_readme_describes():
     assert COMMITTED == ["ablations-cpu", "downstream-cpu", "lr-probe-1e-4", "lr-probe-1e-5", "lr-probe-3e-4",
-                         "par-control-labels", "par-control-labels-tokens", "par-control-lr1e-3", "par-control-lr1e-3-kl",
-                         "par-control-lr1e-4", "par-control-tokens", "par-control-warmup256", "reference-cpu"]
+                         "par-control-all-layers", "par-control-labels", "par-control-labels-tokens", "par-control-lr1e-3",
+                         "par-control-lr1e-3-kl", "par-control-lr1e-4", "par-control-score-probe", "par-control-tokens",
+                         "par-control-warmup256", "reference-cpu"]
 
 
 @pytest.mark.parametrize("name", [name for name in COMMITTED if name != "reference-cpu"])  # it has its own test
@@ -28,9 +29,12 @@ def test_a_committed_run_is_complete_and_verifies(name):
     folder = REPO_ROOT / "results" / name
     manifest = json.loads((folder / "manifest.json").read_text())
     config = Run.open(folder).config()
-    stages = [stage for notebook in config.notebooks for stage in notebook_stages(config, notebook)]
-    assert manifest["finished"] and all(manifest["stages"][s]["status"] == "done" for s in stages), name
-    assert sorted(manifest["stages"]) == sorted(stages), "a stage ran that its config switches off, or the reverse"
+    if "notebooks" in manifest:  # a chain run: every stage of its notebooks, and no other
+        stages = [stage for notebook in config.notebooks for stage in notebook_stages(config, notebook)]
+        assert manifest["finished"] and all(manifest["stages"][s]["status"] == "done" for s in stages), name
+        assert sorted(manifest["stages"]) == sorted(stages), "a stage ran that its config switches off, or the reverse"
+    else:  # made by stage commands (the score probe): each stage it records is done
+        assert manifest["stages"] and all(entry["status"] == "done" for entry in manifest["stages"].values()), name
     report = verify_run(folder)
     assert report.ok, report.summary()
 
@@ -69,3 +73,21 @@ def test_the_readme_quotes_the_learning_rate_probe_as_its_runs_measured_it():
         rate = f"{run.config().par.learning_rate:.0e}".replace("e-0", "e-")  # 1e-4, as the run names write it
         row = f"| [`{name}`](results/{name}) | {rate} | " + " | ".join(cells) + " |"
         assert row in readme, row
+
+
+def test_the_readme_quotes_the_positive_control_runs_as_their_curves_measured_them():
+    """The README's positive-control table: each PAR run's sampled-mean curve (intervals at steps 0
+    and 64) and its expected-score readout at step 0 -> 64, read from the curve files."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    rows = {line.split("`")[1]: line for line in readme.splitlines() if line.startswith("| [`par-control-")}
+    curves = [name for name in COMMITTED if name.startswith("par-control-") and (REPO_ROOT / "results" / name / "par").is_dir()]
+    assert curves and set(curves) <= set(rows)
+    for name in curves:
+        run = Run.open(REPO_ROOT / "results" / name)
+        points = [curve_row(read_json(run.layout.curve_metrics(step))) for step in (0, 16, 32, 48, 64)]
+        sampled = [f"{100 * p['acc_sampled_mean']:.1f}" for p in points]
+        for i in (0, -1):
+            low, high = points[i]["ci95_sampled_mean"]
+            sampled[i] += f" [{100 * low:.1f}, {100 * high:.1f}]"
+        assert "| " + " | ".join(sampled) + " |" in rows[name], name
+        assert f"{100 * points[0]['acc_expected']:.1f} → {100 * points[-1]['acc_expected']:.1f}" in rows[name], name

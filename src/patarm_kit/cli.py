@@ -181,6 +181,36 @@ def train_command(
                f"{last.get('par/pair_accuracy')}; adapter {result.adapter}")
 
 
+@app.command("probe-score")
+def probe_score_command(
+    run_dir: str = RUN_DIR,
+    profile: Optional[str] = PROFILE,
+    layers: list[str] = typer.Option(["8", "all"], "--layers", help="LoRA in the top N layers, or 'all'; repeat to compare"),
+    steps: int = typer.Option(80, min=1, help="policy-gradient steps per setting"),
+    learning_rate: float = typer.Option(1e-4, min=0.0, help="Adam learning rate of the probe's LoRA adapter"),
+    read_every: int = typer.Option(10, min=1, help="dev readout every N steps"),
+    force: bool = FORCE,
+    set_: Optional[list[str]] = SET,
+) -> None:
+    """Score-reading probe: can PAR's reward, on the score alone, make the judge score by its stated verdicts?
+    A new run gets its pairs (stage 01) first."""
+    from . import stages
+
+    reach = [None if value == "all" else _positive_int(value, "--layers") for value in layers]
+    run = _stage_run(run_dir, profile, set_)
+    if not run.stage_done("data"):
+        stages.data(run)
+    curves = stages.score_probe(run, reach, steps, learning_rate, read_every, force=force)
+    for name, curve in curves.items():
+        typer.echo(f"layers {name}: " + ", ".join(f"step {p['step']} {p['accuracy']:.1%} ({p['score_gap']:+.2f})" for p in curve))
+
+
+def _positive_int(value: str, option: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{option} takes a positive number of layers or 'all', not {value!r}")
+    return int(value)
+
+
 @app.command("train-bt")
 def train_bt_command(
     run_dir: str = RUN_DIR,

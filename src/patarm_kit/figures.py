@@ -251,6 +251,25 @@ def plot_learning_curve(rows: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
+def plot_score_probe(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
+    """The score-reading probe: teacher-forced dev accuracy and score gap per step, one line per LoRA reach."""
+    import matplotlib.pyplot as plt
+
+    fig, (acc_ax, gap_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for layers, curve in curves.items():
+        steps = [point["step"] for point in curve]
+        label = "LoRA in every layer" if layers == "all" else f"LoRA in the top {layers} layers"
+        acc_ax.plot(steps, [100 * point["accuracy"] for point in curve], marker="o", label=label)
+        gap_ax.plot(steps, [point["score_gap"] for point in curve], marker="o", label=label)
+    acc_ax.axhline(50, color="grey", lw=0.8, ls="--")
+    acc_ax.set(xlabel="probe step", ylabel="dev accuracy (%)", ylim=(0, 100), title="Chosen side scored higher")
+    gap_ax.set(xlabel="probe step", ylabel="expected score, chosen - rejected", title="Score gap")
+    acc_ax.legend(loc="lower right")
+    fig.suptitle("PAR's reward on the score alone (teacher-forced verdicts)")
+    fig.tight_layout()
+    return fig
+
+
 def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
     """One panel per benchmark, one bar per judge with its 95% bootstrap interval (greedy score; markers:
     the other readouts, where measured); 0.5 is chance."""

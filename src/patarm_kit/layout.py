@@ -147,6 +147,11 @@ class RunLayout:
         return self.par_curve / f"step-{step:04d}.json"
 
     @property
+    def score_probe(self) -> Path:
+        """probe/score_probe.json: the score-reading probe's dev curves (score_probe.py)."""
+        return self.root / "probe" / "score_probe.json"
+
+    @property
     def bt_dir(self) -> Path:
         return self.root / "bt"
 

@@ -245,6 +245,40 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None) ->
     return rows, figure
 
 
+def score_probe(run: Run, layers: list[int | None], steps: int, learning_rate: float, read_every: int = 10,
+                force: bool = False) -> dict[str, Any]:
+    """The score-reading probe (score_probe.py) on the run's train and dev pairs, once per `layers`
+    setting (None: LoRA in every layer), from the warm-up adapter when SFT is enabled (where PAR
+    starts), into probe/score_probe.json and its figure."""
+    from . import data
+    from .figures import plot_score_probe
+    from .score_probe import probe_curve
+
+    config, layout = run.config(), run.layout
+    start_adapter = layout.sft_adapter if config.sft.enabled else None
+    inputs = [layout.pairs("train"), layout.pairs("dev")]
+    for path in inputs:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run notebook 01 (data pairing) for this run first")
+    if start_adapter is not None and not (start_adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{start_adapter} is missing: run the SFT warm-up first, or set sft.enabled=false")
+    figure_path = layout.figure("score_probe")
+    recorded_inputs = [*inputs, *([start_adapter] if start_adapter else [])]
+    with run.stage("score_probe", config, inputs=recorded_inputs, outputs=[layout.score_probe, figure_path], force=force) as record:
+        train_pairs, dev_pairs = data.read_pairs(inputs[0]), data.read_pairs(inputs[1])
+        settings = {"start": layout.relative(start_adapter) if start_adapter else "fresh LoRA adapter",
+                    "steps": steps, "learning_rate": learning_rate, "read_every": read_every,
+                    "train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs),
+                    "pairs_per_step": config.par.pairs_per_step, "samples": config.par.rollouts.n}
+        curves = {"all" if n is None else str(n):
+                  probe_curve(config, train_pairs, dev_pairs, n, steps, learning_rate, read_every, start_adapter)
+                  for n in layers}
+        write_json(layout.score_probe, {"settings": settings, "trainable_layers": curves})
+        record.facts.update(settings=settings, last={name: curve[-1] for name, curve in curves.items()})
+        _save(plot_score_probe(curves), figure_path)
+    return curves
+
+
 def _is_main_process() -> bool:
     import os
 
