@@ -19,7 +19,7 @@ COMMITTED = sorted(p.parent.name for p in (REPO_ROOT / "results").glob("*/manife
 
 def test_the_committed_runs_are_the_ones_the_readme_describes():
     assert COMMITTED == ["ablations-cpu", "downstream-cpu", "lr-probe-1e-4", "lr-probe-1e-5", "lr-probe-3e-4",
-                         "par-control-all-layers", "par-control-labels", "par-control-labels-tokens", "par-control-lr1e-3",
+                         "par-control-all-layers", "par-control-all-layers-kl", "par-control-labels", "par-control-labels-tokens", "par-control-lr1e-3",
                          "par-control-lr1e-3-kl", "par-control-lr1e-4", "par-control-score-probe", "par-control-tokens",
                          "par-control-warmup256", "reference-cpu"]
 
