@@ -25,6 +25,7 @@ from typing import Any
 
 from .config import RunConfig
 from .data import PreferencePair
+from .judge import score_digit_ids
 from .judges import prompt_judge
 from .models import load_model, lora_config
 from .par import par_rewards
@@ -52,11 +53,11 @@ def verdict_prefixes(config: RunConfig, pairs: Sequence[PreferencePair], tokeniz
 
 
 def digit_ids(tokenizer: Any) -> list[int]:
-    """Token ids of the digits 1..9, each of which must be one token."""
-    ids = [tokenizer(str(d), add_special_tokens=False)["input_ids"] for d in PROBE_DIGITS]
-    if any(len(i) != 1 for i in ids):
+    """Token ids of the digits 1..9 (`judge.score_digit_ids`), each of which must be one token."""
+    digits = score_digit_ids(tokenizer)
+    if digits is None:
         raise ValueError(f"{tokenizer.name_or_path} does not write each digit as one token: the score probe needs that")
-    return [i[0] for i in ids]
+    return [digits[d] for d in PROBE_DIGITS]
 
 
 def digit_log_probs(model: Any, tokenizer: Any, text: str, digits: Sequence[int]) -> Any:
