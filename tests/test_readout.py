@@ -1,4 +1,4 @@
-"""The readouts (greedy, expected, sampled-mean), the controls' settings and the primary comparison:
+"""The readouts (greedy, expected, sampled-mean, sampled-expected), the controls' settings and the primary comparison:
 pure functions, a run judged by a scripted engine, and the real model."""
 
 import dataclasses
@@ -125,8 +125,9 @@ SAMPLES = {("a", "chosen"): [8, 6, None, 7], ("a", "rejected"): [5, 5, 6, 4], ("
 GROUPS = {"a": "x", "b": "x", "c": "x"}
 
 
-def _sample(pid, side, k, score):
-    return Judgment(pid, side, "chat", k, "", score, None if score else "no_score_tag", [], 0, 0, False, draw=SAMPLED_MEAN)
+def _sample(pid, side, k, score, expected=None):
+    return Judgment(pid, side, "chat", k, "", score, None if score else "no_score_tag", [], 0, 0, False,
+                    expected_score=expected, draw=SAMPLED_MEAN)
 
 
 def _by_hand(expected=None):
@@ -151,6 +152,26 @@ def test_the_sampled_mean_readout_is_the_mean_of_the_valid_samples():
                         samples=[s for s in samples if (s.pair_id, s.side) != ("c", "rejected")])
 
 
+def test_the_sampled_expected_readout_is_the_mean_expected_score_of_the_same_samples():
+    """Each sample's expected score, averaged per response: a sample with no written score still has one
+    (its `<score>` tag was added), so b's rejected side is read; the written scores tie a and c."""
+    judgments, _ = _by_hand()
+    expected = {("a", "chosen"): [5.5, 5.5, 5.0, 6.0], ("a", "rejected"): [5.6, 5.4, 5.5, 5.5],
+                ("b", "chosen"): [3.2] * 4, ("b", "rejected"): [2.0, 2.5, 3.0, 2.5],
+                ("c", "chosen"): [6.1] * 4, ("c", "rejected"): [5.9] * 4}
+    samples = [_sample(pid, side, k, score, expected[(pid, side)][k])
+               for (pid, side), scores in SAMPLES.items() for k, score in enumerate(scores)]
+    metrics = compute_metrics("pairs:x", judgments, GROUPS, "half", n_boot=50, samples=samples)
+    assert [i["outcome_sampled_mean"] for i in metrics["items"]] == [1.0, 0.5, 0.5]  # unchanged by the expected scores
+    assert [i["outcome_sampled_expected"] for i in metrics["items"]] == [0.5, 1.0, 1.0]  # a: 5.5 vs 5.5
+    section = metrics["sampled_expected"]
+    assert section["acc"] == 5 / 6 and section["samples"] == 4
+    assert section["invalid"] == {"responses": 0, "of": 6, "share": 0.0}
+    assert readout_score(samples[0], "sampled-expected") == 5.5 and readout_score(samples[0], "sampled-mean") == 8
+    # Samples drawn before the readout existed carry no expected score: no section, as in committed runs.
+    assert "sampled_expected" not in compute_metrics("pairs:x", judgments, GROUPS, "half", n_boot=50, samples=_by_hand()[1])
+
+
 def test_paired_differences_and_curve_rows_carry_every_readout_measured():
     expected = {key: 5.0 + (key[1] == "chosen") for key in GREEDY}  # chosen 6, rejected 5: always right
     judgments, samples = _by_hand(expected)
@@ -163,7 +184,7 @@ def test_paired_differences_and_curve_rows_carry_every_readout_measured():
     row = curve_row(ours)
     assert row == {"step": 16, "acc": 0.5, "ci95": ours["ci95"]["acc"], "acc_expected": 1.0, "ci95_expected": [1.0, 1.0],
                    "acc_sampled_mean": 2 / 3, "ci95_sampled_mean": ours["sampled_mean"]["ci95"]["acc"],
-                   "invalid_share": 0.0, "n": 3}
+                   "acc_sampled_expected": None, "ci95_sampled_expected": None, "invalid_share": 0.0, "n": 3}
     plot_learning_curve([row, {**row, "step": 32}])
     committed = curve_row(read_json(RunLayout(REPO_ROOT / "results" / "lr-probe-1e-4").curve_metrics(16)))
     assert committed["acc_expected"] is not None and committed["acc_sampled_mean"] is None  # measured before it existed
@@ -197,6 +218,8 @@ def test_the_sampled_mean_block_is_checked_and_an_unset_one_stays_out_of_the_rec
     with pytest.raises(ConfigError, match="eval.primary.readout: sampled-mean reads the judgments eval.sampled_mean draws"):
         load_config("cpu", {"eval.primary": primary})
     assert load_config("cpu", {"eval.primary": primary, "eval.sampled_mean": block}).eval.primary == primary
+    with pytest.raises(ConfigError, match="eval.primary.readout: sampled-expected reads the judgments eval.sampled_mean draws"):
+        load_config("cpu", {"eval.primary": {**primary, "readout": "sampled-expected"}})
     # The learning curve samples as PAR's rollouts, k from eval.sampled_mean or at least 4.
     assert curve_sampling(cpu) == dataclasses.replace(cpu.par.rollouts, n=4)
     assert curve_sampling(load_config("cpu", {"eval.sampled_mean": {**block, "n": 6}})) == dataclasses.replace(cpu.par.rollouts, n=6)
@@ -248,7 +271,8 @@ def test_draws_are_seeded_by_their_response_and_stored_beside_the_judgments(toke
     judge = Judge(tokenizer, engine, JudgeConfig(), load_rubrics(), seed=3, sampling=SamplingConfig(temperature=0.0))
     block = SamplingConfig(n=4, temperature=1.0)
     drawn = judge.draw(requests, block)
-    assert engine.calls == [[response_seed(3, r.pair_id, r.side) for r in requests]] and engine.reads == 0  # no expected reads
+    assert engine.calls == [[response_seed(3, r.pair_id, r.side) for r in requests]]
+    assert engine.reads == 2 * len(drawn) and {j.expected_score for j in drawn} == {7.0}  # each sample's expected score
     assert [(j.pair_id, j.side, j.sample, j.draw) for j in drawn[:4]] == [(requests[0].pair_id, "chosen", k, SAMPLED_MEAN) for k in range(4)]
     alone = judge.draw(requests[3:4], block)  # a response gets the same draws whatever else is judged with it
     assert [(j.text, j.score) for j in alone] == [(j.text, j.score) for j in drawn[12:16]]
@@ -278,7 +302,7 @@ def test_an_evaluation_stores_its_draws_and_verify_rebuilds_the_readout(sampled_
     metrics_file = RunLayout(sampled_run).eval_metrics("sft", "pairs:hh-rlhf")
     metrics = read_json(metrics_file)
     assert metrics["sampled_mean_sampling"] == {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32}
-    assert metrics["sampled_mean"]["samples"] == 4 and {"expected", "sampled_mean"} <= metrics.keys()
+    assert metrics["sampled_mean"]["samples"] == 4 and {"expected", "sampled_mean", "sampled_expected"} <= metrics.keys()
     own, drawn = (read_judgments(RunLayout.judgments_of(metrics_file), draw) for draw in (None, SAMPLED_MEAN))
     assert len(own) == 8 and len(drawn) == 32
     assert "sampled_mean" not in read_json(RunLayout(sampled_run).eval_metrics("length", "pairs:hh-rlhf"))
@@ -333,27 +357,30 @@ def test_tables_summary_and_primary_show_the_sampled_mean_where_it_was_measured(
     assert held_out["acc_sampled_mean"].isna().tolist() == [True, True, False, False]  # length, random: not measured
     plot_benchmark_bars(sampled_run)
     assert list(readout_frame(sampled_run).columns[:9]) == ["judge", "bench", "n", "greedy", "expected", "expected ci95",
-                                                          "sampled-mean", "sampled-mean ci95", "invalid (greedy)"]
+                                                          "sampled-mean", "sampled-mean ci95", "sampled-expected"]
     rows = paired_differences(suite_metrics(sampled_run), [["sft", "base"]], 100, 0)
-    assert [r.get("readout", "greedy") for r in rows] == ["greedy", "expected", "sampled-mean"]
+    readouts = ("greedy", "expected", "sampled-mean", "sampled-expected")
+    assert [r.get("readout", "greedy") for r in rows] == list(readouts)
     text = render_summary(summary_json(sampled_run))
     assert ("Sampled-mean readout (the mean score of 4 judgments per response sampled at temperature 1.0, top-p 1.0, "
             "each response seeded by itself; judges without it are left out)") in text
-    assert text.count("| `sft` |") == 3  # the bench table, the expected-score and the sampled-mean tables
+    assert "Sampled-expected readout (the mean expected score of 4 judgments per response" in text
+    assert text.count("| `sft` |") == 4  # the bench table, the expected-score, sampled-mean and sampled-expected tables
     # The primary comparison may name any readout, and the old name of greedy.
     manifest = json.loads((sampled_run / "manifest.json").read_text())
-    for readout, found in (("sampled-mean", "sampled-mean"), ("sampled", "greedy")):
+    for readout, found in (("sampled-mean", "sampled-mean"), ("sampled-expected", "sampled-expected"), ("sampled", "greedy")):
         manifest["config"]["eval"].update(paired=[["sft", "base"]], primary={"a": "sft", "b": "base", "bench": "pairs:hh-rlhf",
                                                                               "readout": readout})
         (sampled_run / "manifest.json").write_text(json.dumps(manifest))
         primary = summary_json(sampled_run)["primary"]
-        assert primary["readout"] == found and primary["result"] == rows[("greedy", "expected", "sampled-mean").index(found)]
+        assert primary["readout"] == found and primary["result"] == rows[readouts.index(found)]
         assert f"held-out hh-rlhf, {found} readout: **" in render_summary(summary_json(sampled_run))
 
 
-def test_the_learning_curve_reads_all_three_readouts_at_the_rollout_temperature(run_copy, tokenizer, monkeypatch):
+def test_the_learning_curve_reads_every_readout_at_the_rollout_temperature(run_copy, tokenizer, monkeypatch):
     """Step 0 of the curve (no checkpoint yet), judged by a scripted engine: greedy and expected from
-    eval.sampling's judgment, sampled-mean from k judgments sampled as PAR's rollouts; verify rebuilds it."""
+    eval.sampling's judgment, sampled-mean and sampled-expected from k judgments sampled as PAR's rollouts;
+    verify rebuilds it."""
     from patarm_kit import judges
 
     engine = SeededEngine(tokenizer)
@@ -365,7 +392,8 @@ def test_the_learning_curve_reads_all_three_readouts_at_the_rollout_temperature(
     assert engine.blocks == [config.eval.sampling, draws] and draws.temperature == config.par.rollouts.temperature
     stored = read_json(layout.curve_metrics(0))
     assert stored["sampled_mean_sampling"] == dataclasses.asdict(draws) and row == curve_row(stored)
-    assert all(row[key] is not None for key in ("acc", "ci95", "acc_expected", "ci95_expected", "acc_sampled_mean", "ci95_sampled_mean"))
+    assert all(row[key] is not None for key in ("acc", "ci95", "acc_expected", "ci95_expected", "acc_sampled_mean",
+                                                "ci95_sampled_mean", "acc_sampled_expected", "ci95_sampled_expected"))
     assert len(read_judgments(RunLayout.judgments_of(layout.curve_metrics(0)), SAMPLED_MEAN)) == 3 * 2 * draws.n
     report = verify_run(run_copy)
     assert report.ok and report.checked["metrics files"] == 8, report.summary()  # the suite's 7 and the curve's point

@@ -76,8 +76,9 @@ class SamplingConfig:
                                  the first k for each k in eval.votes_curve (the last k is n)
       eval.pairwise_sampling     the pairwise judge: one verdict per order, with the token budget
                                  a comparison of two responses needs (None: eval.sampling)
-      eval.sampled_mean          the sampled-mean readout: k >= 4 judgments per response sampled as
-                                 PAR's rollouts are, beside eval.sampling's (None: not measured)
+      eval.sampled_mean          the sampled-mean and sampled-expected readouts: k >= 4 judgments per
+                                 response sampled as PAR's rollouts are, beside eval.sampling's
+                                 (None: not measured)
 
     A profile's block is merged key by key into the block of the profile it extends (cpu.yaml
     spells out all four keys of each); a block written from nothing takes the defaults below
@@ -255,8 +256,8 @@ class EvalConfig:
             self.pairwise_sampling.check("eval.pairwise_sampling")
         if self.sampled_mean is not None:
             self.sampled_mean.check("eval.sampled_mean", min_n=SAMPLED_MEAN_MIN)
-        if self.primary and readout_name(self.primary["readout"]) == "sampled-mean" and self.sampled_mean is None:
-            raise ConfigError("eval.primary.readout: sampled-mean reads the judgments eval.sampled_mean draws; set it")
+        if self.primary and (readout := readout_name(self.primary["readout"])) in SAMPLED_READOUTS and self.sampled_mean is None:
+            raise ConfigError(f"eval.primary.readout: {readout} reads the judgments eval.sampled_mean draws; set it")
         if self.votes_curve and max(self.votes_curve) != self.votes_curve_sampling.n:
             raise ConfigError(f"eval.votes_curve: its last point ({max(self.votes_curve)} votes) must be the "
                               f"eval.votes_curve_sampling.n={self.votes_curve_sampling.n} judgments sampled per response")
@@ -399,8 +400,11 @@ TIE_VALUES: dict[str, float] = {"half": 0.5, "zero": 0.0}
 # What a pointwise judge's score of a response is read as (judge.readout_score): "greedy", the number
 # its judgment wrote (eval.sampling: one greedy judgment); "expected", that judgment's expected score,
 # read after it (judge.py); "sampled-mean", the mean number written by k judgments sampled at the
-# rollout temperature (eval.sampled_mean): the judgment distribution PAR trains.
-READOUTS = ("greedy", "expected", "sampled-mean")
+# rollout temperature (eval.sampled_mean): the judgment distribution PAR trains; "sampled-expected",
+# the mean expected score of the same k judgments: the same quantity as sampled-mean (the mean score
+# of that distribution) without the noise of drawing the score token itself (Rao-Blackwell).
+READOUTS = ("greedy", "expected", "sampled-mean", "sampled-expected")
+SAMPLED_READOUTS = ("sampled-mean", "sampled-expected")  # the readouts of eval.sampled_mean's draws
 SAMPLED_MEAN_MIN = 4  # k: fewer samples than this would leave the mean as coarse as one judgment
 # Runs and profiles made before sampled-mean named the greedy readout "sampled": read as today's name.
 READOUT_ALIASES = {"sampled": "greedy"}

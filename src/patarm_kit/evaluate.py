@@ -9,9 +9,10 @@ Every evaluation writes a metrics JSON and, beside it, the per-item judgments (J
 
 Readouts (config.READOUTS): a metrics file's top-level numbers (`acc`, each item's `outcome`)
 are the greedy readout's; each other readout measured has a section of its own (`expected`,
-`sampled_mean`) and suffixed fields (`outcome_expected`, `acc_sampled_mean`): `readout_field`.
-The sampled-mean readout's judgments are stored in the same judgments file, marked by their
-`draw` (judge.SAMPLED_MEAN), and its sampling block in the metrics' `sampled_mean_sampling`.
+`sampled_mean`, `sampled_expected`) and suffixed fields (`outcome_expected`, `acc_sampled_mean`):
+`readout_field`. The judgments the sampled readouts read are stored in the same judgments file,
+marked by their `draw` (judge.SAMPLED_MEAN), and their sampling block in the metrics'
+`sampled_mean_sampling`.
 """
 
 from __future__ import annotations
@@ -90,11 +91,13 @@ def compute_metrics(
         missing = [key for key in dict.fromkeys((j.pair_id, j.side) for j in judgments) if key not in drawn]
         if missing:
             raise EvalError(f"{len(missing)} judged responses have no {SAMPLED_MEAN} samples (first: {missing[0]})")
-        means = voted_scores(samples, "mean", readout=SAMPLED_MEAN)
-        invalid = sum(mean is None for mean in means.values())
-        _add_readout(metrics, samples, groups, Scoring(ties, None, "mean", False, n_boot, seed, SAMPLED_MEAN),
-                     {"samples": max(j.sample for j in samples) + 1,
-                      "invalid": {"responses": invalid, "of": len(means), "share": invalid / len(means)}})
+        read = [SAMPLED_MEAN, *(["sampled-expected"] if any(j.expected_score is not None for j in samples) else [])]
+        for readout in read:  # sampled-expected where the samples carry expected scores (runs before it: none)
+            means = voted_scores(samples, "mean", readout=readout)
+            invalid = sum(mean is None for mean in means.values())
+            _add_readout(metrics, samples, groups, Scoring(ties, None, "mean", False, n_boot, seed, readout),
+                         {"samples": max(j.sample for j in samples) + 1,
+                          "invalid": {"responses": invalid, "of": len(means), "share": invalid / len(means)}})
     return metrics
 
 

@@ -83,8 +83,10 @@ REFERENCE_FILE = REPO_ROOT / "results" / "paper" / "reference.yaml"
 JUDGE_ORDER = ("length", "random", "bt", "pairwise", "base", "sft", "par")  # baselines first, ours last
 STYLE_LABELS = ("concise", "detailed", "markdown")  # RM-Bench's three response styles, in order
 # How figures name each readout, and mark it beside the greedy bars.
-READOUT_LABELS = {"greedy": "greedy score", "expected": "expected score", "sampled-mean": "sampled-mean score"}
-READOUT_MARKERS = {"expected": ("D", "tab:orange"), "sampled-mean": ("s", "tab:green")}
+READOUT_LABELS = {"greedy": "greedy score", "expected": "expected score", "sampled-mean": "sampled-mean score",
+                  "sampled-expected": "sampled-expected score"}
+READOUT_MARKERS = {"expected": ("D", "tab:orange"), "sampled-mean": ("s", "tab:green"),
+                   "sampled-expected": ("^", "tab:purple")}
 PAR_CURVES = {  # key in par/metrics.jsonl (one JSON line per step, written by train.py) -> panel title
     "par/reward_mean": "mean PAR reward",
     "par/pair_accuracy": "rollout pair accuracy",
@@ -459,8 +461,8 @@ def benchmark_frame(run_dir: Path | str) -> pd.DataFrame | None:
 
 
 def readout_frame(run_dir: Path | str) -> pd.DataFrame | None:
-    """Each generative judge on each bench under every readout measured: greedy, expected and sampled-mean
-    (the last where eval.sampled_mean drew its judgments), with the others' intervals."""
+    """Each generative judge on each bench under every readout measured: greedy, expected, sampled-mean and
+    sampled-expected (the last two where eval.sampled_mean drew its judgments), with the others' intervals."""
     import pandas as pd
 
     rows = []

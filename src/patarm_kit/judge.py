@@ -13,9 +13,12 @@ under it are rare, and an untrained judge that never finishes a judgment still h
 
 Both are read after the judgment's evaluation, i.e. after it chose its score band. What PAR
 trains is the distribution of judgments at the rollout temperature: `Judge.draw` samples k of
-them per response for the *sampled-mean* readout (their mean written score), each response
-seeded by itself (`engine.response_seed`), and marks them `draw="sampled-mean"`, so they sit in
-an evaluation's judgments file beside its own judgments (`read_judgments(path, SAMPLED_MEAN)`).
+them per response, each response seeded by itself (`engine.response_seed`), and marks them
+`draw="sampled-mean"`, so they sit in an evaluation's judgments file beside its own judgments
+(`read_judgments(path, SAMPLED_MEAN)`). Two readouts read them: *sampled-mean*, the mean score
+they wrote, and *sampled-expected*, the mean of their expected scores: the same quantity, without
+the noise of sampling the score token (4 written scores of a near-uniform distribution have a
+standard error of ~1.4 points; their expected scores average that draw out).
 
 Generation goes through an engine (engine.py): `VLLMEngine` or `HFEngine` (transformers
 `generate`). The judge hands it the requests of a call in chunks of `CHUNK_SEQUENCES`
@@ -197,7 +200,7 @@ class Judge:
         side), so a response gets the same draws in any call and at every checkpoint of a curve
         (exactly in fp32; in bf16 a prefix-cache hit can move a logit enough to change a sampled
         token, so a process that reruns the same calls in the same order repeats them).
-        No expected-score reads: the readout does not use them.
+        Each gets its expected score too (the sampled-expected readout).
         """
         return self._judge(requests, sampling, draw=SAMPLED_MEAN)
 
@@ -216,8 +219,7 @@ class Judge:
                 for i, completions in enumerate(outputs)
                 for k, completion in enumerate(completions)
             ]
-            if draw is None:
-                self._read_expected([rendered[i][0] for i, completions in enumerate(outputs) for _ in completions], made)
+            self._read_expected([rendered[i][0] for i, completions in enumerate(outputs) for _ in completions], made)
             judgments += made
         return judgments
 
@@ -357,9 +359,10 @@ def vote(scores: Sequence[int | None], method: str = "mean") -> float | None:
 
 
 def readout_score(judgment: Judgment, readout: str) -> float | None:
-    """The judgment's score under a readout (config.READOUTS): its expected score, or the score it wrote
-    (greedy; a sampled-mean judgment's written score goes into its response's mean)."""
-    return judgment.expected_score if readout_name(readout) == "expected" else judgment.score
+    """The judgment's score under a readout (config.READOUTS): its expected score (expected; a drawn
+    judgment's for sampled-expected), or the score it wrote (greedy, sampled-mean); a drawn judgment's
+    goes into its response's mean."""
+    return judgment.expected_score if readout_name(readout) in ("expected", "sampled-expected") else judgment.score
 
 
 def voted_scores(judgments: Iterable[Judgment], method: str = "mean", votes: int | None = None,

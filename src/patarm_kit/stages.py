@@ -240,7 +240,8 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None) ->
     with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path], force=force) as record:
         rows = evaluation.learning_curve(config, layout, n_pairs)
         record.facts.update(pairs=n_pairs, points=[{"step": r["step"], "acc": r["acc"], "acc_expected": r["acc_expected"],
-                                                       "acc_sampled_mean": r["acc_sampled_mean"]} for r in rows])
+                                                       "acc_sampled_mean": r["acc_sampled_mean"],
+                                                       "acc_sampled_expected": r["acc_sampled_expected"]} for r in rows])
         figure = _save(plot_learning_curve(rows), figure_path)
     return rows, figure
 

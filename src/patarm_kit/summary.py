@@ -10,7 +10,7 @@ Each (judge, bench) row gives accuracy under both tie rules. The run scores with
 and "ties count 0" can rank two judges differently when one of them often ties or fails to
 parse. Beside them: the 95% bootstrap interval, n, the share of tied comparisons, the share of
 invalid judgments and how many judgments saw a truncated input. The bench tables read the greedy
-readout; the expected-score and sampled-mean readouts, where measured, have tables of their own
+readout; the expected-score, sampled-mean and sampled-expected readouts, where measured, have tables of their own
 under each bench's, and every paired difference is given under each readout both judges have.
 
     python -m patarm_kit.summary --migrate results/<run>   # add figure data, tables, SUMMARY.md to an older run
@@ -38,6 +38,9 @@ from .results import Run, RunError, atomic_write_text, git_commit, now, read_jso
 
 TIE_RULES = ("half", "zero")  # ties and invalid judgments count ½, or count as wrong
 TIE_LABELS = {"half": "ties count ½", "zero": "ties count 0"}
+# The readouts of eval.sampled_mean's draws, as SUMMARY.md opens their tables.
+SAMPLED_READOUT_TITLES = {"sampled-mean": "Sampled-mean readout (the mean score",
+                          "sampled-expected": "Sampled-expected readout (the mean expected score"}
 # A table row's keys that are not its bench's own columns (SUMMARY.md shows each other readout in a table of its own).
 _ROW_KEYS = ("judge", "bench", "n", "invalid_share",
              *(readout_field(f, r) for r in READOUTS for f in ("acc", "ci95_low", "ci95_high")))
@@ -84,7 +87,7 @@ def headline_row(stored: dict[str, Any], judgments: Sequence[Judgment], samples:
 
 def other_readout(scored: dict[str, dict[str, Any]], readout: str) -> dict[str, Any]:
     """One (judge, bench) under a readout with a section of its own: accuracy and interval under both tie
-    rules, tie share, invalid share, and what the readout adds (expected: `forced` score tags; sampled-mean:
+    rules, tie share, invalid share, and what the readout adds (expected: `forced` score tags; sampled ones:
     `samples` per response)."""
     section = {ties: metrics[readout_key(readout)] for ties, metrics in scored.items()}
     return {"acc": {ties: section[ties]["acc"] for ties in TIE_RULES},
@@ -167,13 +170,14 @@ def render_summary(facts: dict[str, Any]) -> str:
             lines += ["", "Expected-score readout (the same judgments; judges without one are left out):", "",
                       *_readout_table(rows, "expected", ["no score digit", "`<score>` added"],
                                       lambda row, e: f"{e['forced']} of {row['judgments']}")]
-        if any("sampled_mean" in row for row in rows):
-            block = facts["sampled_mean"]
-            lines += ["", f"Sampled-mean readout (the mean score of {block['n']} judgments per response sampled at "
-                      f"temperature {block['temperature']}, top-p {block['top_p']}, each response seeded by itself; "
-                      "judges without it are left out). No valid sample: responses none of whose samples gave a score.", "",
-                      *_readout_table(rows, "sampled-mean", ["no valid sample", "samples per response"],
-                                      lambda row, s: str(s["samples"]))]
+        for readout, what in SAMPLED_READOUT_TITLES.items():
+            if any(readout_key(readout) in row for row in rows):
+                block = facts["sampled_mean"]
+                lines += ["", f"{what} of {block['n']} judgments per response sampled at temperature "
+                          f"{block['temperature']}, top-p {block['top_p']}, each response seeded by itself; judges "
+                          "without it are left out). No valid sample: responses none of whose samples gave a score.", "",
+                          *_readout_table(rows, readout, ["no valid sample", "samples per response"],
+                                          lambda row, s: str(s["samples"]))]
     if facts["paired"]:
         with_readout = any("readout" in p for p in facts["paired"])  # runs with another readout than greedy
         body = [[f"`{p['a']}` − `{p['b']}`", bench_label(p["bench"]), *([p.get("readout", "greedy")] if with_readout else []),
