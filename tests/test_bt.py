@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
-from patarm_kit.bt import BTScorer, classifier_tokenizer, conversation_ids, preference_rows, train_bt
+from patarm_kit.bt import BTResult, BTScorer, classifier_tokenizer, conversation_ids, preference_rows, recorded_bt, train_bt
 from patarm_kit.judges import prompt_judge
 from patarm_kit.config import ModelConfig, SourceConfig, load_config
 from patarm_kit.data import load_source
@@ -80,3 +82,10 @@ def test_bt_reads_what_the_judge_reads(hh_pairs):
     pair = next(p for p in hh_pairs if len(p.chosen.split()) > 40)
     (row,) = preference_rows([pair], view)
     assert row["chosen"][0]["content"] == view.clip(pair.chosen, 8)[0] and row["chosen"][0]["content"].endswith(" [...]")
+
+
+def test_a_recorded_bt_training_reads_back_as_it_was_trained():
+    """A resumed notebook 03 shows the BT stage from its manifest record (`BTResult.summary`, stored as JSON)."""
+    log = [{"step": 1, "loss": 0.71, "accuracy": 0.5, "margin": 0.01}, {"step": 2, "loss": 0.64, "accuracy": 0.75, "margin": 0.2}]
+    result = BTResult(Path("/runs/r/bt/adapter"), "smollm2-135m-instruct", 8, 1, 2, log, 0.75, 31.5, 12.25)
+    assert recorded_bt(json.loads(json.dumps(result.summary()))) == result

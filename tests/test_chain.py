@@ -101,3 +101,50 @@ def test_the_ablation_chain_trains_the_controls_reads_both_readouts_and_verifies
     assert summary.index("## Primary comparison") < summary.index("## held-out verifiable-if")
     assert "Expected-score readout" in summary and "Sampled-mean readout" in summary
     assert verify_run(run.dir).ok
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path):
+    """smoke-ablations killed (the whole process group, kernel included) once its last PAR variant
+    has saved checkpoint 1: `--resume` re-executes notebook 03, reads the finished stages back
+    (their records untouched), continues the variant from its checkpoint, runs 04 and 05, and the
+    run verifies."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from patarm_kit.chain import REPO_ROOT
+    from patarm_kit.results import Run
+    from patarm_kit.train import CHECKPOINT_COMPLETE
+    from patarm_kit.verify import verify_run
+
+    results = tmp_path / "results"
+    env = {**os.environ, "PATARM_RESULTS_DIR": str(results), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "patarm_kit.cli", "run", "--profile", "smoke-ablations", "--run-name", "killed"]
+    marker = results / "killed" / "par-format-only" / "checkpoints" / "checkpoint-1" / CHECKPOINT_COMPLETE
+    first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 900
+    while not marker.is_file() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert marker.is_file(), "the first chain never saved the variant's checkpoint 1"
+    run = Run.open(results / "killed")
+    before = run.manifest()
+    assert before["stages"]["par-variants"]["status"] == "running" and "eval" not in before["stages"]
+    finished = {name: before["stages"][name] for name in ("sft", "par", "learning-curve")}
+
+    second = subprocess.run([*command, "--resume"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    after = run.manifest()
+    assert {name: after["stages"][name] for name in finished} == finished  # read back, not made again
+    assert after["training"]["par-shuffled"] == before["training"]["par-shuffled"]
+    assert after["training"]["par-format-only"]["resumed_from"].endswith("checkpoint-1")
+    assert all(after["stages"][name]["status"] == "done" for name in ("par-variants", "bt", "eval", "figures"))
+    assert "recorded done: read back" in second.stdout
+    report = verify_run(run.dir)
+    assert report.ok, report.summary()

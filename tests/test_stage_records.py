@@ -156,3 +156,36 @@ def test_a_stage_command_works_on_an_existing_run_with_its_own_config(tmp_path):
     missing = CliRunner().invoke(app, ["train-bt", "--run-dir", str(run.dir)])  # the run's config; no pairs yet
     assert missing.exit_code == 2 and "pairs/train.jsonl" in missing.output, missing.output
     assert run.manifest()["stages"] == {}
+
+
+def test_a_resumed_evaluation_judges_only_what_was_not_finished(run_copy, monkeypatch):
+    """A killed eval stage (status running, one metrics file never written, a stray judgments file
+    beside it): --resume judges that one evaluation again, reads the others back, and records the
+    stage done with the same numbers; a second --resume reads the whole stage back."""
+    from patarm_kit import evaluate as evaluation
+    from patarm_kit import stages
+    from patarm_kit.layout import RunLayout
+    from patarm_kit.results import read_json
+
+    run, layout = Run.open(run_copy), RunLayout(run_copy)
+    done = read_json(layout.benchmarks_summary)
+    lost = layout.eval_metrics("random", "rewardbench")
+    kept = {path: path.read_bytes() for path in layout.eval_dir.glob("*") if path != lost}
+    lost.unlink()  # killed after the judgments were written, before the metrics file
+    run.update("stages", "eval", {**run.manifest()["stages"]["eval"], "status": "running"})
+    judged = []
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda config, judge, bench, out, *a, **k: judged.append(out) or real(
+        config, judge, bench, out, *a, **k))
+
+    with pytest.raises(OutputExistsError):
+        stages.evaluate(run)  # without --resume a half-finished stage still refuses
+    resumed = stages.evaluate(run, resume=True)
+    assert judged == [lost] and run.stage_done("eval")
+    assert all(path.read_bytes() == data for path, data in kept.items() if path != RunLayout.judgments_of(lost))
+    assert read_json(layout.benchmarks_summary) == done and resumed.table == done["table"]
+
+    record = run.manifest()["stages"]["eval"]
+    again = stages.evaluate(run, resume=True)  # recorded done: nothing judged, the stage record kept
+    assert judged == [lost] and again.table == done["table"] and again.paired == done["paired"]
+    assert run.manifest()["stages"]["eval"] == record

@@ -85,6 +85,12 @@ def conversation_ids(tokenizer: Any, prompt: Sequence[dict[str, str]], response:
     return list(ids[:max_length])
 
 
+def recorded_bt(facts: dict[str, Any]) -> BTResult:
+    """A BT training as its stage recorded it (`BTResult.summary` in the manifest), for a resumed notebook."""
+    fields = {f.name for f in dataclasses.fields(BTResult)}
+    return BTResult(**{**{k: v for k, v in facts.items() if k in fields}, "adapter_dir": Path(facts["adapter_dir"])})
+
+
 def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> BTResult:
     """Train the LoRA + score-head reward model on `pairs`; save adapter, tokenizer and card in `out_dir`.
 

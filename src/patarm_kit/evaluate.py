@@ -238,10 +238,11 @@ def suite_plan(config: RunConfig, layout: RunLayout) -> list[tuple[str, str, Pat
     return plan
 
 
-def run_suite(config: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
+def run_suite(config: RunConfig, layout: RunLayout, keep_finished: bool = False) -> list[dict[str, Any]]:
     """Every judge of the profile on every benchmark of the profile, into the run's eval files.
 
     The run's own judges (sft, par, bt) must exist before the first judgment is made.
+    `keep_finished` (resume): an evaluation whose metrics file exists is read back, not judged again.
     """
     plan = suite_plan(config, layout)
     specs = {judge: parse_judge(judge, layout) for judge in config.eval.judges}
@@ -249,8 +250,12 @@ def run_suite(config: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
         spec.check_files()
     results = []
     for judge, bench, out in plan:
+        if keep_finished and out.is_file():
+            print(f"[eval] {judge} on {bench}: finished before, read back (--resume)", flush=True)
+            results.append(read_json(out))
+            continue
         print(f"[eval] {judge} on {bench}", flush=True)
-        results.append(evaluate(config, specs[judge], bench, out, config.eval.limit_for(bench)))
+        results.append(evaluate(config, specs[judge], bench, out, config.eval.limit_for(bench), force=keep_finished))
     return results
 
 
@@ -262,15 +267,19 @@ def votes_curve_file(config: RunConfig, layout: RunLayout) -> Path | None:
                                config.eval.votes_curve_bench)
 
 
-def votes_curve(config: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
+def votes_curve(config: RunConfig, layout: RunLayout, keep_finished: bool = False) -> list[dict[str, Any]]:
     """Accuracy against the number of votes: n sampled judgments once (eval.votes_curve_sampling),
-    scored with the first k for each k of eval.votes_curve."""
+    scored with the first k for each k of eval.votes_curve (`keep_finished`: as run_suite)."""
     out = votes_curve_file(config, layout)
     if out is None:
         return []
     judge, bench, sampling = config.eval.votes_curve_judge, config.eval.votes_curve_bench, config.eval.votes_curve_sampling
     limit = config.eval.votes_curve_limit or config.eval.limit_for(bench)
-    stored = evaluate(config, parse_judge(judge, layout), bench, out, limit, label=judge, sampling=sampling)
+    if keep_finished and out.is_file():
+        stored = read_json(out)
+    else:
+        stored = evaluate(config, parse_judge(judge, layout), bench, out, limit, label=judge, sampling=sampling,
+                          force=keep_finished)
     judgments = read_judgments(RunLayout.judgments_of(out))
     return [votes_point(stored, judgments, k) for k in sorted(config.eval.votes_curve)]
 
@@ -339,6 +348,11 @@ def learning_curve(config: RunConfig, layout: RunLayout, n_pairs: int) -> list[d
         rows.append(curve_row(metrics))
     close_shared_engines()  # PAR variants often follow in this process: they get the engine's memory and cores
     return rows
+
+
+def recorded_curve(layout: RunLayout) -> list[dict[str, Any]]:
+    """The learning curve's rows as its stage wrote them (one metrics file per point), for a resumed notebook."""
+    return [curve_row(read_json(path)) for path in sorted(layout.par_curve.glob("step-*.json"))]
 
 
 def curve_score_gaps(config: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:

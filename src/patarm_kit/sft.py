@@ -47,7 +47,7 @@ from .judges import build_judge, prompt_judge
 from .models import load_model, load_tokenizer, lora_config, lora_summary, save_adapter
 from .par import SIDES, par_rewards
 from .prompts import SCORE_RANGE, evaluation_text, format_judgment, parse_judgment, render_chat
-from .results import Run, atomic_write_text, write_json
+from .results import Run, atomic_write_text, read_json, write_json
 from .rubrics import Rubric
 from .stats import bootstrap_ci
 
@@ -290,6 +290,14 @@ def _adapter_card(config: RunConfig, result: SftResult) -> str:
         f"- LoRA: {lora_summary(config.lora)}\n\n"
         f"Load it with `patarm_kit.models.load_model(config.model, adapter=<this folder>)`.\n"
     )
+
+
+def recorded_result(run: Run) -> SftResult:
+    """The warm-up as its stage recorded it (manifest facts, train log): a resumed notebook shows it without training."""
+    facts = run.manifest()["stages"]["sft"]["facts"]
+    losses = [entry["loss"] for entry in read_json(run.layout.sft_train_log) if "loss" in entry]
+    return SftResult(run.layout.sft_adapter, facts["base_model"], facts["data"], facts["steps"], losses,
+                     facts["seconds"], facts)
 
 
 def run_sft(config: RunConfig, run: Run) -> SftResult:

@@ -6,6 +6,13 @@ config fingerprint, status, facts). A stage refuses to replace a finished output
 asked (`force=True`, the CLI's `--force`), so a file a reader sees always has one writer a
 test can call, and nothing finished is lost by accident.
 
+`resume=True` (the chain's `--resume`, which re-executes the notebook that stopped): a stage
+the manifest records done is not run again, it returns what it recorded, read back from its
+files (`_recorded`); a stage that stopped half-way continues where that is possible (PAR and
+each PAR variant from their last checkpoint, the evaluation from its finished metrics files)
+and otherwise starts over, replacing its own partial outputs. A multi-hour run is made across
+sessions this way, one `patarm-kit run ... --resume` at a time.
+
     data -> preview -> sft -> par -> bt -> evaluate -> figures -> policies -> downstream
     (01)     (02)      (03)   (03)   (03)    (04)        (05)       (06)         (06)
 """
@@ -17,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
-from .results import Run, write_json
+from .results import Run, read_json, write_json
 
 # The library stages each chain notebook runs: the chain refuses to re-run a notebook whose
 # stages are recorded as done unless --force, and checks this before any notebook executes.
@@ -49,6 +56,14 @@ def enabled(config: RunConfig, stage: str) -> bool:
 def notebook_stages(config: RunConfig, notebook: str) -> list[str]:
     """The library stages `notebook` runs under this config: those NOTEBOOK_STAGES lists that are `enabled`."""
     return [stage for stage in NOTEBOOK_STAGES.get(notebook, ()) if enabled(config, stage)]
+
+
+def _recorded(run: Run, name: str, resume: bool) -> bool:
+    """On resume, whether stage `name` is recorded done, so its results are read back instead of made again."""
+    if resume and run.stage_done(name):
+        print(f"[{name}] recorded done: read back from its files (--resume)", flush=True)
+        return True
+    return False
 
 
 def _save(fig: Any, path: Path) -> Any:
@@ -92,13 +107,15 @@ def bench_pairs(config: RunConfig) -> dict[str, list[Any]]:
     return benches
 
 
-def data(run: Run, force: bool = False) -> DataStage:
-    """Load and validate every source, write the split pair files and the length figure."""
+def data(run: Run, force: bool = False, resume: bool = False) -> DataStage:
+    """Load and validate every source, write the split pair files and the length figure (on resume: again,
+    a minute's work that gives the same files)."""
     from . import data as data_module
     from .figures import plot_length_distributions
 
     config, layout = run.config(), run.layout
     figure_path = layout.figure("01_length_distributions")
+    force = force or resume
     run.check_stage("data", config, [layout.pairs_dir, figure_path], force)
     fractions = config.data.split_fractions
     loaded = data_module.load_sources(config.data.sources, config.data.data_dir, fractions)  # every row validated first
@@ -126,8 +143,9 @@ class PreviewStage:
     figure: Any
 
 
-def preview(run: Run, force: bool = False) -> PreviewStage:
-    """The base judge on a few training pairs: parse rate, criteria and scores before training."""
+def preview(run: Run, force: bool = False, resume: bool = False) -> PreviewStage:
+    """The base judge on a few training pairs: parse rate, criteria and scores before training (on resume:
+    again, a few minutes)."""
     from . import judge as judge_module
     from .data import read_pairs, subsample
     from .figures import plot_score_distributions
@@ -137,6 +155,7 @@ def preview(run: Run, force: bool = False) -> PreviewStage:
     config, layout = run.config(), run.layout
     figure_path = layout.figure("02_base_score_distributions")
     outputs = [layout.preview_judgments, layout.preview_metrics, figure_path]
+    force = force or resume
     run.check_stage("preview", config, outputs, force)
     train_pairs = read_pairs(layout.pairs("train"))  # bad input stops here, before the stage is recorded
     with run.stage("preview", config, inputs=[layout.pairs("train")], outputs=outputs, force=force) as record:
@@ -164,16 +183,19 @@ class SftStage:
     checks: dict[str, Any] | None
 
 
-def sft(run: Run, force: bool = False, checks: bool = True) -> SftStage:
+def sft(run: Run, force: bool = False, checks: bool = True, resume: bool = False) -> SftStage:
     """The format warm-up (LoRA SFT) and, with `checks`, base vs warmed-up judge on dev pairs."""
     from . import sft as sft_module
 
     config, layout = run.config(), run.layout
+    if not force and _recorded(run, "sft", resume):
+        report = read_json(layout.sft_checks) if checks and layout.sft_checks.is_file() else None
+        return SftStage(sft_module.recorded_result(run), report)
     outputs = [layout.sft_adapter, layout.sft_examples, layout.sft_train_log, layout.figure("03_sft_loss")]
     if checks:
         outputs += [layout.sft_checks, layout.sft_check_judgments]
     inputs = [layout.pairs("train"), layout.pairs("dev")] if config.sft.targets != "paper" else []
-    with run.stage("sft", config, inputs=inputs, outputs=outputs, force=force) as record:
+    with run.stage("sft", config, inputs=inputs, outputs=outputs, force=force or resume) as record:
         result = sft_module.run_sft(config, run)
         record.facts.update(result.facts)
         _save(_loss_figure(result.losses), layout.figure("03_sft_loss"))
@@ -190,9 +212,11 @@ def _loss_figure(losses: list[float]) -> Any:
 
 def par(run: Run, force: bool = False, resume: bool = False) -> Any:
     """PAR training (GRPO + LoRA) from the warm-up adapter when SFT is enabled; `resume` continues it."""
-    from .train import train_par
+    from .train import recorded_par, train_par
 
     config, layout = run.config(), run.layout
+    if not force and _recorded(run, "par", resume):
+        return recorded_par(run)
     start_adapter = layout.sft_adapter if config.sft.enabled else None
     if start_adapter is not None and not (start_adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{start_adapter} is missing: run the SFT warm-up first, or set sft.enabled=false")
@@ -206,24 +230,35 @@ def par(run: Run, force: bool = False, resume: bool = False) -> Any:
     return result
 
 
-def par_variants(run: Run, force: bool = False) -> dict[str, Any]:
-    """The profile's PAR ablations (par.variants), each from the same warm-up adapter into <run>/par-<name>/."""
-    from .train import train_par
+def par_variants(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
+    """The profile's PAR ablations (par.variants), each from the same warm-up adapter into <run>/par-<name>/.
+
+    On resume, a variant whose training is recorded done is read back and the others continue
+    from their last checkpoint: each is as long as PAR itself."""
+    from .train import recorded_par, train_par, training_done
 
     config, layout = run.config(), run.layout
+    if not force and _recorded(run, "par-variants", resume):
+        return {name: recorded_par(run, f"par-{name}") for name in config.par.variants}
     start_adapter = layout.sft_adapter if config.sft.enabled else None
     outputs = [layout.for_par(f"par-{name}").par_dir for name in config.par.variants]
     results = {}
-    with run.stage("par-variants", config, inputs=[layout.pairs("train")], outputs=outputs, force=force) as record:
+    with run.stage("par-variants", config, inputs=[layout.pairs("train")], outputs=outputs, force=force,
+                   resume=resume) as record:
         for name in config.par.variants:
-            print(f"[par] variant {name}: {config.par.variants[name]}", flush=True)
-            results[name] = train_par(config.par_variant(name), run, start_adapter, judge=f"par-{name}")
+            judge = f"par-{name}"
+            if resume and training_done(run, judge):
+                print(f"[par] variant {name}: recorded done, read back (--resume)", flush=True)
+                results[name] = recorded_par(run, judge)
+            else:
+                print(f"[par] variant {name}: {config.par.variants[name]}", flush=True)
+                results[name] = train_par(config.par_variant(name), run, start_adapter, resume, judge=judge)
             record.facts[name] = {"steps": results[name].global_step, "pairs": results[name].n_pairs,
                                   "settings": config.par.variants[name]}
     return results
 
 
-def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None) -> Any:
+def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None, resume: bool = False) -> Any:
     """Dev accuracy (both readouts) of the warm-up and each saved PAR checkpoint, and its figure.
 
     `n_pairs` defaults to par.learning_curve_pairs; a run made without a curve can be given one.
@@ -236,8 +271,14 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None) ->
     if not n_pairs:
         return None
     figure_path = layout.figure("03_learning_curve")
+    if not force and _recorded(run, "learning-curve", resume):
+        rows = evaluation.recorded_curve(layout)
+        figure = plot_learning_curve(rows)
+        _close(figure)
+        return rows, figure
     inputs = [layout.pairs("dev"), *(adapter for _, adapter in evaluation.curve_points(config, layout) if adapter)]
-    with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path], force=force) as record:
+    with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path],
+                   force=force or resume) as record:
         rows = evaluation.learning_curve(config, layout, n_pairs)
         record.facts.update(pairs=n_pairs, points=[{"step": r["step"], "acc": r["acc"], "acc_expected": r["acc_expected"],
                                                        "acc_sampled_mean": r["acc_sampled_mean"],
@@ -314,12 +355,15 @@ def _par_figure(metrics: list[dict[str, Any]]) -> Any:
     return figure
 
 
-def bt(run: Run, force: bool = False) -> Any:
-    """The scalar Bradley-Terry baseline on the run's training pairs."""
-    from .bt import train_bt
+def bt(run: Run, force: bool = False, resume: bool = False) -> Any:
+    """The scalar Bradley-Terry baseline on the run's training pairs (on resume: read back when done, else again)."""
+    from .bt import recorded_bt, train_bt
     from .data import read_pairs
 
     config, layout = run.config(), run.layout
+    if not force and _recorded(run, "bt", resume):
+        return recorded_bt(run.manifest()["stages"]["bt"]["facts"])
+    force = force or resume
     run.check_stage("bt", config, [layout.bt_adapter], force)
     pairs = read_pairs(layout.pairs("train"))  # bad input stops here, before the stage is recorded
     with run.stage("bt", config, inputs=[layout.pairs("train")], outputs=[layout.bt_adapter], force=force) as record:
@@ -339,19 +383,26 @@ class EvalStage:
     votes_curve: list[dict[str, Any]]
 
 
-def evaluate(run: Run, force: bool = False) -> EvalStage:
-    """Every judge of the profile on every benchmark, paired differences and the votes curve."""
+def evaluate(run: Run, force: bool = False, resume: bool = False) -> EvalStage:
+    """Every judge of the profile on every benchmark, paired differences and the votes curve.
+
+    On resume, an evaluation whose metrics file is written (the last thing `evaluate` writes) is
+    read back, and the others are judged; recorded done, the whole stage is read back."""
     from . import evaluate as evaluation
     from .judges import RUN_ALIASES
 
     config, layout = run.config(), run.layout
     plan = evaluation.suite_plan(config, layout)
+    if not force and _recorded(run, "eval", resume):
+        summary = read_json(layout.benchmarks_summary)
+        results = [read_json(out) for *_, out in plan]
+        return EvalStage(results, summary["table"], summary["paired"], summary["votes_curve"])
     metrics_files = [out for *_, out in plan] + [f for f in [evaluation.votes_curve_file(config, layout)] if f]
     outputs = [*metrics_files, *map(layout.judgments_of, metrics_files), layout.benchmarks_summary]
     inputs = sorted({layout.adapter(judge) for judge, *_ in plan if judge in RUN_ALIASES})
-    with run.stage("eval", config, inputs=inputs, outputs=outputs, force=force) as record:
-        results = evaluation.run_suite(config, layout)
-        curve = evaluation.votes_curve(config, layout)
+    with run.stage("eval", config, inputs=inputs, outputs=outputs, force=force, resume=resume) as record:
+        results = evaluation.run_suite(config, layout, keep_finished=resume)
+        curve = evaluation.votes_curve(config, layout, keep_finished=resume)
         summary = write_benchmarks_summary(run, results, curve)
         record.facts["evaluations"] = len(results)
     return EvalStage(results, summary["table"], summary["paired"], curve)
@@ -374,14 +425,15 @@ def write_benchmarks_summary(run: Run, results: list[dict[str, Any]], curve: lis
 # ---------------------------------------------------------------- 05 figures, tables and the summary
 
 
-def figures(run: Run, force: bool = False) -> dict[str, Any]:
-    """Figures (with their data as CSV), tables and SUMMARY.md, from the run's results files only."""
+def figures(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Figures (with their data as CSV), tables and SUMMARY.md, from the run's results files only (on
+    resume: drawn again, seconds of work)."""
     from . import figures as drawing
     from .summary import write_summary
 
     config, layout = run.config(), run.layout
     outputs = [*layout.figures_dir.glob("05_*"), layout.tables_dir, layout.summary]
-    with run.stage("figures", config, inputs=_result_files(run), outputs=outputs, force=force) as record:
+    with run.stage("figures", config, inputs=_result_files(run), outputs=outputs, force=force or resume) as record:
         made = {
             "par_curves": drawing.plot_par_curves(run.dir),
             "benchmark_bars": drawing.plot_benchmark_bars(run.dir),

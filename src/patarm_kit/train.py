@@ -50,7 +50,7 @@ from .engine import engine_environment, reload_in_place, vllm_package
 from .judge import Judge, requests_for_pairs
 from .judges import prompt_judge
 from .layout import RunLayout
-from .models import ModelError, adapter_leftovers, adapter_staging, load_model, lora_config, publish_adapter
+from .models import ADAPTER_WEIGHTS, ModelError, adapter_leftovers, adapter_staging, load_model, lora_config, publish_adapter
 from .par import completion_text, pair_accuracy, rewards_for_batch
 from .prompts import evaluation_text, parse_judgment
 from .results import Run, atomic_write_text, now, package_versions, read_json, write_json
@@ -705,6 +705,21 @@ def build_trainer(
         output_dir, peft_config=None if start_adapter else lora_config(config.lora),  # a loaded adapter is trained as is
         callbacks=callbacks,
     )
+
+
+def training_done(run: Run, judge: str = "par") -> bool:
+    """Whether the manifest records PAR training `judge` ("par", "par-<variant>") as finished, its adapter saved."""
+    record = run.manifest().get("training", {}).get(judge, {})
+    return record.get("status") == "done" and (run.layout.for_par(judge).par_adapter / ADAPTER_WEIGHTS).is_file()
+
+
+def recorded_par(run: Run, judge: str = "par") -> ParResult:
+    """A finished PAR training as `train_par` returned it, read back from the manifest and its metrics file."""
+    layout, record = run.layout.for_par(judge), run.manifest()["training"][judge]
+    optional = (lambda path: Path(path) if path else None)
+    return ParResult(layout.par_adapter, layout.par_checkpoints, layout.par_metrics, read_metrics(layout.par_metrics),
+                     record["global_step"], record["n_pairs"], optional(record["resumed_from"]),
+                     optional(record["start_adapter"]))
 
 
 def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, resume: bool = False,
