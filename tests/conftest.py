@@ -62,3 +62,22 @@ def run_copy(small_run, tmp_path) -> Path:
     import shutil
 
     return Path(shutil.copytree(small_run, tmp_path / "run"))
+
+
+@pytest.fixture
+def kill_when_written():
+    """Kill a process with SIGKILL (its whole group with `group`) as soon as `marker` exists: a crash at a
+    known point, for the tests that resume after one."""
+    import os
+    import signal
+    import time
+
+    def kill(process, marker: Path, timeout: float, group: bool = False) -> None:
+        deadline = time.monotonic() + timeout
+        while not marker.is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (os.killpg if group else os.kill)(process.pid, signal.SIGKILL)
+        process.wait()
+        assert marker.is_file(), f"the process never wrote {marker}"
+
+    return kill

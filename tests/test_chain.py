@@ -105,16 +105,14 @@ def test_the_ablation_chain_trains_the_controls_reads_both_readouts_and_verifies
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path):
+def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path, kill_when_written):
     """smoke-ablations killed (the whole process group, kernel included) once its last PAR variant
     has saved checkpoint 1: `--resume` re-executes notebook 03, reads the finished stages back
     (their records untouched), continues the variant from its checkpoint, runs 04 and 05, and the
     run verifies."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from patarm_kit.chain import REPO_ROOT
     from patarm_kit.results import Run
@@ -126,13 +124,8 @@ def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path):
     command = [sys.executable, "-m", "patarm_kit.cli", "run", "--profile", "smoke-ablations", "--run-name", "killed"]
     marker = results / "killed" / "par-format-only" / "checkpoints" / "checkpoint-1" / CHECKPOINT_COMPLETE
     first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    deadline = time.monotonic() + 900
-    while not marker.is_file() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    assert marker.is_file(), "the first chain never saved the variant's checkpoint 1"
+                             start_new_session=True)  # its own process group: the notebook kernel dies with it
+    kill_when_written(first, marker, timeout=900, group=True)
     run = Run.open(results / "killed")
     before = run.manifest()
     assert before["stages"]["par-variants"]["status"] == "running" and "eval" not in before["stages"]

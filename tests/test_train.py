@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -246,7 +244,7 @@ def test_two_cpu_processes_train_with_a_pair_split_across_them(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path):
+def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path, kill_when_written):
     from peft import get_peft_model
 
     from patarm_kit.models import load_model, lora_config
@@ -261,13 +259,7 @@ def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path):
         command += ["--set", override]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = run.dir / "par" / "checkpoints" / "checkpoint-1" / CHECKPOINT_COMPLETE
-    deadline = time.monotonic() + 150
-    while not marker.is_file() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
-    assert marker.is_file(), "the first process never finished checkpoint-1"
+    kill_when_written(first, run.dir / "par" / "checkpoints" / "checkpoint-1" / CHECKPOINT_COMPLETE, timeout=150)
     assert not (run.dir / "par" / "adapter").exists()  # it did not finish
     with (run.dir / "par" / "metrics.jsonl").open("a") as log:
         log.write('{"step": 2, "par/rew')  # a line torn by the kill: resume must cut it off
