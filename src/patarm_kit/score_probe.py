@@ -71,8 +71,14 @@ def digit_log_probs(model: Any, tokenizer: Any, text: str, digits: Sequence[int]
 
 def group_advantages(chosen: Sequence[int], rejected: Sequence[int]) -> tuple[list[float], list[float]]:
     """PAR's binary rewards of sampled scores minus their side's mean (GRPO, rewards not std-scaled)."""
-    rewards = par_rewards(list(map(float, chosen)), list(map(float, rejected)), mode="binary")
-    return tuple([r - sum(group) / len(group) for r in group] for group in rewards)  # type: ignore[return-value]
+    chosen_rewards, rejected_rewards = par_rewards(list(map(float, chosen)), list(map(float, rejected)), mode="binary")
+    return _centred(chosen_rewards), _centred(rejected_rewards)
+
+
+def _centred(rewards: Sequence[float]) -> list[float]:
+    """Each reward minus the mean of its group: GRPO's advantage without std scaling."""
+    mean = sum(rewards) / len(rewards)
+    return [r - mean for r in rewards]
 
 
 def read_dev(model: Any, tokenizer: Any, sides: Sequence[ProbeSide], digits: Sequence[int]) -> dict[str, float]:
