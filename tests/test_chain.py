@@ -107,9 +107,10 @@ def test_the_ablation_chain_trains_the_controls_reads_both_readouts_and_verifies
 @pytest.mark.model
 def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path, kill_when_written):
     """smoke-ablations killed (the whole process group, kernel included) once its last PAR variant
-    has saved checkpoint 1: `--resume` re-executes notebook 03, reads the finished stages back
-    (their records untouched), continues the variant from its checkpoint, runs 04 and 05, and the
-    run verifies."""
+    (the run's config keeps them in sorted order: format-only, then shuffled) has saved checkpoint 1:
+    `--resume` re-executes notebook 03, reads the finished stages and the finished variant back
+    (their records untouched), continues the last variant from its checkpoint, runs 04 and 05, and
+    the run verifies."""
     import os
     import subprocess
     import sys
@@ -122,7 +123,7 @@ def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path, kill
     results = tmp_path / "results"
     env = {**os.environ, "PATARM_RESULTS_DIR": str(results), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "patarm_kit.cli", "run", "--profile", "smoke-ablations", "--run-name", "killed"]
-    marker = results / "killed" / "par-format-only" / "checkpoints" / "checkpoint-1" / CHECKPOINT_COMPLETE
+    marker = results / "killed" / "par-shuffled" / "checkpoints" / "checkpoint-1" / CHECKPOINT_COMPLETE
     first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)  # its own process group: the notebook kernel dies with it
     kill_when_written(first, marker, timeout=900, group=True)
@@ -135,9 +136,11 @@ def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path, kill
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     after = run.manifest()
     assert {name: after["stages"][name] for name in finished} == finished  # read back, not made again
-    assert after["training"]["par-shuffled"] == before["training"]["par-shuffled"]
-    assert after["training"]["par-format-only"]["resumed_from"].endswith("checkpoint-1")
+    assert after["training"]["par-format-only"] == before["training"]["par-format-only"]
+    assert after["training"]["par-shuffled"]["resumed_from"].endswith("checkpoint-1")
     assert all(after["stages"][name]["status"] == "done" for name in ("par-variants", "bt", "eval", "figures"))
-    assert "recorded done: read back" in second.stdout
+    executed = run.layout.notebook("03_par_training").read_text()  # the stages print into the notebook
+    assert executed.count("recorded done: read back from its files (--resume)") == 3  # sft, par, learning-curve
+    assert "variant format-only: recorded done, read back (--resume)" in executed
     report = verify_run(run.dir)
     assert report.ok, report.summary()
