@@ -9,7 +9,7 @@ import json
 import pytest
 
 from patarm_kit.config import REPO_ROOT
-from patarm_kit.evaluate import curve_row
+from patarm_kit.evaluate import curve_row, recorded_curve
 from patarm_kit.results import Run, read_json
 from patarm_kit.stages import notebook_stages
 from patarm_kit.verify import verify_run
@@ -21,7 +21,7 @@ def test_the_committed_runs_are_the_ones_the_readme_describes():
     assert COMMITTED == ["ablations-cpu", "downstream-cpu", "lr-probe-1e-4", "lr-probe-1e-5", "lr-probe-3e-4",
                          "par-control-all-layers", "par-control-all-layers-kl", "par-control-labels", "par-control-labels-tokens", "par-control-lr1e-3",
                          "par-control-lr1e-3-kl", "par-control-lr1e-4", "par-control-score-probe", "par-control-tokens",
-                         "par-control-warmup256", "reference-cpu"]
+                         "par-control-warmup256", "par-dev-all-types", "reference-cpu"]
 
 
 @pytest.mark.parametrize("name", [name for name in COMMITTED if name != "reference-cpu"])  # it has its own test
@@ -91,3 +91,23 @@ def test_the_readme_quotes_the_positive_control_runs_as_their_curves_measured_th
             sampled[i] += f" [{100 * low:.1f}, {100 * high:.1f}]"
         assert "| " + " | ".join(sampled) + " |" in rows[name], name
         assert f"{100 * points[0]['acc_expected']:.1f} → {100 * points[-1]['acc_expected']:.1f}" in rows[name], name
+
+
+def test_the_dev_runs_readmes_quote_their_curves_as_measured():
+    """Each all-types dev run's README table (sampled-expected and sampled-mean rows: every point,
+    intervals at the first and last) is what its curve files say; so is the README's row for it."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    runs = [name for name in COMMITTED if name.startswith("par-dev-")]
+    assert runs
+    for name in runs:
+        run = Run.open(REPO_ROOT / "results" / name)
+        own = (run.dir / "README.md").read_text()
+        points = recorded_curve(run.layout)
+        for label, readout in (("sampled-expected", "sampled_expected"), ("sampled-mean", "sampled_mean")):
+            cells = [f"{100 * p[f'acc_{readout}']:.1f}" for p in points]
+            for i in (0, -1):
+                low, high = points[i][f"ci95_{readout}"]
+                cells[i] += f" [{100 * low:.1f}, {100 * high:.1f}]"
+            assert f"| {label} | " + " | ".join(cells) + " |" in own, (name, label)
+        first, last = (f"{100 * points[i]['acc_sampled_expected']:.1f}" for i in (0, -1))
+        assert f"| [`{name}`](results/{name}) |" in readme and f"{first} → {last}" in readme, name
