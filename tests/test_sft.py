@@ -311,6 +311,7 @@ def test_facts_report_counts_each_keyword_verdict_and_leaves_quotes_out_of_verdi
     report = sft.facts_report([judgment], [pair])
     assert report["verdicts_stated"] == 0.5  # one of the two keyword verdicts right
     assert report["facts_stated"] == 2 / 3 and report["all_facts_stated"] == 0.0  # the quote counts among the facts
+    assert report["verdicts_by_instruction"] == {"keywords:existence": {"judgments": 1, "verdicts_stated": 0.5}}
 
 
 def test_score_by_stated_side_reads_what_a_judgment_says_not_which_response_it_judges():

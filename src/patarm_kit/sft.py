@@ -32,7 +32,7 @@ import json
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -400,13 +400,15 @@ def all_equal_groups(judgments: Sequence[Judgment], pair_ids: Sequence[str], mod
     return {"groups": groups, "all_equal": equal, "share": equal / groups}
 
 
-def facts_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair]) -> dict[str, float]:
+def facts_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair]) -> dict[str, Any]:
     """How much of each response's true facts (facts.py) the judgments state: a judge that reads
     the response states them; one that writes a template does not (the first warm-up: 0).
     `verdicts_stated` leaves out the quotes (how it starts or ends): the share of the decisions
-    (has walnut: yes) a judge gets right, the facts PAR can turn into a score."""
+    (has walnut: yes) a judge gets right, the facts PAR can turn into a score; `verdicts_by_instruction`
+    gives it per instruction type (a pair's ids joined), since a warm-up can read one type and not another."""
     by_id = {p.id: p for p in pairs}
     shares, verdicts = [], []
+    by_instruction: dict[str, list[float]] = defaultdict(list)
     for judgment in judgments:
         pair = by_id[judgment.pair_id]
         true_facts = facts.response_facts(getattr(pair, judgment.side), pair.instructions, topic_words(pair.prompt).split())
@@ -414,8 +416,12 @@ def facts_report(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair])
         shares.append(facts.facts_stated(evaluation, true_facts))
         if decisions := [f for f in true_facts if not facts.is_quote(f)]:
             verdicts.append(facts.facts_stated(evaluation, decisions))
+            if pair.instructions:
+                by_instruction["+".join(sorted(i["instruction_id"] for i in pair.instructions))].append(verdicts[-1])
     return {"facts_stated": sum(shares) / len(shares), "all_facts_stated": sum(s == 1.0 for s in shares) / len(shares),
-            "verdicts_stated": sum(verdicts) / len(verdicts) if verdicts else None}
+            "verdicts_stated": sum(verdicts) / len(verdicts) if verdicts else None,
+            "verdicts_by_instruction": {kind: {"judgments": len(stated), "verdicts_stated": sum(stated) / len(stated)}
+                                        for kind, stated in sorted(by_instruction.items())}}
 
 
 def score_by_stated_side(judgments: Sequence[Judgment], pairs: Sequence[PreferencePair]) -> dict[str, Any]:
