@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import READOUTS, RunConfig
 from .results import Run, read_json, write_json
 
 # The library stages each chain notebook runs: the chain refuses to re-run a notebook whose
@@ -280,9 +280,8 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None, re
     with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path],
                    force=force or resume) as record:
         rows = evaluation.learning_curve(config, layout, n_pairs)
-        record.facts.update(pairs=n_pairs, points=[{"step": r["step"], "acc": r["acc"], "acc_expected": r["acc_expected"],
-                                                       "acc_sampled_mean": r["acc_sampled_mean"],
-                                                       "acc_sampled_expected": r["acc_sampled_expected"]} for r in rows])
+        accuracies = [evaluation.readout_field("acc", readout) for readout in READOUTS]  # one per readout
+        record.facts.update(pairs=n_pairs, points=[{"step": r["step"], **{key: r[key] for key in accuracies}} for r in rows])
         figure = _save(plot_learning_curve(rows), figure_path)
     return rows, figure
 
