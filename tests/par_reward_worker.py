@@ -16,7 +16,7 @@ from pathlib import Path
 import torch.distributed as dist
 from accelerate import PartialState
 
-from patarm_kit.train import make_gathered_par_reward
+from patarm_kit.training.par import make_gathered_par_reward
 
 
 def rewards_of(rows: list[dict], mode: str, format_weight: float) -> tuple[list[float], dict[str, float]]:

@@ -7,8 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from patarm_kit.cli import app
-from patarm_kit.config import SourceConfig
-from patarm_kit.data import DataError, load_source, load_sources, read_pairs, write_stage_pairs
+from patarm_kit.config.schema import SourceConfig
+from patarm_kit.data.loading import load_source, load_sources
+from patarm_kit.data.pairs import DataError, read_pairs
+from patarm_kit.data.stage import write_stage_pairs
 
 GOOD = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No.", "task": "chat"}
 

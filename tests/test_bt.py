@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from patarm_kit.bt import BTResult, BTScorer, classifier_tokenizer, conversation_ids, preference_rows, recorded_bt, train_bt
-from patarm_kit.judges import prompt_judge
-from patarm_kit.config import ModelConfig, SourceConfig, load_config
-from patarm_kit.data import load_source
-from patarm_kit.judge import JudgeRequest, requests_for_pairs
-from patarm_kit.models import resolve_model_path
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.schema import ModelConfig, SourceConfig
+from patarm_kit.data.loading import load_source
+from patarm_kit.judging.bt_scorer import (
+    BTScorer,
+    classifier_tokenizer,
+    conversation_ids,
+)
+from patarm_kit.judging.judge import JudgeRequest, prompt_judge, requests_for_pairs
+from patarm_kit.judging.models import resolve_model_path
+from patarm_kit.training.bt import BTResult, preference_rows, recorded_bt, train_bt
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +28,9 @@ def hh_pairs(data_dir):
 
 
 def test_rows_put_prompt_and_responses_where_trl_expects_them(hh_pairs):
+    import datasets
     from trl import RewardConfig, RewardTrainer
     from trl.data_utils import is_conversational
-
-    import datasets
 
     pair = hh_pairs[0]
     tokenizer = classifier_tokenizer(resolve_model_path(ModelConfig()))

@@ -11,7 +11,7 @@ from patarm_kit.cli import app
 
 
 def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
-    import patarm_kit.results as results
+    from patarm_kit.runs import run as results  # RESULTS_DIR lives there
 
     run = run_chain("smoke", "chain-test", only=["01_data_pairing"])
     assert run.dir.parent == results.RESULTS_DIR
@@ -23,8 +23,8 @@ def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
     assert manifest["data"]["llmbar"]["pairs"] == 419
     executed = json.loads((run.dir / "notebooks" / "01_data_pairing.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
-    from patarm_kit.data import sha256_of
-    from patarm_kit.verify import verify_run
+    from patarm_kit.report.verify import verify_run
+    from patarm_kit.runs.files import sha256_of
 
     notebook = run.dir / "notebooks" / "01_data_pairing.ipynb"  # recorded, so an edit after the run is caught
     assert manifest["notebooks"]["01_data_pairing"]["outputs"] == {"notebooks/01_data_pairing.ipynb": sha256_of(notebook)}
@@ -84,8 +84,8 @@ def test_the_chain_kernel_talks_over_socket_files_in_jupyters_runtime_folder(tmp
 def test_the_ablation_chain_trains_the_controls_reads_both_readouts_and_verifies():
     """smoke-ablations end to end: verifiable pairs, PAR and its variants, the learning curve, both
     readouts, the primary comparison first in SUMMARY.md, and verify passing on the result."""
-    from patarm_kit.results import read_json
-    from patarm_kit.verify import verify_run
+    from patarm_kit.report.verify import verify_run
+    from patarm_kit.runs.files import read_json
 
     run = run_chain("smoke-ablations", "ablations")
     manifest = run.manifest()
@@ -115,10 +115,10 @@ def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path, kill
     import subprocess
     import sys
 
-    from patarm_kit.chain import REPO_ROOT
-    from patarm_kit.results import Run
-    from patarm_kit.train import CHECKPOINT_COMPLETE
-    from patarm_kit.verify import verify_run
+    from patarm_kit.config.loader import REPO_ROOT
+    from patarm_kit.report.verify import verify_run
+    from patarm_kit.runs.run import Run
+    from patarm_kit.training.checkpoints import CHECKPOINT_COMPLETE
 
     results = tmp_path / "results"
     env = {**os.environ, "PATARM_RESULTS_DIR": str(results), "PYTHONUNBUFFERED": "1"}

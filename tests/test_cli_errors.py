@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import patarm_kit.results as results
+from patarm_kit.runs import run as results  # RESULTS_DIR lives there
 from patarm_kit.cli import app
-from patarm_kit.config import load_config
-from patarm_kit.results import Run
+from patarm_kit.config.loader import load_config
+from patarm_kit.runs.run import Run
 
 GOOD_ROW = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No.", "task": "chat"}
 
@@ -253,6 +253,7 @@ def test_train_bt_checks_the_runs_pair_file_before_any_model(rows, names, run_di
 
 def test_run_resolves_relative_profile_and_data_dir_before_anything(tmp_path, monkeypatch):
     import patarm_kit.chain as chain
+    import patarm_kit.cli as cli
 
     (tmp_path / "mine.yaml").write_text("extends: smoke\n")
     (tmp_path / "data").mkdir()
@@ -262,7 +263,7 @@ def test_run_resolves_relative_profile_and_data_dir_before_anything(tmp_path, mo
         seen.update(profile=profile, data_dir=data_dir, config=load_config(profile))
         raise chain.ChainError("stopped by the test")
 
-    monkeypatch.setattr(chain, "run_chain", fake_chain)
+    monkeypatch.setattr(cli, "run_chain", fake_chain)  # the chain as the command calls it
     monkeypatch.chdir(tmp_path)
     assert_one_error(invoke("run", "--profile", "mine.yaml", "--data-dir", "data", "--run-name", "r"), "stopped")
     assert seen["profile"] == str(tmp_path / "mine.yaml") and seen["data_dir"] == str(tmp_path / "data")

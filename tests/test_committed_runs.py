@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from patarm_kit.config import REPO_ROOT
-from patarm_kit.evaluate import curve_row, recorded_curve
-from patarm_kit.results import Run, read_json
+from patarm_kit.config.loader import REPO_ROOT
+from patarm_kit.evaluation.curve import curve_row, recorded_curve
+from patarm_kit.report.verify import verify_run
+from patarm_kit.runs.files import read_json
+from patarm_kit.runs.run import Run
 from patarm_kit.stages import notebook_stages
-from patarm_kit.verify import verify_run
 
 COMMITTED = sorted(p.parent.name for p in (REPO_ROOT / "results").glob("*/manifest.json"))
 

@@ -5,17 +5,15 @@ import typing
 
 import pytest
 
-from patarm_kit.config import (
-    CHOICES,
-    MINIMUM,
+from patarm_kit.config.build import SPECIAL_RULES
+from patarm_kit.config.loader import (
     PROFILE_DIR,
-    SPECIAL_RULES,
-    ConfigError,
-    RunConfig,
     absolute_profile,
     load_config,
     parse_overrides,
 )
+from patarm_kit.config.rules import CHOICES, MINIMUM, ConfigError
+from patarm_kit.config.schema import RunConfig
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "qwen3-8b", "qwen3-14b"])

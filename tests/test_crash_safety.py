@@ -12,13 +12,24 @@ from types import SimpleNamespace
 
 import pytest
 
-from patarm_kit.config import ModelConfig, load_config
-from patarm_kit.data import DataError
-from patarm_kit.layout import RunLayout
-from patarm_kit.models import ModelError, adapter_staging, load_model, publish_adapter, save_adapter
-from patarm_kit.train import (
-    CHECKPOINT_COMPLETE, _keep_metrics_up_to, checkpoint_marker, latest_checkpoint, read_metrics, remove_partial_saves,
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.schema import ModelConfig
+from patarm_kit.data.pairs import DataError
+from patarm_kit.judging.models import (
+    ModelError,
+    adapter_staging,
+    load_model,
+    publish_adapter,
+    save_adapter,
 )
+from patarm_kit.runs.layout import RunLayout
+from patarm_kit.training.checkpoints import (
+    CHECKPOINT_COMPLETE,
+    checkpoint_marker,
+    latest_checkpoint,
+    remove_partial_saves,
+)
+from patarm_kit.training.grpo import keep_metrics_up_to, read_metrics
 
 ROWS = [{"step": 1, "par/reward_mean": 0.5}, {"step": 2, "par/reward_mean": 0.75}, {"step": 3, "par/reward_mean": 1.0}]
 
@@ -37,7 +48,7 @@ def test_a_torn_last_line_is_dropped_with_a_warning_and_cut_off_on_resume(tmp_pa
         assert read_metrics(path) == ROWS[:2]
 
     with pytest.warns(UserWarning):
-        _keep_metrics_up_to(path, step=2)  # what resume does before training goes on
+        keep_metrics_up_to(path, step=2)  # what resume does before training goes on
     assert path.read_text() == log_text(ROWS[:2])
 
 
@@ -179,7 +190,7 @@ def test_pickled_weights_beside_safetensors_in_a_model_folder_are_refused(tmp_pa
 
 
 def test_the_bt_scorer_refuses_pickled_adapter_weights(tmp_path):
-    from patarm_kit.bt import BTScorer
+    from patarm_kit.judging.bt_scorer import BTScorer
 
     adapter = tmp_path / "bt"
     adapter.mkdir()

@@ -1,22 +1,21 @@
 """Loaders on the real shared data: counts equal those in ../shared/data/SOURCES.md."""
 
-import gzip
 import json
 
 import pytest
 
-from patarm_kit.config import SourceConfig, load_config
-from patarm_kit.data import (
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.schema import SourceConfig
+from patarm_kit.data.loading import load_source, load_sources
+from patarm_kit.data.pairs import (
     DataError,
     PreferencePair,
-    load_ifeval,
-    load_source,
-    load_sources,
     read_pairs,
     resolve_data_dir,
-    split_of,
-    write_stage_pairs,
 )
+from patarm_kit.data.sources.ifeval import load_ifeval
+from patarm_kit.data.splits import split_of
+from patarm_kit.data.stage import write_stage_pairs
 
 FRACTIONS = {"train": 0.8, "dev": 0.1, "test": 0.1}
 

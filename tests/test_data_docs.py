@@ -2,8 +2,9 @@
 
 import re
 
-from patarm_kit.config import REPO_ROOT, SourceConfig
-from patarm_kit.data import load_source
+from patarm_kit.config.loader import REPO_ROOT
+from patarm_kit.config.schema import SourceConfig
+from patarm_kit.data.loading import load_source
 
 
 def test_readme_hh_rlhf_counts_are_the_loader_s(data_dir):

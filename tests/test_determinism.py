@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from patarm_kit.chain import run_chain
-from patarm_kit.config import load_config
-from patarm_kit.layout import RunLayout
-from patarm_kit.results import Run
+from patarm_kit.config.loader import load_config
+from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.run import Run
 from patarm_kit.stages import NOTEBOOK_STAGES
 
 WALL_CLOCK = re.compile(r"seconds|per_second|runtime|_time$|^started$|^finished$")  # _time: TRL's step_time

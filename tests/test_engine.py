@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import pytest
 
-from patarm_kit.config import SamplingConfig, SourceConfig, load_config
-from patarm_kit.data import load_source
-from patarm_kit.engine import (
-    SEED_STRIDE, HFEngine, close_shared_engines, judge_engine, request_seed, response_seed, shared_vllm_engine,
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.schema import SamplingConfig, SourceConfig
+from patarm_kit.data.loading import load_source
+from patarm_kit.judging.engine import (
+    SEED_STRIDE,
+    HFEngine,
+    close_shared_engines,
+    judge_engine,
+    request_seed,
+    response_seed,
+    shared_vllm_engine,
     vllm_available,
 )
-from patarm_kit.judge import requests_for_pairs
-from patarm_kit.judges import build_judge, prompt_judge
-from patarm_kit.models import load_model, lora_config, resolve_model_path
+from patarm_kit.judging.judge import prompt_judge, requests_for_pairs
+from patarm_kit.judging.models import load_model, lora_config, resolve_model_path
+from patarm_kit.judging.registry import build_judge
 
 pytestmark = pytest.mark.model
 

@@ -5,24 +5,27 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from patarm_kit.bench import get_bench
 from patarm_kit.cli import app
-from patarm_kit.config import ConfigError, JudgeConfig, ModelConfig, load_config
-from patarm_kit.data import SourceConfig, load_source, split_of
-from patarm_kit.evaluate import (
-    EvalError,
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.rules import ConfigError
+from patarm_kit.config.schema import JudgeConfig, ModelConfig, SourceConfig
+from patarm_kit.data.loading import load_source
+from patarm_kit.data.splits import split_of
+from patarm_kit.evaluation.benches import get_bench
+from patarm_kit.evaluation.evaluate import (
     compute_metrics,
     evaluate,
     paired_difference,
     recompute_metrics,
-    summary_row,
     suite_plan,
+    summary_row,
 )
-from patarm_kit.judge import Completion, Judge, Judgment
-from patarm_kit.judges import parse_judge
-from patarm_kit.layout import RunLayout
-from patarm_kit.models import load_tokenizer
-from patarm_kit.rubrics import load_rubrics
+from patarm_kit.judging.engine import Completion
+from patarm_kit.judging.judge import EvalError, Judge, Judgment
+from patarm_kit.judging.models import load_tokenizer
+from patarm_kit.judging.registry import parse_judge
+from patarm_kit.judging.rubrics import load_rubrics
+from patarm_kit.runs.layout import RunLayout
 
 
 @pytest.fixture(scope="module")

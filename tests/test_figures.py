@@ -7,11 +7,12 @@ import matplotlib.pyplot as plt
 import pytest
 import yaml
 
-from patarm_kit import figures
-from patarm_kit.config import load_config
-from patarm_kit.evaluate import evaluate
-from patarm_kit.layout import RunLayout
-from patarm_kit.results import Run, read_json
+from patarm_kit.config.loader import load_config
+from patarm_kit.evaluation.evaluate import evaluate
+from patarm_kit.report import figures, paper, summary, tables
+from patarm_kit.runs.files import read_json
+from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.run import Run
 
 FIGURES = {
     "05_par_curves": figures.plot_par_curves,
@@ -30,7 +31,7 @@ def _close_figures():
 
 @pytest.fixture
 def trained_run(run_copy):
-    """The small run plus what training would add: a PAR metrics file in train.py's format, and
+    """The small run plus what training would add: a PAR metrics file in training/grpo.py's format, and
     judges labelled base and par. Their scores here come from the random and length judges, so
     the files are real evaluations; only the names stand in for the trained models."""
     rows = [{"step": step, "seconds_per_step": 2.0, "par/reward_mean": 0.25 * step, "par/pair_accuracy": 0.5,
@@ -60,7 +61,7 @@ def test_every_figure_writes_png_svg_and_its_data(trained_run):
     first = svg.read_bytes()
     figures.plot_benchmark_bars(trained_run)
     assert svg.read_bytes() == first  # a rerun writes the same file: no date, ids salted by the figure's name
-    table = figures.benchmark_table(trained_run)
+    table = tables.benchmark_table(trained_run)
     assert set(table["judge"]) == {"length", "random", "base", "par"} and len(table) == 12
     for ext in ("csv", "md"):
         assert (trained_run / "tables" / f"05_benchmarks.{ext}").is_file()
@@ -73,15 +74,15 @@ def test_score_shift_gathers_judgments_before_and_after_training(trained_run):
 
 def test_figures_skip_cleanly_when_their_inputs_are_missing(tmp_path, capsys):
     empty = Run.create("empty", load_config("smoke"), results_dir=tmp_path).dir
-    for name, draw in {**FIGURES, "05_benchmarks": figures.benchmark_table}.items():
+    for name, draw in {**FIGURES, "05_benchmarks": tables.benchmark_table}.items():
         assert draw(empty) is None, name
     assert capsys.readouterr().out.count("[05] skipped") == len(FIGURES) + 1
     assert not (empty / "figures").exists() and not (empty / "tables").exists()
 
 
 def test_paper_table_holds_the_papers_numbers_and_ours(trained_run):
-    table = figures.paper_table(trained_run).set_index("row")
-    claims = {c["id"]: {**c, "claim": c["claim"] + " (%)"} for c in yaml.safe_load(figures.REFERENCE_FILE.read_text())["claims"]}
+    table = paper.paper_table(trained_run).set_index("row")
+    claims = {c["id"]: {**c, "claim": c["claim"] + " (%)"} for c in yaml.safe_load(paper.REFERENCE_FILE.read_text())["claims"]}
     assert {c["value"] for c in claims.values() if c["value"] is not None} == {8.7, 4.7, 13.6}
 
     headline = table.loc[claims["judge_avg_v2"]["claim"]]
@@ -108,7 +109,7 @@ def test_paper_table_holds_the_papers_numbers_and_ours(trained_run):
 
 def test_paper_table_without_evaluations_keeps_our_cells_empty(tmp_path):
     empty = Run.create("empty", load_config("smoke"), results_dir=tmp_path).dir
-    table = figures.paper_table(empty)
+    table = paper.paper_table(empty)
     claim_rows = table[~table["row"].str.startswith("setting:")]
     assert claim_rows["ours"].isna().all() and claim_rows["ours source"].str.startswith("empty:").all()
     assert claim_rows["paper"].dropna().tolist() == [8.7, 4.7, 13.6]
@@ -146,7 +147,7 @@ def read_jsonl_rows(path):
 
 
 def test_tables_are_saved_as_their_frames_give_them(trained_run):
-    for name, build in figures.TABLES.items():
+    for name, build in summary.TABLES.items():
         table = build(trained_run)
-        paths = figures.save_table(table, trained_run, name)
-        assert [p.read_text() for p in paths] == list(figures.table_files(table).values())
+        paths = tables.save_table(table, trained_run, name)
+        assert [p.read_text() for p in paths] == list(tables.table_files(table).values())

@@ -7,8 +7,8 @@ from if_verifiable import IFEvalSample, evaluate_output_for_sample
 from typer.testing import CliRunner
 
 from patarm_kit.cli import app
-from patarm_kit.data import load_ifeval
-from patarm_kit.ifeval import OFFICIAL, score_verdicts, verdict_rows
+from patarm_kit.data.sources.ifeval import load_ifeval
+from patarm_kit.evaluation.ifeval import OFFICIAL, score_verdicts, verdict_rows
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_a_verdict_depends_on_the_response_alone(prompts):
     wrapped implementation's under that seed, and the caller's random state is left as it was."""
     import random
 
-    from patarm_kit import ifcheck
+    from patarm_kit.data import ifcheck
 
     prompt = prompts[1122]
     assert prompt.kwargs[1]["letter"] == "#"

@@ -6,9 +6,11 @@ import pytest
 from if_verifiable.common import evaluate_instructions
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
-from patarm_kit import ifcheck, ifpairs
-from patarm_kit.config import SourceConfig
-from patarm_kit.data import load_source, split_of, split_of_key
+from patarm_kit.config.schema import SourceConfig
+from patarm_kit.data import ifcheck
+from patarm_kit.data.loading import load_source
+from patarm_kit.data.sources import verifiable_if as ifpairs
+from patarm_kit.data.splits import split_of, split_of_key
 
 FRACTIONS = {"train": 0.8, "dev": 0.1, "test": 0.1}
 

@@ -4,12 +4,16 @@ import dataclasses
 
 import pytest
 
-from patarm_kit.config import JudgeConfig, SamplingConfig, SourceConfig
-from patarm_kit.data import load_source
-from patarm_kit.engine import HFEngine
-from patarm_kit.judge import (
+from patarm_kit.config.schema import (
+    JudgeConfig,
+    ModelConfig,
+    SamplingConfig,
+    SourceConfig,
+)
+from patarm_kit.data.loading import load_source
+from patarm_kit.judging.engine import Completion, HFEngine
+from patarm_kit.judging.judge import (
     CHUNK_SEQUENCES,
-    Completion,
     Judge,
     judging_summary,
     read_judgments,
@@ -19,9 +23,8 @@ from patarm_kit.judge import (
     vote,
     voted_scores,
 )
-from patarm_kit.models import load_tokenizer
-from patarm_kit.config import ModelConfig
-from patarm_kit.rubrics import load_rubrics
+from patarm_kit.judging.models import load_tokenizer
+from patarm_kit.judging.rubrics import load_rubrics
 
 
 class ScriptedEngine:

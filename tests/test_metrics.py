@@ -3,17 +3,22 @@
 import numpy as np
 import pytest
 
-from patarm_kit.bench import rmbench
-from patarm_kit.bench.base import pair_outcome
-from patarm_kit.bench.rewardbench import (
+from patarm_kit.data.sources.reward_bench import LLMBAR_FILES_TO_SUBSETS
+from patarm_kit.data.sources.rm_bench import domain_of
+from patarm_kit.evaluation.benches import rmbench  # its private consistency check
+from patarm_kit.evaluation.benches.base import pair_outcome
+from patarm_kit.evaluation.benches.rewardbench import (
     EXAMPLE_COUNTS,
-    LLMBAR_FILES_TO_SUBSETS,
     PRIOR_SETS,
     SUBSET_MAPPING,
     SUBSET_SIZES,
     score_rewardbench,
 )
-from patarm_kit.bench.rmbench import difficulty_scores, domain_of, score_rmbench, style_matrix
+from patarm_kit.evaluation.benches.rmbench import (
+    difficulty_scores,
+    score_rmbench,
+    style_matrix,
+)
 
 # ---------------------------------------------------------------- RM-Bench
 

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from patarm_kit.config import ModelConfig, load_config
-from patarm_kit.models import ModelError, load_tokenizer, materialize_bundled
-from patarm_kit.results import Run, RunExistsError, atomic_write_text
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.schema import ModelConfig
+from patarm_kit.judging.models import ModelError, load_tokenizer, materialize_bundled
+from patarm_kit.runs.files import atomic_write_text
+from patarm_kit.runs.run import Run, RunExistsError
 
 
 @pytest.mark.model
@@ -34,7 +36,7 @@ def test_materialized_checkpoint_is_plain_safetensors():
 
 
 def test_unknown_model_gives_a_clear_error():
-    from patarm_kit.models import load_model
+    from patarm_kit.judging.models import load_model
 
     with pytest.raises(ModelError, match="cannot load model"):
         load_model(ModelConfig(name="/nonexistent/model-folder"))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patarm_kit.par import (
+from patarm_kit.training.par_reward import (
     DEFAULT_MARGIN_SCALE,
     format_reward,
     make_par_reward_func,

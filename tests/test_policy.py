@@ -5,21 +5,24 @@ from pathlib import Path
 
 import pytest
 
-from patarm_kit import ifcheck
-from patarm_kit.config import ConfigError, JudgeConfig, SamplingConfig, load_config
-from patarm_kit.data import load_ifeval
-from patarm_kit.judge import Completion, Judge
-from patarm_kit.models import load_tokenizer
-from patarm_kit.policy import (
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.rules import ConfigError
+from patarm_kit.config.schema import JudgeConfig, SamplingConfig
+from patarm_kit.data import ifcheck
+from patarm_kit.data.sources.ifeval import load_ifeval
+from patarm_kit.evaluation.downstream import prompt_outcomes
+from patarm_kit.judging.engine import Completion
+from patarm_kit.judging.judge import Judge
+from patarm_kit.judging.models import load_tokenizer
+from patarm_kit.judging.rubrics import load_rubrics
+from patarm_kit.training.policies import (
     UNSCORED_REWARD,
     checker_reward,
     grpo_block,
     judge_reward,
     policy_prompts,
-    prompt_outcomes,
     scaled,
 )
-from patarm_kit.rubrics import load_rubrics
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,7 @@ def test_judge_reward_is_the_mean_valid_score_scaled_and_an_unscored_completion_
 
 
 def test_the_policy_trainer_reads_the_policy_block_and_one_row_per_prompt(config):
-    from patarm_kit.train import grpo_args
+    from patarm_kit.training.grpo import grpo_args
 
     block = grpo_block(config)
     assert block.par.rollouts == config.policy.rollouts and block.par.max_steps == config.policy.max_steps
@@ -121,7 +124,7 @@ def downstream_run(tmp_path_factory):
     from test_determinism import nbval_smoke_run
 
     from patarm_kit import stages
-    from patarm_kit.results import Run
+    from patarm_kit.runs.run import Run
 
     if (made := nbval_smoke_run()) is not None:
         return made
@@ -138,9 +141,10 @@ def downstream_run(tmp_path_factory):
 def test_the_downstream_stage_scores_every_policy_and_verify_rebuilds_it(downstream_run, tmp_path):
     import shutil
 
-    from patarm_kit.layout import RunLayout
-    from patarm_kit.results import Run, read_json
-    from patarm_kit.verify import verify_run
+    from patarm_kit.report.verify import verify_run
+    from patarm_kit.runs.files import read_json
+    from patarm_kit.runs.layout import RunLayout
+    from patarm_kit.runs.run import Run
 
     layout, config = RunLayout(downstream_run), Run.open(downstream_run).config()
     summary = read_json(layout.downstream_summary)
@@ -167,8 +171,14 @@ def test_the_downstream_stage_scores_every_policy_and_verify_rebuilds_it(downstr
 
 
 def test_infobench_reads_its_file_scores_drfr_and_says_when_it_cannot_run(tmp_path, monkeypatch):
-    from patarm_kit.data import DataError
-    from patarm_kit.infobench import InfoBenchMissing, drfr, evaluator_messages, load_infobench, parse_answer
+    from patarm_kit.data.pairs import DataError
+    from patarm_kit.evaluation.infobench import (
+        InfoBenchMissing,
+        drfr,
+        evaluator_messages,
+        load_infobench,
+        parse_answer,
+    )
 
     with pytest.raises(InfoBenchMissing, match="no InFoBench data: .*infobench has no \\*.jsonl and the hub is off"):
         load_infobench(tmp_path)

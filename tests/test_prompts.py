@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from patarm_kit.prompts import (
+from patarm_kit.data.pairs import TASKS
+from patarm_kit.judging.prompts import (
     format_judgment,
     pairwise_messages,
     pointwise_messages,
     render_chat,
 )
-from patarm_kit.rubrics import TASKS, RubricError, load_rubrics, render_rubric
+from patarm_kit.judging.rubrics import RubricError, load_rubrics, render_rubric
 
 # Mimics the part of Qwen3's template that reads enable_thinking: thinking is on unless the
 # caller sets it to false, in which case an empty think block is pre-filled.

@@ -7,27 +7,55 @@ import math
 
 import pytest
 
-from patarm_kit import evaluate as evaluation
-from patarm_kit.bench import EvalError
-from patarm_kit.config import REPO_ROOT, ConfigError, JudgeConfig, ModelConfig, SamplingConfig, SourceConfig, load_config, readout_name
-from patarm_kit.data import PreferencePair, load_source
-from patarm_kit.engine import response_seed
-from patarm_kit.evaluate import compute_metrics, curve_row, curve_sampling, paired_difference, paired_differences
-from patarm_kit.figures import benchmark_bars_data, plot_benchmark_bars, plot_learning_curve, readout_frame, suite_metrics
-from patarm_kit.judge import (
-    SAMPLED_MEAN, Completion, Judge, Judgment, expected_score, read_judgments, readout_score, requests_for_pairs,
-    save_judgments, score_digit_ids,
+from patarm_kit.config.build import par_variant
+from patarm_kit.config.loader import REPO_ROOT, load_config
+from patarm_kit.config.rules import ConfigError, readout_name
+from patarm_kit.config.schema import (
+    JudgeConfig,
+    ModelConfig,
+    SamplingConfig,
+    SourceConfig,
 )
-from patarm_kit.judges import parse_judge
-from patarm_kit.layout import RunLayout
-from patarm_kit.prompts import score_position
-from patarm_kit.models import load_tokenizer
-from patarm_kit.par import rewards_for_batch
-from patarm_kit.results import Run, read_json
-from patarm_kit.rubrics import load_rubrics
-from patarm_kit.summary import render_summary, summary_json
-from patarm_kit.train import shuffled_labels
-from patarm_kit.verify import verify_run
+from patarm_kit.data.loading import load_source
+from patarm_kit.data.pairs import PreferencePair
+from patarm_kit.evaluation import evaluate as evaluation
+from patarm_kit.evaluation.curve import curve_row, curve_sampling
+from patarm_kit.evaluation.evaluate import (
+    compute_metrics,
+    paired_difference,
+    paired_differences,
+)
+from patarm_kit.judging.engine import Completion, response_seed
+from patarm_kit.judging.judge import (
+    SAMPLED_MEAN,
+    EvalError,
+    Judge,
+    Judgment,
+    expected_score,
+    read_judgments,
+    readout_score,
+    requests_for_pairs,
+    save_judgments,
+    score_digit_ids,
+)
+from patarm_kit.judging.models import load_tokenizer
+from patarm_kit.judging.prompts import score_position
+from patarm_kit.judging.registry import parse_judge
+from patarm_kit.judging.rubrics import load_rubrics
+from patarm_kit.report.figures import (
+    benchmark_bars_data,
+    plot_benchmark_bars,
+    plot_learning_curve,
+    suite_metrics,
+)
+from patarm_kit.report.summary import render_summary, summary_json
+from patarm_kit.report.tables import readout_frame
+from patarm_kit.report.verify import verify_run
+from patarm_kit.runs.files import read_json
+from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.run import Run
+from patarm_kit.training.par import shuffled_labels
+from patarm_kit.training.par_reward import rewards_for_batch
 
 DIGITS = {d: 100 + d for d in range(10)}  # a made-up tokenizer: digit d is token 100 + d
 
@@ -91,8 +119,8 @@ def test_format_mode_rewards_a_readable_score_whatever_the_preference():
 
 def test_variants_and_the_primary_comparison_are_checked():
     config = load_config("cpu-ablations")
-    assert config.par_variant("shuffled").par.shuffle_labels and config.par_variant("graded").par.mode == "graded"
-    assert config.par_variant("shuffled").par.n_pairs == config.par.n_pairs  # everything else as the profile's PAR
+    assert par_variant(config, "shuffled").par.shuffle_labels and par_variant(config, "graded").par.mode == "graded"
+    assert par_variant(config, "shuffled").par.n_pairs == config.par.n_pairs  # everything else as the profile's PAR
     assert config.eval.primary == {"a": "par", "b": "sft", "bench": "pairs:verifiable-if", "readout": "expected"}
     with pytest.raises(ConfigError, match="par.variants.x.modee"):
         load_config("cpu", {"par.variants": {"x": {"modee": "format"}}})
@@ -101,12 +129,12 @@ def test_variants_and_the_primary_comparison_are_checked():
     with pytest.raises(ConfigError, match="eval.primary"):
         load_config("cpu", {"eval.primary": {"a": "par", "b": "sft"}})
     with pytest.raises(ConfigError, match="no 'nope'"):
-        config.par_variant("nope")
+        par_variant(config, "nope")
 
 
 def test_the_pairwise_judge_gets_its_own_token_budget():
-    from patarm_kit.evaluate import evaluation_sampling
-    from patarm_kit.judges import parse_judge
+    from patarm_kit.evaluation.evaluate import evaluation_sampling
+    from patarm_kit.judging.registry import parse_judge
 
     config = load_config("cpu")
     assert evaluation_sampling(config, parse_judge("pairwise")).max_new_tokens == 256
@@ -240,9 +268,9 @@ class SeededEngine:
         self.calls.append(seeds)
         self.blocks.append(sampling)
         starts = [seed * 1000 + first_index + i for i in range(len(prompts))] if seeds is None else seeds
-        return [[Completion(self._text(start + k), 5, True) for k in range(sampling.n)] for start in starts]
+        return [[Completion(self.text_field(start + k), 5, True) for k in range(sampling.n)] for start in starts]
 
-    def _text(self, value):
+    def text_field(self, value):
         value += self.offset
         return "<criteria>\n- a: b\n</criteria>" + ("no score" if value % 7 == 0 else f"<score>{value % 10 + 1}</score>")
 
@@ -381,13 +409,13 @@ def test_the_learning_curve_reads_every_readout_at_the_rollout_temperature(run_c
     """Step 0 of the curve (no checkpoint yet), judged by a scripted engine: greedy and expected from
     eval.sampling's judgment, sampled-mean and sampled-expected from k judgments sampled as PAR's rollouts;
     verify rebuilds it."""
-    from patarm_kit import judges
+    from patarm_kit.evaluation import curve  # the module whose model_judge is replaced
 
     engine = SeededEngine(tokenizer)
-    monkeypatch.setattr(judges, "model_judge", lambda config, sampling, adapter=None: Judge(
+    monkeypatch.setattr(curve, "model_judge", lambda config, sampling, adapter=None: Judge(
         tokenizer, engine, config.judge, load_rubrics(), seed=config.seed, sampling=sampling, adapter=adapter))
     config, layout = Run.open(run_copy).config(), RunLayout(run_copy)
-    (row,) = evaluation.learning_curve(config, layout, 3)
+    (row,) = curve.learning_curve(config, layout, 3)
     draws = dataclasses.replace(config.par.rollouts, n=config.eval.sampled_mean.n)
     assert engine.blocks == [config.eval.sampling, draws] and draws.temperature == config.par.rollouts.temperature
     stored = read_json(layout.curve_metrics(0))

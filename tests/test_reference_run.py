@@ -10,10 +10,11 @@ import json
 
 import pytest
 
-from patarm_kit.config import REPO_ROOT, load_config
-from patarm_kit.figures import FIGURE_DATA, TABLES
+from patarm_kit.config.loader import REPO_ROOT, load_config
+from patarm_kit.report.figures import FIGURE_DATA
+from patarm_kit.report.summary import TABLES
+from patarm_kit.report.verify import recorded_outputs, verify_run
 from patarm_kit.stages import NOTEBOOK_STAGES
-from patarm_kit.verify import recorded_outputs, verify_run
 
 REFERENCE = REPO_ROOT / "results" / "reference-cpu"
 

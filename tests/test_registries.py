@@ -6,15 +6,32 @@ import re
 
 import pytest
 
-from patarm_kit import engine
-from patarm_kit import evaluate as evaluation
-from patarm_kit.bench import BENCHMARKS, Benchmark, EvalError, get_bench, rewardbench, rmbench
-from patarm_kit.config import ConfigError, SamplingConfig, load_config
-from patarm_kit.data import RowProblem
-from patarm_kit.evaluate import evaluate, recompute_metrics, run_suite, suite_plan, summary_row
-from patarm_kit.figures import bench_label
-from patarm_kit.judges import JUDGES, JudgeKind, LengthJudge, build_judge, parse_judge
-from patarm_kit.layout import RunLayout
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.rules import ConfigError
+from patarm_kit.config.schema import SamplingConfig
+from patarm_kit.data.pairs import RowProblem
+from patarm_kit.data.sources import reward_bench, rm_bench
+from patarm_kit.evaluation import evaluate as evaluation
+from patarm_kit.evaluation.benches import BENCHMARKS, get_bench
+from patarm_kit.evaluation.benches.base import Benchmark
+from patarm_kit.evaluation.evaluate import (
+    evaluate,
+    recompute_metrics,
+    run_suite,
+    suite_plan,
+    summary_row,
+)
+from patarm_kit.judging import engine
+from patarm_kit.judging.judge import EvalError
+from patarm_kit.judging.registry import (
+    JUDGES,
+    JudgeKind,
+    LengthJudge,
+    build_judge,
+    parse_judge,
+)
+from patarm_kit.report.figures import bench_label
+from patarm_kit.runs.layout import RunLayout
 
 # A spec for each registered benchmark that takes an argument.
 SPEC_EXAMPLES = {"pairs": "pairs:hh-rlhf"}
@@ -59,15 +76,15 @@ def test_rmbench_judges_six_style_variants_and_adds_its_difficulty_columns(confi
 
 def test_hub_rows_convert_as_their_benchmark_says(data_dir):
     row = json.loads((data_dir / "rm-bench" / "chat_filtered.json").read_text())[0]
-    pair = rmbench.hub_pair({**row, "domain": "safety-refuse"}, 1)
+    pair = rm_bench.hub_pair({**row, "domain": "safety-refuse"}, 1)
     assert (pair.task, pair.subset, pair.id) == ("safety", "safety-refuse", f"rm-bench/safety-refuse/{row['id']}")
     assert pair.chosen_variants == tuple(row["chosen"]) and pair.chosen == row["chosen"][0]
     with pytest.raises(RowProblem, match="unknown RM-Bench domain 'poetry'"):
-        rmbench.hub_pair({**row, "domain": "poetry"}, 1)
+        rm_bench.hub_pair({**row, "domain": "poetry"}, 1)
     hub_row = {"prompt": "Sort a list in Go.", "chosen": "sort.Ints(xs)", "rejected": "xs.sort()", "subset": "hep-go", "id": 7}
-    pair = rewardbench.hub_pair(hub_row, 1)
+    pair = reward_bench.hub_pair(hub_row, 1)
     assert (pair.task, pair.id, pair.source) == ("code", "allenai/reward-bench/7", "allenai/reward-bench")
-    assert [rewardbench.task_of(s) for s in ("math-prm", "xstest-should-refuse", "llmbar-natural")] == ["math", "safety", "chat"]
+    assert [reward_bench.task_of(s) for s in ("math-prm", "xstest-should-refuse", "llmbar-natural")] == ["math", "safety", "chat"]
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -7,12 +7,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from patarm_kit import score_probe, stages
+from patarm_kit import stages
 from patarm_kit.cli import app
-from patarm_kit.config import load_config
-from patarm_kit.data import PreferencePair, read_pairs
-from patarm_kit.models import load_tokenizer
-from patarm_kit.results import Run
+from patarm_kit.config.loader import load_config
+from patarm_kit.data.pairs import PreferencePair, read_pairs
+from patarm_kit.judging.models import load_tokenizer
+from patarm_kit.runs.run import Run
+from patarm_kit.training import score_probe
 
 
 def _keyword_pair() -> PreferencePair:

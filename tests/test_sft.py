@@ -7,12 +7,13 @@ import statistics
 
 import pytest
 
-from patarm_kit import sft
-from patarm_kit.config import ModelConfig, load_config
-from patarm_kit.judge import JudgeRequest, Judgment
-from patarm_kit.judges import prompt_judge
-from patarm_kit.prompts import parse_judgment
-from patarm_kit.rubrics import load_rubrics
+from patarm_kit.config.loader import load_config
+from patarm_kit.config.schema import ModelConfig
+from patarm_kit.evaluation import warmup_checks
+from patarm_kit.judging.judge import JudgeRequest, Judgment, prompt_judge
+from patarm_kit.judging.prompts import parse_judgment
+from patarm_kit.judging.rubrics import load_rubrics
+from patarm_kit.training import sft
 
 RUBRICS = load_rubrics()
 
@@ -28,7 +29,7 @@ def targets(kind: str, side: str, n: int = 400, seed: int = 0) -> list[tuple[str
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from patarm_kit.models import load_tokenizer
+    from patarm_kit.judging.models import load_tokenizer
 
     return load_tokenizer(ModelConfig())
 
@@ -77,7 +78,7 @@ def test_targets_are_seeded_and_independent_of_the_other_pairs(tokenizer):
 
 
 def _pairs(n: int):
-    from patarm_kit.data import PreferencePair
+    from patarm_kit.data.pairs import PreferencePair
 
     return [
         PreferencePair(f"p{i}", "test", "chat", request(i).prompt, f"A good answer {i}.", f"A bad answer {i}.")
@@ -170,7 +171,7 @@ def test_pairwise_accuracy_counts_ties_and_invalid_pairs_apart():
         ("loss", "chosen"): [1, 1], ("loss", "rejected"): [9, None],
         ("invalid", "chosen"): [None, None], ("invalid", "rejected"): [4, 4],
     })
-    result = sft.pairwise_accuracy(records, ["win", "tie", "loss", "invalid"], n_boot=200, seed=0)
+    result = warmup_checks.pairwise_accuracy(records, ["win", "tie", "loss", "invalid"], n_boot=200, seed=0)
     assert result["accuracy"] == (1 + 0.5 + 0 + 0.5) / 4
     assert (result["win"], result["tie"], result["loss"], result["invalid"]) == (1, 1, 1, 1)
     assert 0 <= result["ci95"][0] <= result["accuracy"] <= result["ci95"][1] <= 1
@@ -181,12 +182,12 @@ def test_all_equal_groups_are_the_groups_without_reward_variance():
         ("a", "chosen"): [8, 2, 9, 7], ("a", "rejected"): [3, 3, 3, 3],  # chosen rewards 1,0,1,1; rejected 1,1,1,1
         ("b", "chosen"): [None] * 4, ("b", "rejected"): [5, 6, 7, 8],  # no valid chosen: everything earns 0
     })
-    assert sft.all_equal_groups(records, ["a", "b"], "binary") == {"groups": 4, "all_equal": 3, "share": 0.75}
+    assert warmup_checks.all_equal_groups(records, ["a", "b"], "binary") == {"groups": 4, "all_equal": 3, "share": 0.75}
 
 
 def test_score_histogram_counts_valid_scores_of_one_side():
     records = judgments({("a", "chosen"): [8, 8, None], ("a", "rejected"): [1, 2, 3]})
-    assert sft.score_histogram(records, "chosen") == {**{s: 0 for s in range(1, 11)}, 8: 2}
+    assert warmup_checks.score_histogram(records, "chosen") == {**{s: 0 for s in range(1, 11)}, 8: 2}
 
 
 # ---------------------------------------------------------------- a real short run
@@ -197,8 +198,9 @@ def test_score_histogram_counts_valid_scores_of_one_side():
 def test_a_short_real_sft_run_lowers_the_loss_and_its_adapter_reloads(tmp_path):
     from peft import PeftModel
 
-    from patarm_kit.models import load_model
-    from patarm_kit.results import Run, read_json
+    from patarm_kit.judging.models import load_model
+    from patarm_kit.runs.files import read_json
+    from patarm_kit.runs.run import Run
 
     config = load_config("smoke", {  # short prompts and few tokens keep this under a minute on 2 cores
         "sft.n_pairs": 2, "sft.max_steps": 4, "sft.batch_size": 2, "sft.learning_rate": 0.002,
@@ -218,7 +220,7 @@ def test_a_short_real_sft_run_lowers_the_loss_and_its_adapter_reloads(tmp_path):
     stage = result.facts  # what the sft stage records in the manifest
     assert stage["base_model"] == "smollm2-135m-instruct" and stage["steps"] == 4 and stage["data"]["examples"] == 4
 
-    checks = sft.warmup_checks(config, run, adapter)
+    checks = warmup_checks.warmup_checks(config, run, adapter)
     assert set(checks["judges"]) == {"base", "sft"}
     # JSON turns the score histograms' integer keys into strings; compare what JSON keeps.
     assert read_json(run.dir / "sft" / "checks.json") == json.loads(json.dumps(checks))
@@ -240,7 +242,7 @@ def test_cli_sft_with_paper_targets_offline_exits_with_the_clear_error(tmp_path)
 
 
 def _built_pair(chosen: str, rejected: str):
-    from patarm_kit.data import PreferencePair
+    from patarm_kit.data.pairs import PreferencePair
 
     return PreferencePair(
         "verifiable-if/hh/1/keywords:existence", "verifiable-if", "instruction",
@@ -251,7 +253,7 @@ def _built_pair(chosen: str, rejected: str):
 
 
 def _facts_targets(pair, kind: str = "facts") -> dict[str, str]:
-    from patarm_kit.judge import requests_for_pairs
+    from patarm_kit.judging.judge import requests_for_pairs
 
     return {r.response: sft.judgment_target(r, RUBRICS[r.task], kind, 0, pair.instructions)[0] for r in requests_for_pairs([pair])}
 
@@ -275,7 +277,7 @@ def test_a_facts_target_changes_with_the_response_and_not_with_the_label():
 @pytest.mark.parametrize("instruction_id", sorted(sft.facts.INSTRUCTION_FACTS))
 def test_every_instruction_type_has_a_fact_of_the_response(instruction_id, data_dir):
     """Built on the real verifiable pairs: each type's fact differs between the two sides of most pairs."""
-    from patarm_kit.data import load_source
+    from patarm_kit.data.loading import load_source
 
     pairs = []
     for name in ("verifiable-if", "verifiable-if-transfer"):
@@ -290,8 +292,8 @@ def test_every_instruction_type_has_a_fact_of_the_response(instruction_id, data_
 
 
 def test_facts_targets_fit_the_rollout_budget(tokenizer, data_dir):
-    from patarm_kit.data import load_source
-    from patarm_kit.judge import requests_for_pairs
+    from patarm_kit.data.loading import load_source
+    from patarm_kit.judging.judge import requests_for_pairs
 
     pairs = load_source("verifiable-if", data_dir, {"train": 0.8, "dev": 0.1, "test": 0.1})[0][:200]
     instructions = {p.id: p.instructions for p in pairs}
@@ -301,21 +303,21 @@ def test_facts_targets_fit_the_rollout_budget(tokenizer, data_dir):
 
 
 def test_facts_report_counts_each_keyword_verdict_and_leaves_quotes_out_of_verdicts():
-    from patarm_kit.judge import Judgment
+    from patarm_kit.judging.judge import Judgment
 
     follows = "Water it daily. This also touches on walnut and lantern."
     pair = _built_pair(follows, "Water it daily. This also touches on meadow and violin.")
     text = ('<criteria>\n- Constraint followed: use walnut and lantern\n</criteria>\n'
             '<evaluation>ends: "... touches on walnut and lantern."; has walnut: yes; has lantern: no.</evaluation>\n<score>6</score>')
     judgment = Judgment(pair.id, "chosen", "instruction", 0, text, 6, None, [], 300, 40, False)
-    report = sft.facts_report([judgment], [pair])
+    report = warmup_checks.facts_report([judgment], [pair])
     assert report["verdicts_stated"] == 0.5  # one of the two keyword verdicts right
     assert report["facts_stated"] == 2 / 3 and report["all_facts_stated"] == 0.0  # the quote counts among the facts
     assert report["verdicts_by_instruction"] == {"keywords:existence": {"judgments": 1, "verdicts_stated": 0.5}}
 
 
 def test_score_by_stated_side_reads_what_a_judgment_says_not_which_response_it_judges():
-    from patarm_kit.judge import Judgment
+    from patarm_kit.judging.judge import Judgment
 
     pair = _built_pair("Water it daily. This also touches on walnut and lantern.", "Water it daily. This also touches on meadow and violin.")
 
@@ -327,6 +329,6 @@ def test_score_by_stated_side_reads_what_a_judgment_says_not_which_response_it_j
                  judged("rejected", "has walnut: yes; has lantern: yes", 7),  # misread: it states the chosen side's verdicts
                  judged("rejected", "has walnut: no; has lantern: no", 2),
                  judged("chosen", "has walnut: yes; has lantern: no", 10)]  # neither side's verdicts wholly: left out
-    gaps = sft.score_by_stated_side(judgments, [pair])
+    gaps = warmup_checks.score_by_stated_side(judgments, [pair])
     assert (gaps["n_chosen_facts"], gaps["n_rejected_facts"]) == (2, 1)
     assert gaps["score_chosen_facts"] == 8.0 and gaps["score_rejected_facts"] == 2.0 and gaps["score_gap"] == 6.0

@@ -8,18 +8,12 @@ import dataclasses
 import pytest
 
 from patarm_kit import stages
-from patarm_kit.config import PROFILE_DIR, load_config
-from patarm_kit.data import (
-    BUILTIN_SOURCES,
-    BUILT_SOURCES,
-    PreferencePair,
-    load_source,
-    prompt_keys,
-    read_pairs,
-    split_of,
-    split_of_key,
-)
-from patarm_kit.results import Run
+from patarm_kit.config.loader import PROFILE_DIR, load_config
+from patarm_kit.data.loading import BUILT_SOURCES, BUILTIN_SOURCES, load_source
+from patarm_kit.data.pairs import PreferencePair, read_pairs
+from patarm_kit.data.splits import prompt_keys, split_of, split_of_key
+from patarm_kit.evaluation.benches import bench_pairs
+from patarm_kit.runs.run import Run
 
 YAML_ORDER = {"train": 0.8, "dev": 0.1, "test": 0.1}
 MANIFEST_ORDER = {"dev": 0.1, "test": 0.1, "train": 0.8}  # a manifest's keys are sorted
@@ -73,7 +67,7 @@ def test_every_local_profile_is_tested():
 def test_the_test_split_survives_and_no_dev_pair_sits_on_a_bench_prompt(stage_one):
     layout = stage_one.layout
     assert layout.pairs("test").stat().st_size and layout.pairs("dev").stat().st_size
-    bench_keys = frozenset().union(*(prompt_keys(p) for ps in stages.bench_pairs(stage_one.config()).values() for p in ps))
+    bench_keys = frozenset().union(*(prompt_keys(p) for ps in bench_pairs(stage_one.config()).values() for p in ps))
     assert not [p.id for p in read_pairs(layout.pairs("dev")) if prompt_keys(p) & bench_keys]
 
 
@@ -81,7 +75,7 @@ def test_no_held_out_pair_shares_a_prompt_with_a_training_pair(stage_one):
     layout, config = stage_one.layout, stage_one.config()
     train_keys = frozenset().union(*(prompt_keys(p) for p in read_pairs(layout.pairs("train"))))
     held_out = {split: read_pairs(layout.pairs(split)) for split in ("dev", "test")}
-    held_out |= {f"bench {name}": pairs for name, pairs in stages.bench_pairs(config).items()}
+    held_out |= {f"bench {name}": pairs for name, pairs in bench_pairs(config).items()}
     held_out |= {path.name: read_pairs(path) for path in layout.pairs_dir.glob("bench-*.jsonl")}
     for name, pairs in held_out.items():
         shared = [p.id for p in pairs if prompt_keys(p) & train_keys]
@@ -106,6 +100,6 @@ def test_rmbench_prompts_are_taken_out_of_hh_rlhf_training(tmp_path):
     stages.data(run)
     removed = run.manifest()["stages"]["data"]["facts"]["decontaminated"]["hh-rlhf"]
     assert removed["by_bench"].get("rmbench", 0) >= 19
-    rmbench = frozenset().union(*(prompt_keys(p) for p in stages.bench_pairs(config)["rmbench"]))
+    rmbench = frozenset().union(*(prompt_keys(p) for p in bench_pairs(config)["rmbench"]))
     for split in ("train", "dev"):  # a test pair may share a prompt with a bench: both are held out
         assert not [p for p in read_pairs(run.layout.pairs(split)) if prompt_keys(p) & rmbench]

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from patarm_kit.chain import ChainError, notebook_path, run_chain, select_notebooks
-from patarm_kit.config import load_config
-from patarm_kit.data import sha256_of
-from patarm_kit.results import OutputExistsError, Run, RunError, validate_run_name
+from patarm_kit.config.loader import load_config
+from patarm_kit.runs.files import RunError, sha256_of
+from patarm_kit.runs.run import OutputExistsError, Run, validate_run_name
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "../escape", "a/b", "/abs/path", "a\\b", "-flag", ".hidden", "x/../y", "a..b"])
@@ -109,7 +109,7 @@ def test_profiles_may_only_name_notebooks_in_the_notebooks_folder(tmp_path):
 
 
 def test_the_chain_refuses_a_finished_notebook_before_running_anything(tmp_path, monkeypatch):
-    import patarm_kit.results as results
+    from patarm_kit.runs import run as results  # RESULTS_DIR lives there
 
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
     run = Run.create("done", load_config("smoke"), results_dir=tmp_path)
@@ -162,10 +162,10 @@ def test_a_resumed_evaluation_judges_only_what_was_not_finished(run_copy, monkey
     """A killed eval stage (status running, one metrics file never written, a stray judgments file
     beside it): --resume judges that one evaluation again, reads the others back, and records the
     stage done with the same numbers; a second --resume reads the whole stage back."""
-    from patarm_kit import evaluate as evaluation
     from patarm_kit import stages
-    from patarm_kit.layout import RunLayout
-    from patarm_kit.results import read_json
+    from patarm_kit.evaluation import evaluate as evaluation
+    from patarm_kit.runs.files import read_json
+    from patarm_kit.runs.layout import RunLayout
 
     run, layout = Run.open(run_copy), RunLayout(run_copy)
     done = read_json(layout.benchmarks_summary)

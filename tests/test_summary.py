@@ -8,13 +8,21 @@ from collections import defaultdict
 import pytest
 from typer.testing import CliRunner
 
-from patarm_kit import figures
 from patarm_kit.cli import app
-from patarm_kit.config import REPO_ROOT, load_config
-from patarm_kit.data import sha256_of
-from patarm_kit.results import Run, RunError, read_json
-from patarm_kit.summary import migrate, publish, readme_block, render_readme, render_summary, summary_json, write_summary
-from patarm_kit.verify import verify_run
+from patarm_kit.config.loader import REPO_ROOT, load_config
+from patarm_kit.report import figures, tables
+from patarm_kit.report.summary import (
+    migrate,
+    publish,
+    readme_block,
+    render_readme,
+    render_summary,
+    summary_json,
+    write_summary,
+)
+from patarm_kit.report.verify import verify_run
+from patarm_kit.runs.files import RunError, read_json, sha256_of
+from patarm_kit.runs.run import Run
 
 REFERENCE = REPO_ROOT / "results" / "reference-cpu"
 runner = CliRunner()
@@ -117,7 +125,7 @@ def test_write_summary_and_the_readme_block(run_copy, tmp_path):
 
 def test_migrate_adds_figure_data_and_summary_and_records_every_file_once(run_copy):
     figures.plot_benchmark_bars(run_copy)
-    figures.benchmark_table(run_copy)
+    tables.benchmark_table(run_copy)
     drawn = (run_copy / "figures" / "05_benchmark_bars.csv").read_text()
     (run_copy / "figures" / "05_benchmark_bars.csv").unlink()  # as a run drawn before figure data was saved
     (run_copy / "README.md").write_text("What this run is (prose, edited at will).\n")
@@ -136,7 +144,7 @@ def test_migrate_adds_figure_data_and_summary_and_records_every_file_once(run_co
 
 
 def test_a_run_without_evaluations_says_so(tmp_path):
-    from patarm_kit.config import load_config
+    from patarm_kit.config.loader import load_config
 
     empty = Run.create("empty", load_config("smoke"), results_dir=tmp_path).dir
     assert "No evaluations in this run" in render_summary(summary_json(empty))

@@ -11,16 +11,22 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from patarm_kit.config import REPO_ROOT, load_config
-from patarm_kit.data import PreferencePair, save_pairs
-from patarm_kit.par import rewards_for_batch
-from patarm_kit.prompts import parse_judgment
-from patarm_kit.results import Run
-from patarm_kit.train import (
-    CHECKPOINT_COMPLETE, evaluation_first_word, latest_checkpoint, read_metrics, rollout_metrics, score_entropy,
+from par_reward_worker import (
+    rewards_of,  # the reward call the multi-process worker makes
 )
-from par_reward_worker import rewards_of  # the reward call the multi-process worker makes
+
+from patarm_kit.config.loader import REPO_ROOT, load_config
+from patarm_kit.data.pairs import PreferencePair, save_pairs
+from patarm_kit.judging.prompts import parse_judgment
+from patarm_kit.runs.run import Run
+from patarm_kit.training.checkpoints import CHECKPOINT_COMPLETE, latest_checkpoint
+from patarm_kit.training.grpo import read_metrics
+from patarm_kit.training.par import (
+    evaluation_first_word,
+    rollout_metrics,
+    score_entropy,
+)
+from patarm_kit.training.par_reward import rewards_for_batch
 
 # Each (pair, side) has 3 rollouts: 3 pairs x 2 sides x 3 = 18 completions. Two processes hold
 # 9 each, so pair "b" is split: its chosen rollouts on process 0, its rejected on process 1.
@@ -92,7 +98,7 @@ def test_score_entropy_is_in_bits_over_the_valid_scores():
 
 
 def test_the_band_is_the_first_word_of_the_evaluation():
-    from patarm_kit.prompts import format_judgment
+    from patarm_kit.judging.prompts import format_judgment
 
     judgment = format_judgment([("accuracy", "the arithmetic is right")], "Weak on arithmetic; poor accuracy.", 2)
     assert evaluation_first_word(judgment) == "weak"
@@ -159,7 +165,7 @@ def make_run(tmp_path: Path, overrides: list[str]) -> Run:
 @pytest.mark.slow
 @pytest.mark.model
 def test_tiny_grpo_run_writes_metrics_checkpoints_and_adapter(tmp_path):
-    from patarm_kit.train import train_par
+    from patarm_kit.training.par import train_par
 
     run = make_run(tmp_path, TINY_RUN)
     config = load_config("smoke", dict(o.split("=", 1) for o in TINY_RUN))
@@ -199,8 +205,13 @@ def test_with_beta_the_kl_to_the_warm_up_is_logged_and_only_the_trained_adapter_
     from peft import PeftModel, get_peft_model
     from safetensors.torch import load_file
 
-    from patarm_kit.models import load_model, lora_config
-    from patarm_kit.train import make_grpo_trainer, metrics_callback, read_metrics, save_trained_adapter
+    from patarm_kit.judging.models import load_model, lora_config
+    from patarm_kit.training.checkpoints import save_trained_adapter
+    from patarm_kit.training.grpo import (
+        make_grpo_trainer,
+        metrics_callback,
+        read_metrics,
+    )
 
     config = load_config("smoke", {"par.pairs_per_step": 1, "par.rollouts.n": 2, "par.rollouts.max_new_tokens": 8,
                                    "par.max_steps": 3, "par.beta": 0.01, "par.learning_rate": 0.01,
@@ -247,7 +258,7 @@ def test_two_cpu_processes_train_with_a_pair_split_across_them(tmp_path):
 def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path, kill_when_written):
     from peft import get_peft_model
 
-    from patarm_kit.models import load_model, lora_config
+    from patarm_kit.judging.models import load_model, lora_config
 
     run = make_run(tmp_path, TINY_RUN)
     # The SFT stage's output, here a fresh adapter: `train` starts from <run>/sft/adapter.
@@ -298,8 +309,9 @@ def test_grpo_canary_the_reward_rises_so_rollouts_come_from_the_updated_weights(
     import torch
     from datasets import Dataset
 
-    from patarm_kit.models import load_model, lora_config
-    from patarm_kit.train import LAUNCHER_VARIABLES, make_grpo_trainer
+    from patarm_kit.judging.models import load_model, lora_config
+    from patarm_kit.training.grpo import make_grpo_trainer
+    from patarm_kit.training.weight_sync import LAUNCHER_VARIABLES
 
     steps = 6
     config = load_config("smoke", {
@@ -337,9 +349,9 @@ def test_grpo_canary_the_reward_rises_so_rollouts_come_from_the_updated_weights(
 def test_only_the_top_layers_train_and_too_many_layers_is_a_config_error():
     from peft import get_peft_model
 
-    from patarm_kit.config import ConfigError
-    from patarm_kit.models import load_model, lora_config
-    from patarm_kit.train import train_top_layers_only
+    from patarm_kit.config.rules import ConfigError
+    from patarm_kit.judging.models import load_model, lora_config
+    from patarm_kit.training.grpo import train_top_layers_only
 
     config = load_config("smoke")
     model = get_peft_model(load_model(config.model, trainable=True)[0], lora_config(config.lora))
@@ -359,8 +371,8 @@ def test_projecting_completion_tokens_only_gives_trl_the_same_logprobs_and_gradi
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
-    from patarm_kit.models import load_model
-    from patarm_kit.train import project_completion_tokens_only
+    from patarm_kit.judging.models import load_model
+    from patarm_kit.training.grpo import project_completion_tokens_only
 
     model, tokenizer = load_model(load_config("smoke", {"model.dtype": "float32"}).model)
     add_fused_lm_head(model, temperature=0.7, cast_lm_head_to_fp32=False, outputs=("log_probs", "entropy"))
@@ -394,8 +406,8 @@ def test_grpo_runs_with_every_dropout_off_lora_included(tmp_path, adapter):
     from peft import PeftModel, get_peft_model
     from torch import nn
 
-    from patarm_kit.models import load_model, lora_config
-    from patarm_kit.train import lora_dropout_in_use, make_grpo_trainer
+    from patarm_kit.judging.models import load_model, lora_config
+    from patarm_kit.training.grpo import lora_dropout_in_use, make_grpo_trainer
 
     config = load_config("smoke", {"par.pairs_per_step": 1, "par.rollouts.n": 2, "par.use_vllm": False,
                                    "model.torch_threads": 1})
@@ -424,8 +436,8 @@ def test_each_run_seed_draws_its_own_rollouts_with_vllm(tmp_path):
     index alone, so without train.seed_rollout_stream two seeds would share every rollout draw."""
     from datasets import Dataset
 
-    from patarm_kit.models import load_model, lora_config
-    from patarm_kit.train import make_grpo_trainer
+    from patarm_kit.judging.models import load_model, lora_config
+    from patarm_kit.training.grpo import make_grpo_trainer
 
     def rollouts(seed: int) -> list[list[int]]:
         config = load_config("smoke", {

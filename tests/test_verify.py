@@ -13,11 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from patarm_kit.cli import app
-from patarm_kit.config import REPO_ROOT
-from patarm_kit.data import load_sources, save_pairs, sha256_of
-from patarm_kit.results import Run
-from patarm_kit.summary import migrate
-from patarm_kit.verify import table_differences, value_differences, verify_run
+from patarm_kit.config.loader import REPO_ROOT
+from patarm_kit.report.differences import table_differences, value_differences
+from patarm_kit.report.summary import migrate
+from patarm_kit.report.verify import verify_run
+from patarm_kit.runs.files import sha256_of
+from patarm_kit.runs.run import Run
 
 runner = CliRunner()
 REFERENCE = REPO_ROOT / "results" / "reference-cpu"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from patarm_kit.config import load_config
+from patarm_kit.config.loader import load_config
 
 SYNCS = 16
 
@@ -18,7 +18,7 @@ def lora_model_with_an_sft_sized_adapter():
     import torch
     from peft import get_peft_model
 
-    from patarm_kit.models import load_model, lora_config
+    from patarm_kit.judging.models import load_model, lora_config
 
     config = load_config("smoke", {"model.torch_threads": 1})
     model = get_peft_model(load_model(config.model, trainable=True)[0], lora_config(config.lora))
@@ -161,7 +161,10 @@ def test_a_sync_serves_base_plus_delta_and_never_writes_the_trainers_base(monkey
     server (and GPU colocate): TRL's own sync_weights. Neither may merge in place."""
     import torch
 
-    from patarm_kit.train import serve_weights_out_of_place, sync_by_inplace_reload
+    from patarm_kit.training.weight_sync import (
+        serve_weights_out_of_place,
+        sync_by_inplace_reload,
+    )
 
     model = lora_model_with_an_sft_sized_adapter()
     no_merging(model, monkeypatch)

@@ -1,8 +1,12 @@
 """patarm-kit: a notebook-first reproducibility kit for PaTaRM (arXiv 2510.24235).
 
-The notebooks in notebooks/ tell the story; this package does the work:
-config (profiles) -> data (pairs) -> prompts/rubrics (judge format) -> judge (batched
-judging) -> par (rewards) -> train (SFT, GRPO with LoRA) -> bench (metrics) -> figures.
+The notebooks in notebooks/ tell the story; this package does the work, in rooms laid out as
+the pipeline, each importing only the rooms before it (tests/test_package_layout.py):
+
+    config -> runs -> data -> judging -> training -> evaluation -> report
+
+and on top `stages` (the library stages the notebooks and the CLI call), `chain` (the notebooks
+run in order with papermill) and `cli`.
 """
 
 __version__ = "0.1.0"

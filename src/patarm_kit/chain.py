@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT, RunConfig, load_config
-from .data import sha256_of
-from .results import OutputExistsError, Run, now
-from .stages import NOTEBOOK_STAGES, notebook_stages
+from patarm_kit.config.loader import REPO_ROOT, load_config
+from patarm_kit.config.schema import RunConfig
+from patarm_kit.runs.env import now
+from patarm_kit.runs.files import sha256_of
+from patarm_kit.runs.run import OutputExistsError, Run
+from patarm_kit.stages import NOTEBOOK_STAGES, notebook_stages
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)

@@ -11,15 +11,26 @@ from typing import Any, Optional
 
 import typer
 
-from .chain import ChainError
-from .config import ConfigError, absolute_profile, load_config, parse_overrides
-from .data import DataError, count_pairs, load_sources
-from .evaluate import EvalError
-from .layout import RunLayout
-from .models import ModelError
-from .results import Run, RunError
-from .rubrics import RubricError
-from .sft import SftError
+from patarm_kit import stages
+from patarm_kit.chain import ChainError, run_chain
+from patarm_kit.config.loader import absolute_profile, load_config, parse_overrides
+from patarm_kit.config.rules import ConfigError
+from patarm_kit.config.schema import SourceConfig
+from patarm_kit.data.loading import load_sources
+from patarm_kit.data.pairs import DataError
+from patarm_kit.data.splits import count_pairs
+from patarm_kit.evaluation.downstream import downstream_frame, paired_frame
+from patarm_kit.evaluation.evaluate import evaluate
+from patarm_kit.evaluation.ifeval import evaluate_responses, format_ifeval
+from patarm_kit.judging.judge import EvalError
+from patarm_kit.judging.models import ModelError
+from patarm_kit.judging.rubrics import RubricError
+from patarm_kit.report.summary import render_summary, summary_json
+from patarm_kit.report.verify import compare_runs, verify_run
+from patarm_kit.runs.files import RunError
+from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.run import Run
+from patarm_kit.training.sft import SftError
 
 # Bad input, not a bug: the kit's own error classes (each message names the file, row or key)
 # and what reading a file raises (OSError: missing, a folder, no permission; JSON or UTF-8
@@ -73,7 +84,6 @@ def run(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
 ) -> None:
     """Run the profile's notebooks in order with papermill."""
-    from .chain import run_chain
 
     done = run_chain(profile, run_name, parse_overrides(set_ or []), data_dir, only, start_from, resume, force)
     typer.echo(f"run complete: {done.dir}")
@@ -88,7 +98,6 @@ def data(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Pair counts per source, task and split; validates every row on the way."""
-    from .config import SourceConfig
 
     config = load_config(profile)
     specs = [SourceConfig(name=s, bad_rows="skip" if skip_bad_rows else "error") for s in source] if source else config.data.sources
@@ -120,7 +129,6 @@ def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]]) 
     """The run a stage command works on. An existing run keeps its own config (a --profile or
     --set that would change it is refused before anything runs); a new folder becomes a new run
     made with --profile (default cpu) and --set."""
-    from .results import Run
 
     folder = Path(run_dir).resolve()
     overrides = parse_overrides(set_ or [])
@@ -147,7 +155,6 @@ def sft_command(
     set_: Optional[list[str]] = SET,
 ) -> None:
     """Format warm-up: LoRA SFT of the judge into <run>/sft/adapter, then its checks."""
-    from . import stages
 
     warmup = stages.sft(_stage_run(run_dir, profile, set_), force=force, checks=checks)
     result = warmup.result
@@ -173,7 +180,6 @@ def train_command(
 
     Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli train ...
     """
-    from . import stages
 
     result = stages.par(_stage_run(run_dir, profile, set_), force=force, resume=resume)
     last = result.metrics[-1] if result.metrics else {}
@@ -194,7 +200,6 @@ def probe_score_command(
 ) -> None:
     """Score-reading probe: can PAR's reward, on the score alone, make the judge score by its stated verdicts?
     A new run gets its pairs (stage 01) first."""
-    from . import stages
 
     reach = [None if value == "all" else _positive_int(value, "--layers") for value in layers]
     run = _stage_run(run_dir, profile, set_)
@@ -219,7 +224,6 @@ def train_bt_command(
     set_: Optional[list[str]] = SET,
 ) -> None:
     """The scalar Bradley-Terry baseline (LoRA + score head) on the run's training pairs, into <run>/bt/adapter."""
-    from . import stages
 
     result = stages.bt(_stage_run(run_dir, profile, set_), force=force)
     typer.echo(f"{result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s; loss {result.log[0]['loss']:.3f} -> "
@@ -237,7 +241,6 @@ def policies_command(
 
     Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli policies ...
     """
-    from . import stages
 
     for rewarder, result in stages.policies(_stage_run(run_dir, profile, set_), force=force).items():
         last = result.metrics[-1] if result.metrics else {}
@@ -253,8 +256,6 @@ def downstream_command(
     set_: Optional[list[str]] = SET,
 ) -> None:
     """IFEval on the untrained policy and every trained one (greedy), and the paired differences."""
-    from . import stages
-    from .policy import downstream_frame, paired_frame
 
     summary = stages.downstream(_stage_run(run_dir, profile, set_), force=force)
     typer.echo(downstream_frame(summary).to_string(index=False))
@@ -278,7 +279,6 @@ def evaluate_command(
 ) -> None:
     """Score one judge on one benchmark with the benchmark's own rules and 95% intervals,
     or (--bench ifeval --responses FILE) a policy's responses on IFEval by its own checkers."""
-    from .evaluate import evaluate
 
     overrides = parse_overrides(set_ or [])
     if data_dir:
@@ -287,7 +287,6 @@ def evaluate_command(
     if bench == "ifeval" or responses:
         if bench != "ifeval" or not responses or judge:
             raise EvalError("IFEval scores responses, not a judge: --bench ifeval --responses FILE.jsonl (and no --judge)")
-        from .ifeval import evaluate_responses, format_ifeval
 
         typer.echo(format_ifeval(evaluate_responses(Path(responses), Path(out), config.data.data_dir, config.eval.n_boot,
                                                     config.seed, force)))
@@ -338,7 +337,6 @@ def verify(
     data_dir: Optional[str] = typer.Option(None, callback=_absolute, help="data directory (default: the one the run recorded)"),
 ) -> None:
     """Recompute every metric from the stored judgments and check the data hashes; exit 1 on any difference."""
-    from .verify import verify_run
 
     report = verify_run(run_dir, data_dir)
     typer.echo(report.summary())
@@ -352,7 +350,6 @@ def compare(
     run_b: str = typer.Argument(..., help="second run folder"),
 ) -> None:
     """Differences between two runs: accuracy and interval per judge and bench, and config keys."""
-    from .verify import compare_runs
 
     differences = compare_runs(run_a, run_b)
     typer.echo(f"A = {run_a}\nB = {run_b}")
@@ -366,7 +363,6 @@ def summary(
 ) -> None:
     """The run's headline table: accuracy under both tie rules, 95% intervals, n, tie and invalid shares,
     truncated inputs, and the paired differences (what SUMMARY.md shows; nothing is written)."""
-    from .summary import render_summary, summary_json
 
     facts = summary_json(run_dir)
     typer.echo(json.dumps(facts, indent=2) if as_json else render_summary(facts), nl=as_json)

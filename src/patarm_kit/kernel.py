@@ -1,6 +1,8 @@
 """The kernel manager the chain's notebooks run under (its own module, so that importing the
 chain does not import jupyter_client: papermill is given this class by its import path)."""
 
+from __future__ import annotations
+
 import os
 import uuid
 from typing import Any

@@ -23,8 +23,52 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import READOUTS, RunConfig
-from .results import Run, read_json, write_json
+from patarm_kit.config.build import par_variant
+from patarm_kit.config.rules import READOUTS
+from patarm_kit.config.schema import RunConfig
+from patarm_kit.data.loading import load_sources
+from patarm_kit.data.pairs import read_pairs, subsample
+from patarm_kit.data.stage import decontaminate, write_stage_pairs
+from patarm_kit.evaluation import curve as learning_curves
+from patarm_kit.evaluation import evaluate as evaluation
+from patarm_kit.evaluation.benches import bench_pairs
+from patarm_kit.evaluation.downstream import (
+    downstream_summary,
+    evaluate_policy,
+    infobench,
+    policy_names,
+)
+from patarm_kit.evaluation.warmup_checks import warmup_checks
+from patarm_kit.judging.judge import judging_summary, requests_for_pairs, save_judgments
+from patarm_kit.judging.registry import RUN_ALIASES, build_judge
+from patarm_kit.judging.rubrics import criteria_summary, load_rubrics
+from patarm_kit.report.figures import (
+    plot_benchmark_bars,
+    plot_learning_curve,
+    plot_length_distributions,
+    plot_par_curves,
+    plot_rmbench_matrices,
+    plot_score_distributions,
+    plot_score_probe,
+    plot_score_shift,
+    plot_votes_curve,
+)
+from patarm_kit.report.paper import paper_table
+from patarm_kit.report.summary import write_summary
+from patarm_kit.report.tables import benchmark_table
+from patarm_kit.report.training_figures import (
+    plot_par_steps,
+    plot_policy_rewards,
+    plot_sft_loss,
+)
+from patarm_kit.runs.env import is_main_process
+from patarm_kit.runs.files import read_json, write_json
+from patarm_kit.runs.run import Run
+from patarm_kit.training.bt import recorded_bt, train_bt
+from patarm_kit.training.par import recorded_par, train_par, training_done
+from patarm_kit.training.policies import train_policy
+from patarm_kit.training.score_probe import probe_curve
+from patarm_kit.training.sft import recorded_result, run_sft
 
 # The library stages each chain notebook runs: the chain refuses to re-run a notebook whose
 # stages are recorded as done unless --force, and checks this before any notebook executes.
@@ -90,39 +134,20 @@ class DataStage:
     figure: Any
 
 
-def bench_pairs(config: RunConfig) -> dict[str, list[Any]]:
-    """Every pair of every bench the run will judge (eval.benches and the votes-curve bench), whole:
-    stage 01 removes training pairs that share a prompt with any of them. A `pairs:` bench over a
-    training source of the run is its test split, which the split rule already keeps apart."""
-    from .bench import get_bench
-    from .bench.pairs import PairsBench
-
-    train_sources = {s.name for s in config.data.sources if s.role == "train"}
-    specs = list(config.eval.benches) + ([config.eval.votes_curve_bench] if config.eval.votes_curve else [])
-    benches = {}
-    for spec in dict.fromkeys(specs):
-        bench = get_bench(spec)
-        if not (isinstance(bench, PairsBench) and bench.source_name in train_sources):
-            benches[spec] = bench.load_pairs(config)[0]
-    return benches
-
-
 def data(run: Run, force: bool = False, resume: bool = False) -> DataStage:
     """Load and validate every source, write the split pair files and the length figure (on resume: again,
     a minute's work that gives the same files)."""
-    from . import data as data_module
-    from .figures import plot_length_distributions
 
     config, layout = run.config(), run.layout
     figure_path = layout.figure("01_length_distributions")
     force = force or resume
     run.check_stage("data", config, [layout.pairs_dir, figure_path], force)
     fractions = config.data.split_fractions
-    loaded = data_module.load_sources(config.data.sources, config.data.data_dir, fractions)  # every row validated first
+    loaded = load_sources(config.data.sources, config.data.data_dir, fractions)  # every row validated first
     benches = bench_pairs(config)
     with run.stage("data", config, outputs=[layout.pairs_dir, figure_path], force=force) as record:
-        record.facts["decontaminated"] = data_module.decontaminate(loaded, benches, fractions)
-        written = data_module.write_stage_pairs(loaded, fractions, layout.pairs_dir)
+        record.facts["decontaminated"] = decontaminate(loaded, benches, fractions)
+        written = write_stage_pairs(loaded, fractions, layout.pairs_dir)
         for source in loaded:
             run.update("data", source.spec.name, vars(source.report))
         figure = plot_length_distributions({s.spec.name: s.pairs for s in loaded})
@@ -146,11 +171,6 @@ class PreviewStage:
 def preview(run: Run, force: bool = False, resume: bool = False) -> PreviewStage:
     """The base judge on a few training pairs: parse rate, criteria and scores before training (on resume:
     again, a few minutes)."""
-    from . import judge as judge_module
-    from .data import read_pairs, subsample
-    from .figures import plot_score_distributions
-    from .judges import build_judge
-    from .rubrics import criteria_summary, load_rubrics
 
     config, layout = run.config(), run.layout
     figure_path = layout.figure("02_base_score_distributions")
@@ -160,12 +180,12 @@ def preview(run: Run, force: bool = False, resume: bool = False) -> PreviewStage
     train_pairs = read_pairs(layout.pairs("train"))  # bad input stops here, before the stage is recorded
     with run.stage("preview", config, inputs=[layout.pairs("train")], outputs=outputs, force=force) as record:
         sample = subsample(train_pairs, config.judge.preview_pairs)
-        requests = judge_module.requests_for_pairs(sample)
+        requests = requests_for_pairs(sample)
         base_judge = build_judge("base", config, config.judge.preview)
         prompt = base_judge.prompt_text(requests[0])[0]
         judgments = base_judge.judge(requests)
-        judge_module.save_judgments(judgments, layout.preview_judgments)
-        summary = judge_module.judging_summary(judgments)
+        save_judgments(judgments, layout.preview_judgments)
+        summary = judging_summary(judgments)
         criteria = criteria_summary(judgments, load_rubrics(config.judge.rubric_file))
         write_json(layout.preview_metrics, {"judging": summary, "criteria": criteria, "pairs": len(sample),
                                             "engine": base_judge.engine_settings()})
@@ -185,34 +205,25 @@ class SftStage:
 
 def sft(run: Run, force: bool = False, checks: bool = True, resume: bool = False) -> SftStage:
     """The format warm-up (LoRA SFT) and, with `checks`, base vs warmed-up judge on dev pairs."""
-    from . import sft as sft_module
 
     config, layout = run.config(), run.layout
     if not force and _recorded(run, "sft", resume):
         report = read_json(layout.sft_checks) if checks and layout.sft_checks.is_file() else None
-        return SftStage(sft_module.recorded_result(run), report)
+        return SftStage(recorded_result(run), report)
     outputs = [layout.sft_adapter, layout.sft_examples, layout.sft_train_log, layout.figure("03_sft_loss")]
     if checks:
         outputs += [layout.sft_checks, layout.sft_check_judgments]
     inputs = [layout.pairs("train"), layout.pairs("dev")] if config.sft.targets != "paper" else []
     with run.stage("sft", config, inputs=inputs, outputs=outputs, force=force or resume) as record:
-        result = sft_module.run_sft(config, run)
+        result = run_sft(config, run)
         record.facts.update(result.facts)
-        _save(_loss_figure(result.losses), layout.figure("03_sft_loss"))
-        report = sft_module.warmup_checks(config, run, result.adapter_dir) if checks else None
+        _save(plot_sft_loss(result.losses), layout.figure("03_sft_loss"))
+        report = warmup_checks(config, run, result.adapter_dir) if checks else None
     return SftStage(result, report)
-
-
-def _loss_figure(losses: list[float]) -> Any:
-    import pandas as pd
-
-    ax = pd.Series(losses, name="loss").plot(title="SFT loss (judgment tokens only)", xlabel="logged step")
-    return ax.figure
 
 
 def par(run: Run, force: bool = False, resume: bool = False) -> Any:
     """PAR training (GRPO + LoRA) from the warm-up adapter when SFT is enabled; `resume` continues it."""
-    from .train import recorded_par, train_par
 
     config, layout = run.config(), run.layout
     if not force and _recorded(run, "par", resume):
@@ -225,8 +236,8 @@ def par(run: Run, force: bool = False, resume: bool = False) -> Any:
     with run.stage("par", config, inputs=inputs, outputs=[layout.par_dir, figure_path], force=force, resume=resume) as record:
         result = train_par(config, run, start_adapter, resume)
         record.facts.update(steps=result.global_step, pairs=result.n_pairs)
-        if result.metrics and _is_main_process():
-            _save(_par_figure(result.metrics), figure_path)
+        if result.metrics and is_main_process():
+            _save(plot_par_steps(result.metrics), figure_path)
     return result
 
 
@@ -235,7 +246,6 @@ def par_variants(run: Run, force: bool = False, resume: bool = False) -> dict[st
 
     On resume, a variant whose training is recorded done is read back and the others continue
     from their last checkpoint: each is as long as PAR itself."""
-    from .train import recorded_par, train_par, training_done
 
     config, layout = run.config(), run.layout
     if not force and _recorded(run, "par-variants", resume):
@@ -252,7 +262,7 @@ def par_variants(run: Run, force: bool = False, resume: bool = False) -> dict[st
                 results[name] = recorded_par(run, judge)
             else:
                 print(f"[par] variant {name}: {config.par.variants[name]}", flush=True)
-                results[name] = train_par(config.par_variant(name), run, start_adapter, resume, judge=judge)
+                results[name] = train_par(par_variant(config, name), run, start_adapter, resume, judge=judge)
             record.facts[name] = {"steps": results[name].global_step, "pairs": results[name].n_pairs,
                                   "settings": config.par.variants[name]}
     return results
@@ -263,8 +273,6 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None, re
 
     `n_pairs` defaults to par.learning_curve_pairs; a run made without a curve can be given one.
     """
-    from . import evaluate as evaluation
-    from .figures import plot_learning_curve
 
     config, layout = run.config(), run.layout
     n_pairs = n_pairs or config.par.learning_curve_pairs
@@ -272,14 +280,14 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None, re
         return None
     figure_path = layout.figure("03_learning_curve")
     if not force and _recorded(run, "learning-curve", resume):
-        rows = evaluation.recorded_curve(layout)
+        rows = learning_curves.recorded_curve(layout)
         figure = plot_learning_curve(rows)
         _close(figure)
         return rows, figure
-    inputs = [layout.pairs("dev"), *(adapter for _, adapter in evaluation.curve_points(config, layout) if adapter)]
+    inputs = [layout.pairs("dev"), *(adapter for _, adapter in learning_curves.curve_points(config, layout) if adapter)]
     with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path],
                    force=force or resume) as record:
-        rows = evaluation.learning_curve(config, layout, n_pairs)
+        rows = learning_curves.learning_curve(config, layout, n_pairs)
         accuracies = [evaluation.readout_field("acc", readout) for readout in READOUTS]  # one per readout
         record.facts.update(pairs=n_pairs, points=[{"step": r["step"], **{key: r[key] for key in accuracies}} for r in rows])
         figure = _save(plot_learning_curve(rows), figure_path)
@@ -288,13 +296,9 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None, re
 
 def score_probe(run: Run, layers: list[int | None], steps: int, learning_rate: float, read_every: int = 10,
                 force: bool = False) -> dict[str, Any]:
-    """The score-reading probe (score_probe.py) on the run's train and dev pairs, once per `layers`
+    """The score-reading probe (training/score_probe.py) on the run's train and dev pairs, once per `layers`
     setting (None: LoRA in every layer), from the warm-up adapter when SFT is enabled (where PAR
     starts), into probe/score_probe.json and its figure."""
-    from . import data
-    from .figures import plot_score_probe
-    from .score_probe import probe_curve
-
     config, layout = run.config(), run.layout
     start_adapter = layout.sft_adapter if config.sft.enabled else None
     inputs = [layout.pairs("train"), layout.pairs("dev")]
@@ -306,7 +310,7 @@ def score_probe(run: Run, layers: list[int | None], steps: int, learning_rate: f
     figure_path = layout.figure("score_probe")
     recorded_inputs = [*inputs, *([start_adapter] if start_adapter else [])]
     with run.stage("score_probe", config, inputs=recorded_inputs, outputs=[layout.score_probe, figure_path], force=force) as record:
-        train_pairs, dev_pairs = data.read_pairs(inputs[0]), data.read_pairs(inputs[1])
+        train_pairs, dev_pairs = read_pairs(inputs[0]), read_pairs(inputs[1])
         settings = {"start": layout.relative(start_adapter) if start_adapter else "fresh LoRA adapter",
                     "steps": steps, "learning_rate": learning_rate, "read_every": read_every,
                     "train_pairs": len(train_pairs), "dev_pairs": len(dev_pairs),
@@ -320,44 +324,8 @@ def score_probe(run: Run, layers: list[int | None], steps: int, learning_rate: f
     return curves
 
 
-def _is_main_process() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
-
-
-# PAR's per-step log, as notebook 03 plots it: what the rewards do, then whether GRPO still has
-# something to learn from (groups with reward variance, pairs that are not ties, spread of scores
-# and of the evaluations' first words). Older runs' logs lack the later panels: they are left out.
-PAR_PANELS = ("reward_mean", "pair_accuracy", "parse_rate", "zero_std_group_share", "tie_rate", "score_entropy",
-              "band_top_share", "kl", "completion_length_mean", "seconds_per_step")  # kl: with par.beta > 0
-
-
-def _par_figure(metrics: list[dict[str, Any]]) -> Any:
-    """Each logged quantity per step (dots) with its rolling mean over 8 steps (line)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    table = pd.DataFrame(metrics).set_index("step")
-    columns = [c for name in PAR_PANELS for c in table if c.endswith(name) and table[c].notna().any()]
-    n_rows = -(-len(columns) // 3)
-    figure, axes = plt.subplots(n_rows, 3, figsize=(12, 2.6 * n_rows), squeeze=False)
-    for ax, column in zip(axes.flat, columns):
-        values = table[column].astype(float)
-        ax.plot(values.index, values, ".", alpha=0.35)
-        ax.plot(values.index, values.rolling(8, min_periods=1).mean())
-        ax.set_title(column.removeprefix("par/"))
-        ax.set_xlabel("step")
-    for ax in axes.flat[len(columns):]:
-        ax.set_visible(False)
-    figure.tight_layout()
-    return figure
-
-
 def bt(run: Run, force: bool = False, resume: bool = False) -> Any:
     """The scalar Bradley-Terry baseline on the run's training pairs (on resume: read back when done, else again)."""
-    from .bt import recorded_bt, train_bt
-    from .data import read_pairs
 
     config, layout = run.config(), run.layout
     if not force and _recorded(run, "bt", resume):
@@ -387,8 +355,6 @@ def evaluate(run: Run, force: bool = False, resume: bool = False) -> EvalStage:
 
     On resume, an evaluation whose metrics file is written (the last thing `evaluate` writes) is
     read back, and the others are judged; recorded done, the whole stage is read back."""
-    from . import evaluate as evaluation
-    from .judges import RUN_ALIASES
 
     config, layout = run.config(), run.layout
     plan = evaluation.suite_plan(config, layout)
@@ -402,23 +368,9 @@ def evaluate(run: Run, force: bool = False, resume: bool = False) -> EvalStage:
     with run.stage("eval", config, inputs=inputs, outputs=outputs, force=force, resume=resume) as record:
         results = evaluation.run_suite(config, layout, keep_finished=resume)
         curve = evaluation.votes_curve(config, layout, keep_finished=resume)
-        summary = write_benchmarks_summary(run, results, curve)
+        summary = evaluation.write_benchmarks_summary(config, run.layout, results, curve)
         record.facts["evaluations"] = len(results)
     return EvalStage(results, summary["table"], summary["paired"], curve)
-
-
-def write_benchmarks_summary(run: Run, results: list[dict[str, Any]], curve: list[dict[str, Any]]) -> dict[str, Any]:
-    """metrics/04_benchmarks.json: the comparison table, paired differences and votes curve (verify rebuilds it)."""
-    from . import evaluate as evaluation
-
-    config = run.config()
-    summary = {
-        "table": [evaluation.summary_row(m) for m in results],
-        "paired": evaluation.paired_differences(results, config.eval.paired, config.eval.n_boot, config.seed),
-        "votes_curve": curve,
-    }
-    write_json(run.layout.benchmarks_summary, summary)
-    return summary
 
 
 # ---------------------------------------------------------------- 05 figures, tables and the summary
@@ -427,20 +379,18 @@ def write_benchmarks_summary(run: Run, results: list[dict[str, Any]], curve: lis
 def figures(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
     """Figures (with their data as CSV), tables and SUMMARY.md, from the run's results files only (on
     resume: drawn again, seconds of work)."""
-    from . import figures as drawing
-    from .summary import write_summary
 
     config, layout = run.config(), run.layout
     outputs = [*layout.figures_dir.glob("05_*"), layout.tables_dir, layout.summary]
     with run.stage("figures", config, inputs=_result_files(run), outputs=outputs, force=force or resume) as record:
         made = {
-            "par_curves": drawing.plot_par_curves(run.dir),
-            "benchmark_bars": drawing.plot_benchmark_bars(run.dir),
-            "benchmark_table": drawing.benchmark_table(run.dir),
-            "rmbench_matrices": drawing.plot_rmbench_matrices(run.dir),
-            "votes_curve": drawing.plot_votes_curve(run.dir),
-            "score_shift": drawing.plot_score_shift(run.dir),
-            "paper_table": drawing.paper_table(run.dir),
+            "par_curves": plot_par_curves(run.dir),
+            "benchmark_bars": plot_benchmark_bars(run.dir),
+            "benchmark_table": benchmark_table(run.dir),
+            "rmbench_matrices": plot_rmbench_matrices(run.dir),
+            "votes_curve": plot_votes_curve(run.dir),
+            "score_shift": plot_score_shift(run.dir),
+            "paper_table": paper_table(run.dir),
         }
         for value in made.values():
             if hasattr(value, "savefig"):
@@ -464,7 +414,6 @@ def _result_files(run: Run) -> list[Path]:
 
 def policies(run: Run, force: bool = False) -> dict[str, Any]:
     """One GRPO + LoRA policy per rewarder (policy.rewarders), same prompts and settings, into <run>/policy/."""
-    from .policy import train_policy
 
     config, layout = run.config(), run.layout
     rewarders = config.policy.rewarders
@@ -477,28 +426,13 @@ def policies(run: Run, force: bool = False) -> dict[str, Any]:
             print(f"[policy] rewarded by {rewarder}", flush=True)
             results[rewarder] = train_policy(config, run, rewarder)
             record.facts[rewarder] = {"steps": results[rewarder].global_step, "prompts": results[rewarder].n_prompts}
-        if _is_main_process():
-            _save(_policy_figure({r: result.metrics for r, result in results.items()}), figure_path)
+        if is_main_process():
+            _save(plot_policy_rewards({r: result.metrics for r, result in results.items()}), figure_path)
     return results
-
-
-def _policy_figure(metrics: dict[str, list[dict[str, Any]]]) -> Any:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for rewarder, rows in metrics.items():
-        points = [(row["step"], row["reward"]) for row in rows if "reward" in row]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=f"rewarded by {rewarder}")
-    ax.set(xlabel="GRPO step", ylabel="mean reward (0..1, its own rewarder's scale)", title="Policy training")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def downstream(run: Run, force: bool = False) -> dict[str, Any]:
     """IFEval on the untrained policy and on every trained one, and the paired differences between them."""
-    from .policy import downstream_summary, evaluate_policy, infobench, policy_names
 
     config, layout = run.config(), run.layout
     names = policy_names(config)
@@ -516,7 +450,7 @@ def downstream(run: Run, force: bool = False) -> dict[str, Any]:
         summary = downstream_summary(run)
         write_json(layout.downstream_summary, summary)
         record.facts["policies"] = names
-    if _is_main_process() and run.stage_done("figures"):
+    if is_main_process() and run.stage_done("figures"):
         # Notebook 06 comes after 05 when the notebooks run in their numbered order: the summary
         # and tables 05 drew have no downstream rows yet, so they are drawn again from the files.
         print("[downstream] the run's figures predate this stage: drawing them again with the downstream table")

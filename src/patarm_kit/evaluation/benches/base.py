@@ -1,0 +1,169 @@
+"""What every benchmark does: load its pairs, ask for judgments, score them by its own rules.
+
+A benchmark is a `Benchmark` subclass in its own module of this package, listed once in
+`BENCHMARKS` (benches/__init__.py). Evaluation, tables and figures ask the benchmark, never its
+name: the base class scores plain pairs (accuracy with a bootstrap interval), and RM-Bench or
+RewardBench override only what their rules change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from patarm_kit.config.rules import TIE_VALUES
+from patarm_kit.config.schema import RunConfig, SourceConfig
+from patarm_kit.data.loading import load_source
+from patarm_kit.data.pairs import PreferencePair, SourceReport, subsample
+from patarm_kit.evaluation.stats import bootstrap_ci
+from patarm_kit.judging.judge import (
+    PAIRWISE_ORDERS,
+    EvalError,
+    JudgeRequest,
+    Judgment,
+    requests_for_pairs,
+    voted_scores,
+)
+
+
+def tie_value(ties: str) -> float:
+    """The value of a tie under a named policy; the kit's default is "half" (PAPER.md)."""
+    if ties not in TIE_VALUES:
+        raise ValueError(f"unknown tie policy {ties!r}; allowed: {', '.join(TIE_VALUES)}")
+    return TIE_VALUES[ties]
+
+
+def pair_outcomes(chosen: ArrayLike, rejected: ArrayLike, ties: str = "half") -> np.ndarray:
+    """Element-wise outcome of chosen-vs-rejected comparisons: 1 win, 0 loss, else the tie value.
+
+    A comparison is a tie when the scores are equal or either is invalid (None/NaN): an
+    unparsed judgment cannot show a preference, so it is counted, never dropped.
+    """
+    tie = tie_value(ties)
+    chosen = np.asarray(chosen, dtype=float)  # None becomes NaN
+    rejected = np.asarray(rejected, dtype=float)
+    undecided = np.isnan(chosen) | np.isnan(rejected) | (chosen == rejected)
+    return np.where(undecided, tie, np.where(chosen > rejected, 1.0, 0.0))
+
+
+def pair_outcome(chosen_score: float | None, rejected_score: float | None, ties: str = "half") -> float:
+    """Outcome of one pointwise pair: 1 if chosen scores higher, 0 if lower, else the tie value."""
+    return float(pair_outcomes(chosen_score, rejected_score, ties))
+
+
+@dataclasses.dataclass
+class BenchItems:
+    """The pairs of one benchmark, and the group (domain or subset) each pair is scored in."""
+
+    bench: str
+    pairs: list[PreferencePair]
+    groups: dict[str, str]
+    files: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """The rules of one evaluation, recorded in its metrics file so `recompute_metrics` can apply them again."""
+
+    ties: str  # "half" or "zero": what an equal or invalid comparison is worth
+    votes: int | None  # judgments per response to use (the first ones); None: all
+    voting: str  # "mean" or "majority"
+    pairwise: bool  # judgments are pairwise verdicts (side = order shown), not pointwise scores
+    n_boot: int
+    seed: int
+    readout: str = "greedy"  # config.READOUTS: what judge.readout_score reads of each judgment
+
+
+def outcome_interval(outcomes: Sequence[float], n_boot: int, seed: int) -> list[float | None]:
+    """95% bootstrap interval of a mean outcome; [None, None] when there is nothing to resample."""
+    return list(bootstrap_ci(outcomes, n_boot=n_boot, seed=seed)) if len(outcomes) else [None, None]
+
+
+class Benchmark:
+    """A benchmark of preference pairs; subclasses set the class attributes and override what differs.
+
+    `spec` is how configs and metrics files name it (`rmbench`, `pairs:hh-rlhf`).
+    """
+
+    name: str = ""  # the registry key
+    usage: str = ""  # how a spec is written, when it takes an argument (pairs:SOURCE)
+    label: str = ""  # how figures and tables name it
+    sources: tuple[str, ...] = ()  # data sources holding its pairs; the profile picks one, else the first
+    pairwise: bool = True  # the pairwise judge (both orders of each pair) runs on it
+    held_out: bool = False  # pairs held out from a training source (the score-shift figure reads them)
+    style_matrix: bool = False  # metrics carry RM-Bench's 3x3 style matrices (figure 05_rmbench_matrices)
+
+    def __init__(self, argument: str | None = None):
+        if argument is not None:
+            raise EvalError(f"bench {self.name!r} takes no argument (got {self.name}:{argument})")
+        self.spec = self.name
+
+    # ------------------------------------------------------------ loading
+
+    def source(self, config: RunConfig) -> SourceConfig:
+        """The profile's source for this benchmark (e.g. a hub copy, its bad_rows rule kept), else the first one named.
+        A benchmark is judged whole: `limit` (per group) is evaluation's, not the source's."""
+        spec = next((s for s in config.data.sources if s.name in self.sources), SourceConfig(self.sources[0]))
+        return dataclasses.replace(spec, role="bench", limit=None)
+
+    def load_pairs(self, config: RunConfig) -> tuple[list[PreferencePair], SourceReport]:
+        return load_source(self.source(config), config.data.data_dir)
+
+    def group(self, pair: PreferencePair) -> str:
+        """The domain or subset a pair is scored (and limited) in."""
+        return pair.source
+
+    def load(self, config: RunConfig, limit: int | None) -> BenchItems:
+        """The benchmark's pairs; `limit` keeps that many per group (a deterministic, well-mixed draw)."""
+        if limit is not None and limit < 1:
+            raise EvalError(f"limit must be at least 1, not {limit}")
+        pairs, report = self.load_pairs(config)
+        if not pairs:
+            raise EvalError(f"bench {self.spec}: no pairs to judge in {', '.join(report.files) or 'its source'}")
+        if limit is not None:
+            by_group: dict[str, list[PreferencePair]] = defaultdict(list)
+            for pair in pairs:
+                by_group[self.group(pair)].append(pair)
+            pairs = [p for group in sorted(by_group) for p in subsample(by_group[group], limit)]
+        return BenchItems(self.spec, pairs, {p.id: self.group(p) for p in pairs}, report.files)
+
+    def requests(self, pairs: Sequence[PreferencePair]) -> list[JudgeRequest]:
+        """What a pointwise judge scores: both sides of each pair."""
+        return requests_for_pairs(pairs)
+
+    # ------------------------------------------------------------ scoring
+
+    def pair_outcomes(self, judgments: Sequence[Judgment], pair_ids: Sequence[str], rules: Scoring) -> dict[str, float]:
+        """Per-pair outcome in [0, 1]: 1 correct, 0 wrong, the tie value for equal or invalid."""
+        voted = voted_scores(judgments, rules.voting, rules.votes, rules.readout)
+        if rules.pairwise:
+            tie = tie_value(rules.ties)
+            return {pid: float(np.mean([tie if voted.get((pid, o)) is None else voted[(pid, o)] for o in PAIRWISE_ORDERS]))
+                    for pid in pair_ids}
+        return {pid: pair_outcome(voted.get((pid, "chosen")), voted.get((pid, "rejected")), rules.ties) for pid in pair_ids}
+
+    def score(self, judgments: Sequence[Judgment], groups: Mapping[str, str], rules: Scoring) -> tuple[dict[str, float], dict[str, Any]]:
+        """Per-pair outcomes and the benchmark's metrics: here accuracy over pairs with its interval."""
+        outcomes = self.pair_outcomes(judgments, list(groups), rules)
+        values = list(outcomes.values())
+        return outcomes, {"acc": float(np.mean(values)), "n": len(values),
+                          "ci95": {"acc": outcome_interval(values, rules.n_boot, rules.seed)}}
+
+    # ------------------------------------------------------------ reporting
+
+    def count(self, metrics: Mapping[str, Any]) -> int:
+        """Items scored, as the table shows it."""
+        return metrics["n"]
+
+    def table_extras(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """Columns of the benchmark table beyond accuracy (RM-Bench: easy, normal, hard)."""
+        return {}
+
+    def coverage(self, metrics: Mapping[str, Any]) -> str:
+        """What part of the benchmark a metrics file covers, read from the file itself."""
+        return f"{self.label} (n={metrics['n']}, not a benchmark of the paper)"

@@ -1,0 +1,7 @@
+"""Room 4, judging: the generative judge and its baselines.
+
+rubrics and prompts (what the judge reads), models and engine (weights, vLLM or transformers),
+judge (batched judging and readouts), registry (every judge by name), bt_scorer (the BT baseline).
+"""
+
+__all__ = ["bt_scorer", "engine", "judge", "models", "prompts", "registry", "rubrics"]

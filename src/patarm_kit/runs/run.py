@@ -1,0 +1,223 @@
+"""Run directories and provenance: every result records what produced it.
+
+A run lives in `results/<run-name>/`. Its `manifest.json` holds the profile, the resolved
+config, the sha256 of every data file read, package versions, the git commit, times and
+machine facts. Files are written atomically (temp file + rename), so a crash never leaves a
+half-written result, and an existing run is never silently overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patarm_kit.config.build import build_section
+from patarm_kit.config.loader import REPO_ROOT
+from patarm_kit.config.schema import RunConfig
+from patarm_kit.runs.env import git_commit, machine_facts, now, package_versions
+from patarm_kit.runs.files import RunError, read_json, sha256_of, write_json
+from patarm_kit.runs.layout import RunLayout
+
+# Tests point PATARM_RESULTS_DIR at a temporary folder so they never touch results/.
+RESULTS_DIR = Path(os.environ.get("PATARM_RESULTS_DIR") or REPO_ROOT / "results")
+
+
+class RunExistsError(FileExistsError):
+    """The run directory holds another run; pick a new name or pass resume/overwrite."""
+
+
+class OutputExistsError(FileExistsError):
+    """A stage would overwrite a finished result; it refuses unless asked with --force."""
+
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
+def validate_run_name(name: str) -> str:
+    """A run name is one folder name inside the results folder: no separators, no `..`, not empty."""
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise RunError(f"run name {name!r}: use letters, digits and . _ + = - (not starting with . or -), "
+                       "no path separators and no '..'")
+    return name
+
+
+class Run:
+    """A run directory and its manifest. Stages add sections; every update is an atomic write."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.layout = RunLayout(self.dir)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.layout.manifest
+
+    @classmethod
+    def create(cls, name: str, config: RunConfig, results_dir: Path | None = None, resume: bool = False,
+               must_exist: bool = False) -> "Run":
+        """Start a run; an existing run of that name is reused only when `resume` is set.
+
+        `must_exist` (the CLI's --resume) refuses to create a run that is not there: a typo in
+        the name would otherwise start a new run silently.
+        """
+        run = cls(Path(results_dir or RESULTS_DIR) / validate_run_name(name))
+        if run.manifest_path.exists():
+            if not resume:
+                raise RunExistsError(
+                    f"{run.dir} already holds a run; choose another --run-name or pass --resume to continue it"
+                )
+            cls.open(run.dir).check_config(config)
+            for stale in run.dir.glob(".manifest.json.*.tmp"):  # left by a process killed mid-write
+                stale.unlink()
+            return run
+        if must_exist:
+            raise RunError(f"{run.dir}: no run to resume (no manifest.json); drop --resume to start it")
+        write_json(
+            run.manifest_path,
+            {
+                "run_name": name,
+                "profile": config.profile,
+                "config": config.to_dict(),
+                "config_fingerprint": config.fingerprint(),
+                "packages": package_versions(),
+                "git": git_commit(),
+                "machine": machine_facts(),
+                "started": now(),
+                "finished": None,
+                "data": {},
+                "stages": {},
+            },
+        )
+        return run
+
+    @classmethod
+    def open(cls, directory: Path | str) -> "Run":
+        run = cls(Path(directory))
+        if not run.manifest_path.is_file():
+            raise RunError(f"{run.dir}: no manifest.json (not a run directory)")
+        run.manifest()  # an unreadable manifest is reported here, before anything runs
+        return run
+
+    def manifest(self) -> dict[str, Any]:
+        try:
+            manifest = read_json(self.manifest_path)
+        except (OSError, RunError) as err:
+            raise RunError(f"{self.manifest_path}: unreadable manifest ({str(err).removeprefix(f'{self.manifest_path}: ')}); "
+                           "the run folder is damaged") from None
+        missing = [k for k in ("config", "config_fingerprint", "stages") if k not in manifest]
+        if not isinstance(manifest, dict) or missing:
+            raise RunError(f"{self.manifest_path}: not a kit manifest (missing {', '.join(missing) or 'a mapping'})")
+        return manifest
+
+    def config(self) -> RunConfig:
+        """The config the run was made with, as recorded: notebooks and stages read this one."""
+
+        return build_section(RunConfig, self.manifest()["config"], "")
+
+    def check_config(self, config: RunConfig) -> None:
+        """Refuse to work on this run with another config (checked before anything runs or is written)."""
+        recorded = self.manifest()["config_fingerprint"]
+        if config.fingerprint() != recorded:
+            ours, theirs = config.to_dict(), self.manifest()["config"]
+            changed = sorted(_changed_keys(ours, theirs))
+            raise RunError(f"{self.dir}: the run was made with another config (differs in {', '.join(changed[:5]) or 'its fingerprint'}); "
+                           "use the run's own settings or start a new run")
+
+    # ------------------------------------------------------------ stage records
+
+    def check_stage(self, name: str, config: RunConfig, outputs: Iterable[Path], force: bool = False,
+                    resume: bool = False) -> list[Path]:
+        """What `stage` checks before it runs (config, existing outputs); stages call it before
+        they read their inputs too, so a refusal comes first and bad input leaves no record."""
+        self.check_config(config)
+        existing = [p for p in map(Path, outputs) if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
+        if existing and not (force or resume):
+            raise OutputExistsError(f"{existing[0]} already exists (stage {name} of run {self.dir.name}); "
+                                    "pass --force to replace it, or use a new run")
+        return existing
+
+    @contextlib.contextmanager
+    def stage(self, name: str, config: RunConfig, inputs: Iterable[Path] = (), outputs: Iterable[Path] = (),
+              force: bool = False, resume: bool = False) -> Iterator["StageRecord"]:
+        """Run a library stage and record it in the manifest (inputs' and outputs' sha256, config, status).
+
+        Before anything runs: the config must be the run's, and no declared output may exist
+        unless `force` (then the old outputs are removed first, so stale files never mix with new
+        ones) or `resume` (the stage continues its own partial outputs). With several processes
+        every one checks, and the main process alone writes the record.
+        """
+        outputs = [Path(p) for p in outputs]
+        existing = self.check_stage(name, config, outputs, force, resume)
+        if os.environ.get("RANK", "0") != "0":  # under `accelerate launch` only the main process records and removes
+            yield StageRecord(name, {})
+            return
+        if force and not resume:
+            for path in existing:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        record = StageRecord(name, {self.layout.key(p): sha256_of(p) for p in _files(inputs)})
+        self.update("stages", name, {"status": "running", "started": now(), "config_fingerprint": config.fingerprint(),
+                                     "inputs": record.inputs})
+        try:
+            yield record
+        except BaseException as err:
+            self.update("stages", name, {**self.manifest()["stages"][name], "status": "failed", "finished": now(),
+                                         "error": f"{type(err).__name__}: {err}"[:500]})
+            raise
+        produced = [*outputs, *record.extra_outputs]
+        self.update("stages", name, {
+            **self.manifest()["stages"][name], "status": "done", "finished": now(), "facts": record.facts,
+            "outputs": {self.layout.key(p): sha256_of(p) for p in _files(produced)},
+        })
+
+    def stage_done(self, name: str) -> bool:
+        """Whether the manifest records library stage `name` as done."""
+        return self.manifest()["stages"].get(name, {}).get("status") == "done"
+
+    def update(self, section: str, key: str, value: Any) -> None:
+        """Set manifest[section][key] = value (e.g. the data hashes of a source, a stage's status)."""
+        manifest = self.manifest()
+        manifest.setdefault(section, {})[key] = value
+        manifest["updated"] = now()
+        write_json(self.manifest_path, manifest)
+
+    def finish(self) -> None:
+        manifest = self.manifest()
+        manifest["finished"] = now()
+        write_json(self.manifest_path, manifest)
+
+
+@dataclass
+class StageRecord:
+    """What a running stage adds to its manifest record: facts, and outputs found only while running."""
+
+    name: str
+    inputs: dict[str, str]
+    facts: dict[str, Any] = field(default_factory=dict)
+    extra_outputs: list[Path] = field(default_factory=list)
+
+
+def _files(paths: Iterable[Path]) -> list[Path]:
+    """Files named, and the files inside folders named (sorted); absent paths are skipped."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file())
+    return found
+
+
+def _changed_keys(a: Any, b: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted keys where two config dicts differ (for the one-line mismatch error)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in a.keys() | b.keys():
+            yield from _changed_keys(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+    elif a != b:
+        yield prefix
