@@ -11,11 +11,7 @@ import pytest
 from patarm_kit.config.loader import load_config
 from patarm_kit.config.schema import ModelConfig, SourceConfig
 from patarm_kit.data.loading import load_source
-from patarm_kit.judging.bt_scorer import (
-    BTScorer,
-    classifier_tokenizer,
-    conversation_ids,
-)
+from patarm_kit.judging.bt_scorer import BTScorer, classifier_tokenizer, conversation_ids
 from patarm_kit.judging.judge import JudgeRequest, prompt_judge, requests_for_pairs
 from patarm_kit.judging.models import resolve_model_path
 from patarm_kit.training.bt import BTResult, preference_rows, recorded_bt, train_bt

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from patarm_kit.runs import run as results  # RESULTS_DIR lives there
 from patarm_kit.cli import app
 from patarm_kit.config.loader import load_config
+from patarm_kit.runs import run as results  # RESULTS_DIR lives there
 from patarm_kit.runs.run import Run
 
 GOOD_ROW = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No.", "task": "chat"}

@@ -6,12 +6,7 @@ import typing
 import pytest
 
 from patarm_kit.config.build import SPECIAL_RULES
-from patarm_kit.config.loader import (
-    PROFILE_DIR,
-    absolute_profile,
-    load_config,
-    parse_overrides,
-)
+from patarm_kit.config.loader import PROFILE_DIR, absolute_profile, load_config, parse_overrides
 from patarm_kit.config.rules import CHOICES, MINIMUM, ConfigError
 from patarm_kit.config.schema import RunConfig
 

@@ -15,13 +15,7 @@ import pytest
 from patarm_kit.config.loader import load_config
 from patarm_kit.config.schema import ModelConfig
 from patarm_kit.data.pairs import DataError
-from patarm_kit.judging.models import (
-    ModelError,
-    adapter_staging,
-    load_model,
-    publish_adapter,
-    save_adapter,
-)
+from patarm_kit.judging.models import ModelError, adapter_staging, load_model, publish_adapter, save_adapter
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.training.checkpoints import (
     CHECKPOINT_COMPLETE,

@@ -7,12 +7,7 @@ import pytest
 from patarm_kit.config.loader import load_config
 from patarm_kit.config.schema import SourceConfig
 from patarm_kit.data.loading import load_source, load_sources
-from patarm_kit.data.pairs import (
-    DataError,
-    PreferencePair,
-    read_pairs,
-    resolve_data_dir,
-)
+from patarm_kit.data.pairs import DataError, PreferencePair, read_pairs, resolve_data_dir
 from patarm_kit.data.sources.ifeval import load_ifeval
 from patarm_kit.data.splits import split_of
 from patarm_kit.data.stage import write_stage_pairs

@@ -10,7 +10,7 @@ import yaml
 from patarm_kit.config.loader import load_config
 from patarm_kit.evaluation.evaluate import evaluate
 from patarm_kit.report import figures, paper, summary, tables
-from patarm_kit.runs.files import read_json
+from patarm_kit.runs.files import read_json, read_jsonl
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
 
@@ -43,7 +43,7 @@ def trained_run(run_copy):
     for label, judge in (("base", "random"), ("par", "length")):
         for bench in ("rmbench", "rewardbench", "pairs:hh-rlhf"):
             evaluate(config, judge, bench, RunLayout(run_copy).eval_metrics(label, bench), 4, label=label)
-    held_out = figures.read_jsonl(run_copy / "eval" / "par__pairs-hh-rlhf.judgments.jsonl")
+    held_out = read_jsonl(run_copy / "eval" / "par__pairs-hh-rlhf.judgments.jsonl")
     (run_copy / "sft").mkdir()  # the warm-up checks' format: one judgment per line, with the judge's name
     (run_copy / "sft" / "check_judgments.jsonl").write_text("".join(json.dumps({"judge": "sft", **r}) + "\n" for r in held_out))
     return run_copy

@@ -4,12 +4,7 @@ import dataclasses
 
 import pytest
 
-from patarm_kit.config.schema import (
-    JudgeConfig,
-    ModelConfig,
-    SamplingConfig,
-    SourceConfig,
-)
+from patarm_kit.config.schema import JudgeConfig, ModelConfig, SamplingConfig, SourceConfig
 from patarm_kit.data.loading import load_source
 from patarm_kit.judging.engine import Completion, HFEngine
 from patarm_kit.judging.judge import (

@@ -6,7 +6,6 @@ import pytest
 from patarm_kit.data.sources.reward_bench import LLMBAR_FILES_TO_SUBSETS
 from patarm_kit.data.sources.rm_bench import domain_of
 from patarm_kit.evaluation.benches import rmbench  # its private consistency check
-from patarm_kit.evaluation.benches.base import pair_outcome
 from patarm_kit.evaluation.benches.rewardbench import (
     EXAMPLE_COUNTS,
     PRIOR_SETS,
@@ -14,11 +13,8 @@ from patarm_kit.evaluation.benches.rewardbench import (
     SUBSET_SIZES,
     score_rewardbench,
 )
-from patarm_kit.evaluation.benches.rmbench import (
-    difficulty_scores,
-    score_rmbench,
-    style_matrix,
-)
+from patarm_kit.evaluation.benches.rmbench import difficulty_scores, score_rmbench, style_matrix
+from patarm_kit.judging.outcome import pair_outcome
 
 # ---------------------------------------------------------------- RM-Bench
 

@@ -51,7 +51,8 @@ def internal_imports(path: Path) -> list[tuple[str, int, bool, str]]:
                 candidate = f"{target}.{alias.name}"
                 is_module = (PACKAGE.parent / Path(*candidate.split("."))).with_suffix(".py").is_file() or \
                     (PACKAGE.parent / Path(*candidate.split(".")) / "__init__.py").is_file()
-                found.append((candidate if is_module else target, node.lineno, id(node) in in_function, lines[node.lineno - 1]))
+                text = "\n".join(lines[node.lineno - 1:node.end_lineno])  # a reason may sit on any line of the import
+                found.append((candidate if is_module else target, node.lineno, id(node) in in_function, text))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "patarm_kit":
@@ -66,8 +67,15 @@ GRAPH = {module_name(p): internal_imports(p) for p in MODULES}
 def test_the_rooms_are_the_package_folders() -> None:
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert folders == set(ROOMS)
-    for room in ROOMS:
-        assert "__all__" in (PACKAGE / room / "__init__.py").read_text(), f"{room}/__init__.py states no __all__"
+    for init in PACKAGE.rglob("__init__.py"):
+        if init.parent == PACKAGE:
+            continue
+        stated = next((ast.literal_eval(node.value) for node in ast.parse(init.read_text()).body
+                       if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__all__"), None)
+        modules = {p.stem for p in init.parent.glob("*.py") if p.name != "__init__.py"} | \
+                  {p.name for p in init.parent.iterdir() if (p / "__init__.py").is_file()}
+        assert stated is not None, f"{init.relative_to(PACKAGE)} states no __all__"
+        assert modules <= set(stated), f"{init.relative_to(PACKAGE)}: __all__ leaves out {sorted(modules - set(stated))}"
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))

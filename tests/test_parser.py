@@ -8,12 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patarm_kit.judging.prompts import (
-    InvalidReason,
-    format_judgment,
-    parse_judgment,
-    parse_verdict,
-)
+from patarm_kit.judging.prompts import InvalidReason, format_judgment, parse_judgment, parse_verdict
 
 JUDGE_TAG = re.compile(r"</?\s*(?:think|criteria|evaluation|score|verdict)", re.IGNORECASE)
 

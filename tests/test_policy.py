@@ -121,10 +121,9 @@ def downstream_run(tmp_path_factory):
     """A run whose policies stage and downstream stage ran after its figures: the one nbval made
     (notebooks in numbered order, so 06 after 05) when this is `make test`, else a small one made
     here with the checker and the base judge."""
-    from test_determinism import nbval_smoke_run
-
     from patarm_kit import stages
     from patarm_kit.runs.run import Run
+    from test_determinism import nbval_smoke_run
 
     if (made := nbval_smoke_run()) is not None:
         return made
@@ -172,13 +171,7 @@ def test_the_downstream_stage_scores_every_policy_and_verify_rebuilds_it(downstr
 
 def test_infobench_reads_its_file_scores_drfr_and_says_when_it_cannot_run(tmp_path, monkeypatch):
     from patarm_kit.data.pairs import DataError
-    from patarm_kit.evaluation.infobench import (
-        InfoBenchMissing,
-        drfr,
-        evaluator_messages,
-        load_infobench,
-        parse_answer,
-    )
+    from patarm_kit.evaluation.infobench import InfoBenchMissing, drfr, evaluator_messages, load_infobench, parse_answer
 
     with pytest.raises(InfoBenchMissing, match="no InFoBench data: .*infobench has no \\*.jsonl and the hub is off"):
         load_infobench(tmp_path)

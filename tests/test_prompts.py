@@ -12,12 +12,7 @@ import pytest
 import yaml
 
 from patarm_kit.data.pairs import TASKS
-from patarm_kit.judging.prompts import (
-    format_judgment,
-    pairwise_messages,
-    pointwise_messages,
-    render_chat,
-)
+from patarm_kit.judging.prompts import format_judgment, pairwise_messages, pointwise_messages, render_chat
 from patarm_kit.judging.rubrics import RubricError, load_rubrics, render_rubric
 
 # Mimics the part of Qwen3's template that reads enable_thinking: thinking is on unless the

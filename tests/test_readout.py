@@ -10,21 +10,12 @@ import pytest
 from patarm_kit.config.build import par_variant
 from patarm_kit.config.loader import REPO_ROOT, load_config
 from patarm_kit.config.rules import ConfigError, readout_name
-from patarm_kit.config.schema import (
-    JudgeConfig,
-    ModelConfig,
-    SamplingConfig,
-    SourceConfig,
-)
+from patarm_kit.config.schema import JudgeConfig, ModelConfig, SamplingConfig, SourceConfig
 from patarm_kit.data.loading import load_source
 from patarm_kit.data.pairs import PreferencePair
 from patarm_kit.evaluation import evaluate as evaluation
 from patarm_kit.evaluation.curve import curve_row, curve_sampling
-from patarm_kit.evaluation.evaluate import (
-    compute_metrics,
-    paired_difference,
-    paired_differences,
-)
+from patarm_kit.evaluation.evaluate import compute_metrics, paired_difference, paired_differences
 from patarm_kit.judging.engine import Completion, response_seed
 from patarm_kit.judging.judge import (
     SAMPLED_MEAN,
@@ -42,12 +33,7 @@ from patarm_kit.judging.models import load_tokenizer
 from patarm_kit.judging.prompts import score_position
 from patarm_kit.judging.registry import parse_judge
 from patarm_kit.judging.rubrics import load_rubrics
-from patarm_kit.report.figures import (
-    benchmark_bars_data,
-    plot_benchmark_bars,
-    plot_learning_curve,
-    suite_metrics,
-)
+from patarm_kit.report.figures import benchmark_bars_data, plot_benchmark_bars, plot_learning_curve, suite_metrics
 from patarm_kit.report.summary import render_summary, summary_json
 from patarm_kit.report.tables import readout_frame
 from patarm_kit.report.verify import verify_run

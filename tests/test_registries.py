@@ -14,22 +14,10 @@ from patarm_kit.data.sources import reward_bench, rm_bench
 from patarm_kit.evaluation import evaluate as evaluation
 from patarm_kit.evaluation.benches import BENCHMARKS, get_bench
 from patarm_kit.evaluation.benches.base import Benchmark
-from patarm_kit.evaluation.evaluate import (
-    evaluate,
-    recompute_metrics,
-    run_suite,
-    suite_plan,
-    summary_row,
-)
+from patarm_kit.evaluation.evaluate import evaluate, recompute_metrics, run_suite, suite_plan, summary_row
 from patarm_kit.judging import engine
 from patarm_kit.judging.judge import EvalError
-from patarm_kit.judging.registry import (
-    JUDGES,
-    JudgeKind,
-    LengthJudge,
-    build_judge,
-    parse_judge,
-)
+from patarm_kit.judging.registry import JUDGES, JudgeKind, LengthJudge, build_judge, parse_judge
 from patarm_kit.report.figures import bench_label
 from patarm_kit.runs.layout import RunLayout
 
@@ -186,3 +174,20 @@ def test_the_factory_builds_model_judges_on_one_engine_that_metrics_record(tmp_p
     assert json.loads((tmp_path / "base.json").read_text())["engine"] == recorded
     assert "engine" not in evaluate(config, "length", "rewardbench", tmp_path / "length.json", limit=1)
     engine.close_shared_engines()
+
+
+def test_a_runs_own_trained_judges_are_named_by_one_rule(tmp_path):
+    """sft, par, every PAR variant and bt are a run's judges, found through RunLayout.adapter; the
+    eval stage records each one's adapter as an input (the variants' were once left out)."""
+    from patarm_kit.judging.registry import parse_judge
+    from patarm_kit.runs.layout import RunLayout, is_trained_judge
+
+    names = ("sft", "par", "bt", "par-shuffled", "par-format-only", "base", "length", "par-", "parx", "bt:x", "sft2")
+    assert [is_trained_judge(n) for n in names] == [True] * 5 + [False] * 6
+    layout = RunLayout(tmp_path)
+    assert layout.adapter("par-shuffled") == layout.for_par("par-shuffled").par_adapter != layout.adapter("par")
+    spec = parse_judge("par-shuffled", layout)
+    assert (spec.kind, spec.path) == ("adapter", str(layout.adapter("par-shuffled")))
+    assert parse_judge("bt", layout).kind == "bt"
+    with pytest.raises(KeyError, match="not a trained judge"):
+        layout.adapter("base")

@@ -5,11 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patarm_kit.evaluation.stats import (
-    bootstrap_ci,
-    bootstrap_ci_of,
-    paired_bootstrap_diff,
-)
+from patarm_kit.evaluation.stats import bootstrap_ci, bootstrap_ci_of, paired_bootstrap_diff
 
 OUTCOMES = np.random.default_rng(0).choice([0.0, 0.5, 1.0], size=300, p=[0.3, 0.1, 0.6])
 

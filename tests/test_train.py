@@ -11,21 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from par_reward_worker import (
-    rewards_of,  # the reward call the multi-process worker makes
-)
 
+from par_reward_worker import rewards_of  # the reward call the multi-process worker makes
 from patarm_kit.config.loader import REPO_ROOT, load_config
 from patarm_kit.data.pairs import PreferencePair, save_pairs
 from patarm_kit.judging.prompts import parse_judgment
 from patarm_kit.runs.run import Run
 from patarm_kit.training.checkpoints import CHECKPOINT_COMPLETE, latest_checkpoint
 from patarm_kit.training.grpo import read_metrics
-from patarm_kit.training.par import (
-    evaluation_first_word,
-    rollout_metrics,
-    score_entropy,
-)
+from patarm_kit.training.par import evaluation_first_word, rollout_metrics, score_entropy
 from patarm_kit.training.par_reward import rewards_for_batch
 
 # Each (pair, side) has 3 rollouts: 3 pairs x 2 sides x 3 = 18 completions. Two processes hold
@@ -207,11 +201,7 @@ def test_with_beta_the_kl_to_the_warm_up_is_logged_and_only_the_trained_adapter_
 
     from patarm_kit.judging.models import load_model, lora_config
     from patarm_kit.training.checkpoints import save_trained_adapter
-    from patarm_kit.training.grpo import (
-        make_grpo_trainer,
-        metrics_callback,
-        read_metrics,
-    )
+    from patarm_kit.training.grpo import make_grpo_trainer, metrics_callback, read_metrics
 
     config = load_config("smoke", {"par.pairs_per_step": 1, "par.rollouts.n": 2, "par.rollouts.max_new_tokens": 8,
                                    "par.max_steps": 3, "par.beta": 0.01, "par.learning_rate": 0.01,

@@ -161,10 +161,7 @@ def test_a_sync_serves_base_plus_delta_and_never_writes_the_trainers_base(monkey
     server (and GPU colocate): TRL's own sync_weights. Neither may merge in place."""
     import torch
 
-    from patarm_kit.training.weight_sync import (
-        serve_weights_out_of_place,
-        sync_by_inplace_reload,
-    )
+    from patarm_kit.training.weight_sync import serve_weights_out_of_place, sync_by_inplace_reload
 
     model = lora_model_with_an_sft_sized_adapter()
     no_merging(model, monkeypatch)

@@ -32,15 +32,10 @@ from patarm_kit.data.stage import decontaminate, write_stage_pairs
 from patarm_kit.evaluation import curve as learning_curves
 from patarm_kit.evaluation import evaluate as evaluation
 from patarm_kit.evaluation.benches import bench_pairs
-from patarm_kit.evaluation.downstream import (
-    downstream_summary,
-    evaluate_policy,
-    infobench,
-    policy_names,
-)
+from patarm_kit.evaluation.downstream import downstream_summary, evaluate_policy, infobench, policy_names
 from patarm_kit.evaluation.warmup_checks import warmup_checks
 from patarm_kit.judging.judge import judging_summary, requests_for_pairs, save_judgments
-from patarm_kit.judging.registry import RUN_ALIASES, build_judge
+from patarm_kit.judging.registry import build_judge
 from patarm_kit.judging.rubrics import criteria_summary, load_rubrics
 from patarm_kit.report.figures import (
     plot_benchmark_bars,
@@ -56,13 +51,10 @@ from patarm_kit.report.figures import (
 from patarm_kit.report.paper import paper_table
 from patarm_kit.report.summary import write_summary
 from patarm_kit.report.tables import benchmark_table
-from patarm_kit.report.training_figures import (
-    plot_par_steps,
-    plot_policy_rewards,
-    plot_sft_loss,
-)
+from patarm_kit.report.training_figures import plot_par_steps, plot_policy_rewards, plot_sft_loss
 from patarm_kit.runs.env import is_main_process
 from patarm_kit.runs.files import read_json, write_json
+from patarm_kit.runs.layout import is_trained_judge
 from patarm_kit.runs.run import Run
 from patarm_kit.training.bt import recorded_bt, train_bt
 from patarm_kit.training.par import recorded_par, train_par, training_done
@@ -364,7 +356,7 @@ def evaluate(run: Run, force: bool = False, resume: bool = False) -> EvalStage:
         return EvalStage(results, summary["table"], summary["paired"], summary["votes_curve"])
     metrics_files = [out for *_, out in plan] + [f for f in [evaluation.votes_curve_file(config, layout)] if f]
     outputs = [*metrics_files, *map(layout.judgments_of, metrics_files), layout.benchmarks_summary]
-    inputs = sorted({layout.adapter(judge) for judge, *_ in plan if judge in RUN_ALIASES})
+    inputs = sorted({layout.adapter(judge) for judge, *_ in plan if is_trained_judge(judge)})
     with run.stage("eval", config, inputs=inputs, outputs=outputs, force=force, resume=resume) as record:
         results = evaluation.run_suite(config, layout, keep_finished=resume)
         curve = evaluation.votes_curve(config, layout, keep_finished=resume)
@@ -417,7 +409,7 @@ def policies(run: Run, force: bool = False) -> dict[str, Any]:
 
     config, layout = run.config(), run.layout
     rewarders = config.policy.rewarders
-    inputs = [layout.adapter(r) for r in rewarders if r in ("sft", "par") or r.startswith("par-")]
+    inputs = [layout.adapter(r) for r in rewarders if is_trained_judge(r)]
     figure_path = layout.figure("06_policy_rewards")
     outputs = [*(layout.policy_dir(r) for r in rewarders), figure_path]
     results = {}

@@ -117,7 +117,6 @@ def merge_mappings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, An
     return merged
 
 
-
 def par_variant(config: RunConfig, name: str) -> RunConfig:
     """`config` with PAR variant `name`'s settings (par.variants) in its par block."""
     if name not in config.par.variants:

@@ -12,12 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from patarm_kit.config.rules import (
-    SAMPLED_MEAN_MIN,
-    SAMPLED_READOUTS,
-    ConfigError,
-    readout_name,
-)
+from patarm_kit.config.rules import SAMPLED_MEAN_MIN, SAMPLED_READOUTS, ConfigError, readout_name
 
 # Keys added after runs were committed (section.key: default): recorded only when set otherwise.
 LATER_KEYS: dict[str, Any] = {"eval.sampled_mean": None, "par.entropy_coef": None}
@@ -346,7 +341,6 @@ class RunConfig:
             if source["subsets"] is None:  # data.sources[].subsets, unset
                 del source["subsets"]
         return values
-
 
     def fingerprint(self) -> str:
         """A short hash of the resolved config: two runs with equal fingerprints ran the same settings."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from patarm_kit.config.loader import REPO_ROOT
-from patarm_kit.runs.files import atomic_write_text, sha256_of
+from patarm_kit.runs.files import sha256_of, write_jsonl
 
 DATA_DIR_ENV = "PATARM_DATA_DIR"
 
@@ -273,7 +273,7 @@ def convert_rows(
 def save_pairs(pairs: Iterable[PreferencePair], path: Path) -> None:
     """Write pairs as JSON lines (readable by `datasets.load_dataset("json", ...)`), atomically."""
 
-    atomic_write_text(path, "".join(json.dumps(p.to_row(), ensure_ascii=False) + "\n" for p in pairs))
+    write_jsonl(path, (p.to_row() for p in pairs))
 
 
 def stored_pair(row: Any, number: int) -> PreferencePair:
@@ -312,6 +312,15 @@ def local_files(report: SourceReport, folder: Path, names: Iterable[str]) -> Ite
             yield name, path
         else:
             report.missing_files.append(str(path))
+
+
+def pairs_from_files(report: SourceReport, folder: Path, names: Iterable[str], bad_rows: str,
+                     convert: Callable[[Any, int, str], PreferencePair | list[PreferencePair]]) -> list[PreferencePair]:
+    """Every row of a built-in source's files that exist, as `convert(row, number, file_name)` makes it."""
+    pairs: list[PreferencePair] = []
+    for name, path in local_files(report, folder, names):
+        pairs += convert_rows(read_json_rows(path), str(path), lambda row, number: convert(row, number, name), report, bad_rows)
+    return pairs
 
 
 def dedupe(pairs: list[PreferencePair], report: SourceReport) -> list[PreferencePair]:

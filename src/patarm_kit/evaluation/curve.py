@@ -21,12 +21,7 @@ from patarm_kit.data.pairs import read_pairs, subsample
 from patarm_kit.evaluation.evaluate import compute_metrics, readout_field, readout_key
 from patarm_kit.evaluation.warmup_checks import score_by_stated_side
 from patarm_kit.judging.engine import close_shared_engines
-from patarm_kit.judging.judge import (
-    SAMPLED_MEAN,
-    read_judgments,
-    requests_for_pairs,
-    save_judgments,
-)
+from patarm_kit.judging.judge import SAMPLED_MEAN, read_judgments, requests_for_pairs, save_judgments
 from patarm_kit.judging.models import ADAPTER_WEIGHTS
 from patarm_kit.judging.registry import model_judge
 from patarm_kit.runs.files import read_json, write_json

@@ -7,7 +7,6 @@ them, and pairs the policies for the summary (paired bootstrap over prompts).
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from patarm_kit.evaluation.stats import paired_bootstrap_diff
 from patarm_kit.judging.engine import judge_engine, shared_vllm_engine
 from patarm_kit.judging.models import load_tokenizer, resolve_model_path
 from patarm_kit.judging.prompts import render_chat
-from patarm_kit.runs.files import atomic_write_text, read_json, sha256_of, write_json
+from patarm_kit.runs.files import read_json, read_jsonl, sha256_of, write_json, write_jsonl
 from patarm_kit.runs.run import Run
 from patarm_kit.training.policies import UNTRAINED
 
@@ -63,7 +62,7 @@ def evaluate_policy(config: RunConfig, run: Run, policy: str) -> dict[str, Any]:
     adapter = None if policy == UNTRAINED else layout.policy_adapter(policy)
     rows = ifeval_responses(config, adapter)
     responses = layout.ifeval_responses(policy)
-    atomic_write_text(responses, "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(responses, rows, ensure_ascii=True)
     generation = {"policy": policy, "adapter": layout.relative(adapter) if adapter else None,
                   "sampling": dataclasses.asdict(config.policy.ifeval), "engine": judge_engine(config).settings(),
                   "enable_thinking": config.model.enable_thinking,
@@ -108,8 +107,7 @@ def infobench(config: RunConfig, run: Run) -> dict[str, Any]:
 
 def prompt_outcomes(verdicts_file: Path, rule: str) -> dict[int, float]:
     """Per IFEval prompt: 1 when every instruction passed under `rule` (strict or loose), else 0."""
-    rows = [json.loads(line) for line in Path(verdicts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["key"]: float(all(row[rule])) for row in rows}
+    return {row["key"]: float(all(row[rule])) for row in read_jsonl(Path(verdicts_file))}
 
 
 def paired_policies(config: RunConfig, run: Run) -> list[dict[str, Any]]:
@@ -141,7 +139,6 @@ def downstream_summary(run: Run) -> dict[str, Any]:
 def downstream_frame(summary: dict[str, Any]) -> Any:
     """The downstream table: each policy's four IFEval numbers in %, with 95% intervals."""
     import pandas as pd
-
 
     rows = []
     for policy, m in sorted(summary["policies"].items(), key=lambda item: item[0] != UNTRAINED):  # untrained first

@@ -18,7 +18,6 @@ check, always; the metrics file says so. The Punkt source (official or fallback)
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from patarm_kit.data.pairs import DataError, read_json_rows
 from patarm_kit.data.sources.ifeval import InstructionPrompt, load_ifeval
 from patarm_kit.evaluation.stats import bootstrap_ci, bootstrap_ci_of
 from patarm_kit.runs.env import git_commit, package_versions
-from patarm_kit.runs.files import atomic_write_text, sha256_of, write_json
+from patarm_kit.runs.files import sha256_of, write_json, write_jsonl
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import OutputExistsError
 
@@ -115,7 +114,7 @@ def evaluate_responses(responses_file: Path, out: Path, data_dir: str | None = N
                "responses_file": {"path": str(responses_file), "sha256": sha256_of(Path(responses_file))},
                "data_files": report.files, "n_boot": n_boot, "seed": seed, "packages": package_versions(), "git": git_commit(),
                "verdicts_file": verdicts_file.name, **(extra or {})}
-    atomic_write_text(verdicts_file, "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(verdicts_file, rows, ensure_ascii=True)
     write_json(out, metrics)
     return metrics
 

@@ -16,16 +16,9 @@ from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.pairs import PreferencePair
 from patarm_kit.evaluation.stats import bootstrap_ci
 from patarm_kit.judging.engine import close_shared_engines, cpu_seconds
-from patarm_kit.judging.judge import (
-    Judgment,
-    judging_summary,
-    requests_for_pairs,
-    voted_scores,
-)
-from patarm_kit.judging.prompts import (
-    SCORE_RANGE,
-    evaluation_text,
-)
+from patarm_kit.judging.judge import Judgment, judging_summary, requests_for_pairs, voted_scores
+from patarm_kit.judging.outcome import pair_outcome
+from patarm_kit.judging.prompts import SCORE_RANGE, evaluation_text
 from patarm_kit.judging.registry import build_judge
 from patarm_kit.runs.files import write_json, write_jsonl
 from patarm_kit.runs.run import Run
@@ -52,9 +45,9 @@ def pairwise_accuracy(judgments: Sequence[Judgment], pair_ids: Sequence[str], n_
     outcomes, counts = [], Counter()
     for pair_id in pair_ids:
         chosen, rejected = voted[(pair_id, "chosen")], voted[(pair_id, "rejected")]
-        kind = "invalid" if chosen is None or rejected is None else "tie" if chosen == rejected else "win" if chosen > rejected else "loss"
-        counts[kind] += 1
-        outcomes.append({"win": 1.0, "loss": 0.0}.get(kind, 0.5))
+        outcome = pair_outcome(chosen, rejected)
+        counts["invalid" if chosen is None or rejected is None else {1.0: "win", 0.0: "loss"}.get(outcome, "tie")] += 1
+        outcomes.append(outcome)
     low, high = bootstrap_ci(outcomes, n_boot=n_boot, seed=seed)
     return {"accuracy": sum(outcomes) / len(outcomes), "ci95": [low, high], "pairs": len(outcomes),
             **{kind: counts[kind] for kind in ("win", "tie", "loss", "invalid")}}

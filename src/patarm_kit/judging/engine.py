@@ -34,12 +34,7 @@ from typing import Any, Protocol
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import RunConfig, SamplingConfig
-from patarm_kit.judging.models import (
-    ADAPTER_WEIGHTS,
-    check_safetensors_only,
-    load_model,
-    resolve_model_path,
-)
+from patarm_kit.judging.models import ADAPTER_WEIGHTS, check_safetensors_only, load_model, resolve_model_path
 
 ENGINE_CACHE = REPO_ROOT / ".cache" / "vllm"  # compile caches; git-ignored
 SEED_STRIDE = 1 << 20  # a vLLM call holds fewer than this many samples, so request seeds never collide
@@ -96,7 +91,6 @@ def response_seed(seed: int, pair_id: str, side: str) -> int:
 def merge_adapter(model: Any, adapter: str | Path) -> Any:
     """The model with a PEFT LoRA adapter merged into its weights, in the model's dtype (changes `model`)."""
     from peft import PeftModel
-
 
     check_safetensors_only(Path(adapter), ADAPTER_WEIGHTS)
     return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()

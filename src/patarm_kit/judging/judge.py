@@ -53,7 +53,7 @@ from patarm_kit.judging.prompts import (
     score_position,
 )
 from patarm_kit.judging.rubrics import Rubric, load_rubrics
-from patarm_kit.runs.files import atomic_write_text
+from patarm_kit.runs.files import read_jsonl, write_jsonl
 
 TRUNCATION_MARK = " [...]"
 READOUT_TOP = 20  # next-token candidates read at the score position; a digit outside them counts as probability 0
@@ -402,19 +402,12 @@ def judging_summary(judgments: Sequence[Judgment]) -> dict[str, Any]:
 
 def save_judgments(judgments: Iterable[Judgment], path: Any) -> None:
     """Per-judgment records as JSON lines: metrics can be recomputed later without the model."""
-    import json
-
-
-    atomic_write_text(path, "".join(json.dumps(j.to_row(), ensure_ascii=False) + "\n" for j in judgments))
+    write_jsonl(path, (j.to_row() for j in judgments))
 
 
 def read_judgments(path: Any, draw: str | None = None) -> list[Judgment]:
     """A judgments file's records: the evaluation's own (draw None), or those drawn for a readout (SAMPLED_MEAN)."""
-    import json
-
-    with open(path, encoding="utf-8") as handle:
-        judgments = [Judgment(**json.loads(line)) for line in handle if line.strip()]
-    return [j for j in judgments if j.draw == draw]
+    return [judgment for judgment in map(lambda row: Judgment(**row), read_jsonl(path)) if judgment.draw == draw]
 
 
 class EvalError(ValueError):

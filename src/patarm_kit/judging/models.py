@@ -18,6 +18,7 @@ import importlib.util
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,12 @@ def publish_adapter(staged: Path, target: Path) -> Path:
     staged.replace(target)
     shutil.rmtree(replaced, ignore_errors=True)
     return target
+
+
+def adapter_card(title: str, made_by: str, facts: Sequence[str], use: str) -> str:
+    """An adapter's README (replacing PEFT's template): what it is and what made it, the facts of its
+    training, and how to use it. Every adapter the kit trains gets one: warm-up, PAR, BT, policies."""
+    return f"# {title}\n\n{made_by}\n\n" + "".join(f"- {fact}\n" for fact in facts) + f"\n{use}\n"
 
 
 def save_adapter(model: Any, tokenizer: Any, target: Path, card: str) -> Path:

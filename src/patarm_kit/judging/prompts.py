@@ -4,7 +4,6 @@ Training rollouts, SFT targets and evaluation all import from here, so the forma
 asked for, the format SFT teaches and the format the parser accepts cannot drift apart.
 
 A judgment looks like this (`format_judgment` builds it, `parse_judgment` reads it):
-
     <criteria>
     - name: description
     </criteria>

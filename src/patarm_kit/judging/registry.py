@@ -17,7 +17,6 @@ and a run's own trained judges by alias: `sft`, `par` (adapters) and `bt`, resol
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from patarm_kit.judging.engine import judge_engine
 from patarm_kit.judging.judge import EvalError, Judge, JudgeRequest, Judgment
 from patarm_kit.judging.models import load_tokenizer
 from patarm_kit.judging.rubrics import load_rubrics
-from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.layout import RunLayout, is_trained_judge
 
 
 def plain_judgment(request: JudgeRequest, score: float, input_truncated: Sequence[str] = ()) -> Judgment:
@@ -59,7 +58,6 @@ class BTJudge:
     """A scalar Bradley-Terry reward model: one reward per response."""
 
     def __init__(self, adapter: str, config: RunConfig):
-
         self.scorer = BTScorer(adapter, config)
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
@@ -139,8 +137,8 @@ def _known() -> str:
 
 def parse_judge(text: str, layout: RunLayout | None = None) -> JudgeSpec:
     """The judge a spec names; a run alias (sft, par, bt) needs the run's `layout`."""
-    alias = "par" if re.fullmatch(r"par-[a-z0-9][a-z0-9-]*", text) else text  # a PAR variant (par.variants)
-    if alias in RUN_ALIASES:
+    if is_trained_judge(text):
+        alias = "par" if text.startswith("par-") else text  # a PAR variant (par.variants) is a PAR judge
         if layout is None:
             raise EvalError(f"judge {text!r} is a run's own judge: outside a run, name it {RUN_ALIASES[alias]}:PATH")
         path = layout.adapter(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -15,8 +14,9 @@ from patarm_kit.evaluation.benches import get_bench
 from patarm_kit.evaluation.evaluate import SECTIONED, readout_field, summary_row
 from patarm_kit.judging.judge import Judgment, read_judgments
 from patarm_kit.judging.prompts import SCORE_RANGE
-from patarm_kit.runs.files import atomic_write_text, read_json
+from patarm_kit.runs.files import atomic_write_text, read_json, read_jsonl
 from patarm_kit.runs.layout import RunLayout
+from patarm_kit.training.grpo import read_metrics  # the log's reader: a torn last line is dropped with a warning
 
 if TYPE_CHECKING:  # imported for the annotations only: importing this module stays light
     import pandas as pd
@@ -107,11 +107,6 @@ def save_figure(fig: Figure, run_dir: Path | str, name: str, data: pd.DataFrame)
     return [png, svg, csv]
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def bench_label(bench: str) -> str:
     return get_bench(bench).label
 
@@ -144,10 +139,6 @@ def _grid(n_panels: int, columns: int, size: tuple[float, float]) -> tuple[Figur
 def par_curves_data(run_dir: Path | str) -> pd.DataFrame | None:
     """One row per plotted point: metric (a PAR_CURVES key), step, value; None without PAR metrics."""
     import pandas as pd
-
-    from patarm_kit.training.grpo import (
-        read_metrics,  # the append-only log's rule: a torn last line is dropped with a warning
-    )
 
     rows = read_metrics(RunLayout(Path(run_dir)).par_metrics)
     points = [{"metric": key, "step": row["step"], "value": row[key]}
@@ -263,7 +254,6 @@ def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
     axes[0].set_ylabel("accuracy (95% interval)")
     save_figure(fig, run_dir, "05_benchmark_bars", data)
     return fig
-
 
 
 def rmbench_matrices_data(run_dir: Path | str) -> pd.DataFrame | None:

@@ -13,8 +13,8 @@ invalid judgments and how many judgments saw a truncated input. The bench tables
 readout; the expected-score, sampled-mean and sampled-expected readouts, where measured, have tables of their own
 under each bench's, and every paired difference is given under each readout both judges have.
 
-    python -m patarm_kit.summary --migrate results/<run>   # add figure data, tables, SUMMARY.md to an older run
-    python -m patarm_kit.summary --update-readme README.md # rewrite the README's summary blocks
+    python -m patarm_kit.report.summary --migrate results/<run>   # add figure data, tables, SUMMARY.md to an older run
+    python -m patarm_kit.report.summary --update-readme README.md # rewrite the README's summary blocks
 """
 
 from __future__ import annotations
@@ -44,13 +44,7 @@ from patarm_kit.report.figures import FIGURE_DATA, bench_label, suite_metrics
 from patarm_kit.report.paper import paper_frame, policy_relative_improvement
 from patarm_kit.report.tables import benchmark_frame, save_table
 from patarm_kit.runs.env import git_commit, now
-from patarm_kit.runs.files import (
-    RunError,
-    atomic_write_text,
-    read_json,
-    sha256_of,
-    write_json,
-)
+from patarm_kit.runs.files import RunError, atomic_write_text, read_json, sha256_of, write_json
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
 
@@ -329,7 +323,7 @@ def migrate(run_dir: Path | str) -> dict[str, Any]:
     added.append(layout.key(layout.summary))
     note = {
         "at": now(),
-        "by": "python -m patarm_kit.summary --migrate",
+        "by": "python -m patarm_kit.report.summary --migrate",
         "git": git_commit(),
         "added": added,
         "regenerated": regenerated,
@@ -365,7 +359,7 @@ def publish(run_dir: Path | str) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m patarm_kit.summary", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m patarm_kit.report.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--migrate", metavar="RUN", help="add figure data, tables, SUMMARY.md and output records to an older run")
     parser.add_argument("--publish", metavar="RUN", help="delete the files a committed run leaves out and record them")
     parser.add_argument("--update-readme", metavar="README", help="rewrite the README's summary blocks from their runs")

@@ -98,7 +98,6 @@ def criteria_frame(run_dir: Path | str, bench: str, rubric_file: str | None = No
     """Per generative judge: how many instance-specific criteria it writes, and how many only repeat the rubric."""
     import pandas as pd
 
-
     rubrics = load_rubrics(rubric_file)
     rows = {m["judge"]: criteria_summary(read_judgments(RunLayout(Path(run_dir)).eval_dir / m["judgments_file"]), rubrics)
             for m in suite_metrics(run_dir) if m["bench"] == bench and "expected" in m}

@@ -11,7 +11,6 @@ and that the data files read are the data on disk. Nothing here loads a model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,12 +21,7 @@ from patarm_kit.config.schema import fingerprint_of
 from patarm_kit.data.pairs import DataError, read_pairs, resolve_data_dir
 from patarm_kit.data.sources.ifeval import load_ifeval
 from patarm_kit.evaluation.downstream import downstream_summary, policy_names
-from patarm_kit.evaluation.evaluate import (
-    paired_difference,
-    recompute_metrics,
-    summary_row,
-    votes_point,
-)
+from patarm_kit.evaluation.evaluate import paired_difference, recompute_metrics, summary_row, votes_point
 from patarm_kit.evaluation.ifeval import score_verdicts, verdict_rows
 from patarm_kit.judging.judge import (
     PAIRWISE_ORDERS,
@@ -51,7 +45,7 @@ from patarm_kit.report.differences import (
 from patarm_kit.report.figures import FIGURE_DATA
 from patarm_kit.report.summary import TABLES, render_summary, summary_json
 from patarm_kit.report.tables import table_files
-from patarm_kit.runs.files import read_json, sha256_of
+from patarm_kit.runs.files import read_json, read_jsonl, sha256_of
 from patarm_kit.runs.run import Run
 
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError)  # a damaged file, as a difference
@@ -215,8 +209,8 @@ def _check_downstream(run: Run, manifest: dict[str, Any], data_dir: str | None, 
     for policy in policy_names(config):
         metrics_path = layout.ifeval_metrics(policy)
         stored, verdicts_path = read_json(metrics_path), layout.judgments_of(metrics_path)
-        responses = {row["key"]: row["response"] for row in map(json.loads, layout.ifeval_responses(policy).read_text().splitlines())}
-        stored_rows = [json.loads(line) for line in verdicts_path.read_text(encoding="utf-8").splitlines()]
+        responses = {row["key"]: row["response"] for row in read_jsonl(layout.ifeval_responses(policy))}
+        stored_rows = read_jsonl(verdicts_path)
         report.differences += value_differences(stored_rows, verdict_rows(prompts, responses), layout.key(verdicts_path),
                                                 ("stored", "re-checked"))
         again = score_verdicts(stored_rows, config.eval.n_boot, config.seed)
@@ -280,7 +274,7 @@ def _check_judgments(run: Run, report: VerifyReport) -> None:
     for path, spec in _judgment_files(run):
         name = run.layout.key(path)
         try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = read_jsonl(path)
             judgments = [Judgment(**{k: v for k, v in row.items() if k != "judge"}) for row in rows]
         except _READ_ERRORS as err:
             report.differences.append(Difference(name, "(file)", f"unreadable ({type(err).__name__}: {err})"))

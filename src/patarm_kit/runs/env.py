@@ -1,5 +1,4 @@
-"""What a result records about where it was made: package versions, git commit, CPU model, time.
-"""
+"""What a result records about where it was made: package versions, git commit, CPU model, time."""
 
 from __future__ import annotations
 

@@ -54,5 +54,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]], ensure_ascii: bool = False) -> None:
+    """Rows as JSON lines, atomically. `ensure_ascii=True` escapes non-ASCII text (\\uXXXX): the
+    files first written that way (IFEval responses and verdicts, training logs) keep their bytes."""
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=ensure_ascii) + "\n" for row in rows))
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """The rows of a JSON-lines file, blank lines skipped."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -31,6 +31,13 @@ LOCAL_ONLY = {
     "*/adapter/tokenizer*": "tokenizer files, kept with the weights",
 }
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+=-]")
+TRAINED_JUDGE = re.compile(r"sft|par|bt|par-[a-z0-9][a-z0-9-]*")  # PAR variants (par.variants) are par-<name>
+
+
+def is_trained_judge(name: str) -> bool:
+    """Whether `name` is one of a run's own trained judges (sft, par, a PAR variant par-<name>, bt),
+    whose adapter `RunLayout.adapter` finds: the one answer to both questions."""
+    return TRAINED_JUDGE.fullmatch(name) is not None
 
 
 def file_safe(text: str) -> str:
@@ -160,13 +167,12 @@ class RunLayout:
         return self.bt_dir / "adapter"
 
     def adapter(self, judge: str) -> Path:
-        """The adapter behind a run's own trained judge alias (sft, par, bt)."""
+        """The adapter behind a run's own trained judge (`is_trained_judge`)."""
+        if not is_trained_judge(judge):
+            raise KeyError(f"{judge!r} is not a trained judge of a run (sft, par, par-<variant>, bt)")
         if judge.startswith("par-"):
             return self.for_par(judge).par_adapter
-        adapters = {"sft": self.sft_adapter, "par": self.root / "par" / "adapter", "bt": self.bt_adapter}
-        if judge not in adapters:
-            raise KeyError(f"{judge!r} is not a trained judge of a run (sft, par, par-<variant>, bt)")
-        return adapters[judge]
+        return {"sft": self.sft_adapter, "par": self.root / "par" / "adapter", "bt": self.bt_adapter}[judge]
 
     # ------------------------------------------------------------ stage 06: downstream RLHF
     def policy_dir(self, rewarder: str) -> Path:

@@ -36,7 +36,6 @@ class OutputExistsError(FileExistsError):
     """A stage would overwrite a finished result; it refuses unless asked with --force."""
 
 
-
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
 
 

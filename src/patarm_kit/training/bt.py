@@ -25,6 +25,7 @@ from patarm_kit.data.pairs import PreferencePair
 from patarm_kit.judging.bt_scorer import classifier_tokenizer
 from patarm_kit.judging.judge import Judge, prompt_judge
 from patarm_kit.judging.models import (
+    adapter_card,
     adapter_staging,
     configure_torch,
     lora_config,
@@ -148,15 +149,14 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
 
 
 def _card(config: RunConfig, result: BTResult) -> str:
-    return (
-        f"# Scalar Bradley-Terry reward model (baseline)\n\n"
-        f"LoRA adapter and score head for `{result.base_model}` as a sequence classifier with one output, "
-        f"made by `patarm_kit.bt.train_bt` with TRL's RewardTrainer. The baseline the PaTaRM judge is compared with.\n\n"
-        f"- data: {result.pairs} training pairs, seed {config.seed}; {result.dropped_too_long} drawn pairs "
-        f"longer than {config.bt.max_length} tokens dropped\n"
-        f"- steps: {result.steps}, batch size {config.bt.batch_size} pairs, learning rate {config.bt.learning_rate}\n"
-        f"- loss: {result.log[0]['loss']:.3f} -> {result.final_loss:.3f}; "
-        f"train accuracy (last pass over the data): {result.train_accuracy:.3f}\n"
-        f"- LoRA: {lora_summary(config.lora)}\n\n"
-        f"Score with `patarm_kit.bt.BTScorer(<this folder>, config).score(requests)`.\n"
-    )
+    return adapter_card(
+        "Scalar Bradley-Terry reward model (baseline)",
+        f"LoRA adapter and score head for `{result.base_model}` as a sequence classifier with one output, made by "
+        f"`patarm_kit.training.bt.train_bt` with TRL's RewardTrainer. The baseline the PaTaRM judge is compared with.",
+        [f"data: {result.pairs} training pairs, seed {config.seed}; {result.dropped_too_long} drawn pairs "
+         f"longer than {config.bt.max_length} tokens dropped",
+         f"steps: {result.steps}, batch size {config.bt.batch_size} pairs, learning rate {config.bt.learning_rate}",
+         f"loss: {result.log[0]['loss']:.3f} -> {result.final_loss:.3f}; "
+         f"train accuracy (last pass over the data): {result.train_accuracy:.3f}",
+         f"LoRA: {lora_summary(config.lora)}"],
+        "Score with `patarm_kit.judging.bt_scorer.BTScorer(<this folder>, config).score(requests)`.")

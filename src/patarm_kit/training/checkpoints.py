@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from patarm_kit.config.schema import RunConfig
-from patarm_kit.judging.models import (
-    adapter_leftovers,
-)
-from patarm_kit.runs.env import package_versions
+from patarm_kit.judging.models import adapter_leftovers, adapter_staging, publish_adapter
+from patarm_kit.runs.env import now
 from patarm_kit.runs.files import atomic_write_text, read_json, write_json
 from patarm_kit.runs.layout import RunLayout
-from patarm_kit.training.grpo import METRIC_PREFIX, REWARD_KEY
+from patarm_kit.runs.run import Run
+from patarm_kit.training.grpo import read_metrics
 
 CHECKPOINT_COMPLETE = "checkpoint_complete.json"  # written last into a checkpoint folder
 _CHECKPOINT_FOLDER = re.compile(r"checkpoint-(\d+)")  # transformers' name for the checkpoint of step N
@@ -86,23 +85,27 @@ def save_trained_adapter(trainer: Any, staged: Path) -> None:
     trainer.save_model(str(staged))
 
 
-def write_adapter_card(adapter_dir: Path, config: RunConfig, record: dict[str, Any]) -> None:
-    """A short README next to the adapter: what it was trained from, on what, and how it went."""
-    last, par, versions = record["last_metrics"], config.par, package_versions()
-    lines = [
-        "# PaTaRM judge adapter (PAR reward, GRPO, LoRA)",
-        "",
-        f"- base model: `{config.model.name}`",
-        f"- starting adapter: `{record['start_adapter'] or 'none (fresh LoRA)'}`",
-        f"- data: {record['n_pairs']} pairs from `{record['data']}`",
-        f"- profile: `{config.profile}` (config fingerprint `{record['config_fingerprint']}`)",
-        f"- PAR: {par.mode}, format weight {par.format_weight}; {record['global_step']} steps x "
-        f"{par.pairs_per_step} pairs x 2 sides x {par.rollouts.n} rollouts, lr {par.learning_rate}",
-        f"- last step: reward {last.get(REWARD_KEY)}, pair accuracy {last.get(METRIC_PREFIX + 'pair_accuracy')}, "
-        f"parse rate {last.get(METRIC_PREFIX + 'parse_rate')}, {last.get('seconds_per_step')} s/step",
-        f"- finished {record['finished']}; trl {versions['trl']}, peft {versions['peft']}, torch {versions['torch']}",
-        "",
-        "Load: `patarm_kit.models.load_model(config.model, adapter=<this folder>)`.",
-        "Per-step metrics: `../metrics.jsonl`; settings: the run's manifest.json, `training.par`.",
-    ]
-    atomic_write_text(adapter_dir / "README.md", "\n".join(lines) + "\n")
+def finish_training(trainer: Any, run: Run, adapter_dir: Path, metrics_path: Path, key: str,
+                    record: dict[str, Any], card: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+    """The end of every GRPO training (PAR, its variants, the policies), in one place.
+
+    Every process saves its part of the adapter (a sharded model is gathered from all of them);
+    the main process alone then drops the pickled training arguments (the manifest holds them as
+    JSON), completes the run's training record under `key`, writes the adapter's card and
+    publishes it; every process waits, and a multi-process group is torn down while all ranks are
+    still here (a rank that exits with gloo connections open can abort another: "terminate called
+    without an active exception"). Returns the metrics log."""
+    staged = adapter_staging(adapter_dir)
+    save_trained_adapter(trainer, staged)
+    metrics = read_metrics(metrics_path)
+    if trainer.accelerator.is_main_process:
+        (staged / "training_args.bin").unlink(missing_ok=True)
+        record.update(status="done", finished=now(), global_step=trainer.state.global_step,
+                      last_metrics=metrics[-1] if metrics else {})
+        atomic_write_text(staged / "README.md", card(record))
+        publish_adapter(staged, adapter_dir)
+        run.update("training", key, record)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.num_processes > 1:
+        trainer.accelerator.state.destroy_process_group()
+    return metrics

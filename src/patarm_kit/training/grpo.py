@@ -21,10 +21,8 @@ from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.pairs import DataError
 from patarm_kit.judging.engine import engine_environment, vllm_package
-from patarm_kit.judging.models import (
-    ModelError,
-)
-from patarm_kit.runs.files import atomic_write_text
+from patarm_kit.judging.models import ModelError
+from patarm_kit.runs.files import write_jsonl
 from patarm_kit.training.weight_sync import (
     LAUNCHER_VARIABLES,
     rollout_engine_release,
@@ -198,7 +196,7 @@ def keep_metrics_up_to(path: Path, step: int) -> None:
     if not path.is_file():
         return
     rows = [row for row in read_metrics(path) if row["step"] <= step]
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(path, rows, ensure_ascii=True)
 
 
 def lora_dropout_in_use(model: Any) -> float:

@@ -44,27 +44,21 @@ from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.pairs import PreferencePair, read_pairs
 from patarm_kit.judging.judge import Judge, prompt_judge, requests_for_pairs
-from patarm_kit.judging.models import (
-    ADAPTER_WEIGHTS,
-    adapter_staging,
-    load_model,
-    lora_config,
-    publish_adapter,
-)
+from patarm_kit.judging.models import ADAPTER_WEIGHTS, adapter_card, load_model, lora_config
 from patarm_kit.judging.prompts import evaluation_text, parse_judgment
-from patarm_kit.runs.env import now
+from patarm_kit.runs.env import now, package_versions
 from patarm_kit.runs.files import read_json, sha256_of
 from patarm_kit.runs.run import Run
 from patarm_kit.training.checkpoints import (
     checkpoint_folders,
     checkpoint_marker,
+    finish_training,
     latest_checkpoint,
     remove_partial_saves,
-    save_trained_adapter,
-    write_adapter_card,
 )
 from patarm_kit.training.grpo import (
     METRIC_PREFIX,
+    REWARD_KEY,
     _gather_from_processes,
     check_plain_tokenization,
     keep_metrics_up_to,
@@ -74,11 +68,7 @@ from patarm_kit.training.grpo import (
     read_metrics,
     rollout_settings,
 )
-from patarm_kit.training.par_reward import (
-    completion_text,
-    pair_accuracy,
-    rewards_for_batch,
-)
+from patarm_kit.training.par_reward import completion_text, pair_accuracy, rewards_for_batch
 
 _WORD = re.compile(r"\w+")
 
@@ -243,6 +233,25 @@ def build_trainer(
     )
 
 
+def par_adapter_card(config: RunConfig, record: dict[str, Any]) -> str:
+    """The PAR adapter's card: what it was trained from, on what, and how it went."""
+    last, par, versions = record["last_metrics"], config.par, package_versions()
+    facts = [
+        f"starting adapter: `{record['start_adapter'] or 'none (fresh LoRA)'}`",
+        f"data: {record['n_pairs']} pairs from `{record['data']}`",
+        f"profile: `{config.profile}` (config fingerprint `{record['config_fingerprint']}`)",
+        f"PAR: {par.mode}, format weight {par.format_weight}; {record['global_step']} steps x "
+        f"{par.pairs_per_step} pairs x 2 sides x {par.rollouts.n} rollouts, lr {par.learning_rate}",
+        f"last step: reward {last.get(REWARD_KEY)}, pair accuracy {last.get(METRIC_PREFIX + 'pair_accuracy')}, "
+        f"parse rate {last.get(METRIC_PREFIX + 'parse_rate')}, {last.get('seconds_per_step')} s/step",
+        f"finished {record['finished']}; trl {versions['trl']}, peft {versions['peft']}, torch {versions['torch']}",
+    ]
+    return adapter_card("PaTaRM judge adapter (PAR reward, GRPO, LoRA)",
+                        f"LoRA adapter for `{config.model.name}`, made by `patarm_kit.training.par` with TRL's GRPOTrainer.",
+                        facts, "Load: `patarm_kit.judging.models.load_model(config.model, adapter=<this folder>)`. "
+                        "Per-step metrics: `../metrics.jsonl`; settings: the run's manifest.json, `training.par`.")
+
+
 def training_done(run: Run, judge: str = "par") -> bool:
     """Whether the manifest records PAR training `judge` ("par", "par-<variant>") as finished, its adapter saved."""
     record = run.manifest().get("training", {}).get(judge, {})
@@ -303,21 +312,6 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
         run.update("training", judge, {**record, "status": "running"})
 
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    staged = adapter_staging(adapter_dir)
-    save_trained_adapter(trainer, staged)
-
-    metrics = read_metrics(metrics_path)
-    if main_process:
-        (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest holds grpo_args as JSON
-        record.update(status="done", finished=now(), global_step=trainer.state.global_step,
-                      last_metrics=metrics[-1] if metrics else {})
-        write_adapter_card(staged, config, record)
-        publish_adapter(staged, adapter_dir)
-        run.update("training", judge, record)
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.num_processes > 1:
-        # Tear the process group down while every rank is still here; a rank that exits with
-        # gloo connections open can abort the other ("terminate called without an active exception").
-        trainer.accelerator.state.destroy_process_group()
+    metrics = finish_training(trainer, run, adapter_dir, metrics_path, judge, record, lambda done: par_adapter_card(config, done))
     return ParResult(adapter_dir, checkpoints, metrics_path, metrics, trainer.state.global_step, len(pairs),
                      checkpoint, start_adapter)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from statistics import fmean
 from typing import Any
 
+from patarm_kit.judging.outcome import pair_outcome
+
 # binary and graded: the paper's PAR. format: the format reward alone, no preference at all (a
 # control: what GRPO does to the judge without PAR).
 PAR_MODES = ("binary", "graded", "format")
@@ -97,10 +99,7 @@ def pair_accuracy(chosen_scores: Sequence[Score], rejected_scores: Sequence[Scor
     valid_rejected = _valid_scores(rejected_scores)
     if not valid_chosen or not valid_rejected:
         return None
-    mean_chosen, mean_rejected = fmean(valid_chosen), fmean(valid_rejected)
-    if mean_chosen == mean_rejected:
-        return 0.5
-    return 1.0 if mean_chosen > mean_rejected else 0.0
+    return pair_outcome(fmean(valid_chosen), fmean(valid_rejected))
 
 
 def rewards_for_batch(

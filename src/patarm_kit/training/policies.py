@@ -38,17 +38,13 @@ from patarm_kit.data.pairs import SourceReport, resolve_data_dir
 from patarm_kit.data.sources.verifiable_if import TASK, verifiable_builds
 from patarm_kit.data.splits import split_of_key
 from patarm_kit.judging.judge import Judge, JudgeRequest, readout_score
-from patarm_kit.judging.models import (
-    adapter_staging,
-    load_model,
-    lora_config,
-    publish_adapter,
-)
+from patarm_kit.judging.models import adapter_card, load_model, lora_config
 from patarm_kit.judging.prompts import SCORE_RANGE, render_chat
 from patarm_kit.judging.registry import build_judge, parse_judge
 from patarm_kit.runs.env import now
 from patarm_kit.runs.run import Run
-from patarm_kit.training.grpo import make_grpo_trainer, metrics_callback, read_metrics
+from patarm_kit.training.checkpoints import finish_training
+from patarm_kit.training.grpo import make_grpo_trainer, metrics_callback
 from patarm_kit.training.par_reward import completion_text
 
 UNTRAINED = "untrained"  # the policy before any RLHF: the base model itself
@@ -173,7 +169,6 @@ def train_policy(config: RunConfig, run: Run, rewarder: str) -> PolicyResult:
     """GRPO + LoRA on the base model, rewarded by `rewarder`; the adapter goes to <run>/policy/<rewarder>/."""
     from datasets import Dataset
 
-
     layout = run.layout
     adapter_dir, metrics_path = layout.policy_adapter(rewarder), layout.policy_metrics(rewarder)
     prompts = policy_prompts(config)
@@ -186,18 +181,20 @@ def train_policy(config: RunConfig, run: Run, rewarder: str) -> PolicyResult:
         peft_config=lora_config(config.lora), callbacks=[metrics_callback(metrics_path, step_key="reward")],
         rows_per_step=config.policy.prompts_per_step,
     )
-    started = now()
+    record = {"config_fingerprint": config.fingerprint(), "rewarder": rewarder, "n_prompts": len(prompts),
+              "grpo_args": json.loads(trainer.args.to_json_string()), "started": now()}
     trainer.train()
-    staged = adapter_staging(adapter_dir)
-    trainer.save_model(str(staged))  # every process: a sharded model is gathered from all of them
-    metrics = read_metrics(metrics_path)
-    if trainer.accelerator.is_main_process:  # under accelerate launch only the main process writes
-        (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest holds the settings as JSON
-        publish_adapter(staged, adapter_dir)
-        run.update("training", f"policy-{rewarder}", {
-            "config_fingerprint": config.fingerprint(), "rewarder": rewarder, "n_prompts": len(prompts),
-            "global_step": trainer.state.global_step, "started": started, "finished": now(),
-            "grpo_args": json.loads(trainer.args.to_json_string()), "last_metrics": metrics[-1] if metrics else {},
-        })
-    trainer.accelerator.wait_for_everyone()
+    metrics = finish_training(trainer, run, adapter_dir, metrics_path, f"policy-{rewarder}", record,
+                              lambda done: policy_card(config, rewarder, done))
     return PolicyResult(rewarder, adapter_dir, metrics, trainer.state.global_step, len(prompts))
+
+
+def policy_card(config: RunConfig, rewarder: str, record: dict[str, Any]) -> str:
+    """A policy adapter's card: its rewarder, prompts and steps."""
+    return adapter_card(
+        f"Policy adapter rewarded by {rewarder} (GRPO, LoRA)",
+        f"LoRA adapter for `{config.model.name}`, made by `patarm_kit.training.policies` with TRL's GRPOTrainer: "
+        "the downstream RLHF step, where a judge (or the instruction checker) rewards the policy.",
+        [f"rewarder: `{rewarder}`; {record['n_prompts']} prompts, {record['global_step']} steps",
+         f"last step: reward {record['last_metrics'].get('reward')}", f"finished {record['finished']}"],
+        "Evaluated by `patarm-kit downstream` (IFEval with the official checker, InFoBench).")

@@ -104,7 +104,6 @@ def probe_curve(config: RunConfig, train_pairs: Sequence[PreferencePair], dev_pa
     from peft import get_peft_model
     from tqdm.auto import tqdm
 
-
     model, tokenizer = load_model(config.model, adapter=start_adapter, trainable=True)
     train_sides = verdict_prefixes(config, train_pairs, tokenizer)
     dev_sides = verdict_prefixes(config, dev_pairs, tokenizer)

@@ -38,25 +38,9 @@ from typing import Any
 
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.pairs import PreferencePair, read_pairs
-from patarm_kit.judging.judge import (
-    Judge,
-    JudgeRequest,
-    prompt_judge,
-    requests_for_pairs,
-)
-from patarm_kit.judging.models import (
-    load_model,
-    load_tokenizer,
-    lora_config,
-    lora_summary,
-    save_adapter,
-)
-from patarm_kit.judging.prompts import (
-    SCORE_RANGE,
-    format_judgment,
-    parse_judgment,
-    render_chat,
-)
+from patarm_kit.judging.judge import Judge, JudgeRequest, prompt_judge, requests_for_pairs
+from patarm_kit.judging.models import adapter_card, load_model, load_tokenizer, lora_config, lora_summary, save_adapter
+from patarm_kit.judging.prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
 from patarm_kit.judging.rubrics import Rubric
 from patarm_kit.runs.files import read_json, write_json, write_jsonl
 from patarm_kit.runs.run import Run
@@ -291,16 +275,14 @@ class SftResult:
 
 
 def _adapter_card(config: RunConfig, result: SftResult) -> str:
-    return (
-        f"# PaTaRM judge warm-up adapter (SFT)\n\n"
-        f"LoRA adapter for `{result.base_model}`, made by `patarm_kit.sft` so the judge writes its output "
-        f"format (criteria, evaluation, `<score>N</score>`). PAR training (GRPO) starts from it.\n\n"
-        f"- targets: `{result.data['targets']}` from {result.data['source']} ({result.data['examples']} examples)\n"
-        f"- steps: {result.steps}, batch size {config.sft.batch_size}, learning rate {config.sft.learning_rate}\n"
-        f"- loss: {result.losses[0]:.3f} -> {result.final_loss:.3f}\n"
-        f"- LoRA: {lora_summary(config.lora)}\n\n"
-        f"Load it with `patarm_kit.models.load_model(config.model, adapter=<this folder>)`.\n"
-    )
+    return adapter_card(
+        "PaTaRM judge warm-up adapter (SFT)",
+        f"LoRA adapter for `{result.base_model}`, made by `patarm_kit.training.sft` so the judge writes its output "
+        f"format (criteria, evaluation, `<score>N</score>`). PAR training (GRPO) starts from it.",
+        [f"targets: `{result.data['targets']}` from {result.data['source']} ({result.data['examples']} examples)",
+         f"steps: {result.steps}, batch size {config.sft.batch_size}, learning rate {config.sft.learning_rate}",
+         f"loss: {result.losses[0]:.3f} -> {result.final_loss:.3f}", f"LoRA: {lora_summary(config.lora)}"],
+        "Load it with `patarm_kit.judging.models.load_model(config.model, adapter=<this folder>)`.")
 
 
 def recorded_result(run: Run) -> SftResult:

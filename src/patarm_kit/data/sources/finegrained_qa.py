@@ -1,5 +1,4 @@
-"""Fine-Grained RLHF's QA feedback: each question's ranked answers become preference pairs.
-"""
+"""Fine-Grained RLHF's QA feedback: each question's ranked answers become preference pairs."""
 
 from __future__ import annotations
 
@@ -11,9 +10,7 @@ from patarm_kit.data.pairs import (
     RowProblem,
     SourceReport,
     check_distinct,
-    convert_rows,
-    local_files,
-    read_json_rows,
+    pairs_from_files,
     text_field,
     user_prompt,
 )
@@ -53,12 +50,8 @@ def finegrained_pairs(row: Any, subset: str, number: int, report: SourceReport) 
 
 def load(data_dir: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
     """Fine-Grained RLHF's QA feedback, train and dev files (a missing train file is not reported)."""
-    pairs: list[PreferencePair] = []
-    folder = data_dir / "finegrained-rlhf-qa-feedback"
-    for file_name, path in local_files(report, folder, ["train_feedback.json", "dev_feedback.json"]):
-        subset = file_name.removesuffix("_feedback.json")
-        pairs += convert_rows(
-            read_json_rows(path), str(path), lambda r, n: finegrained_pairs(r, subset, n, report), report, bad_rows
-        )
+    files = ["train_feedback.json", "dev_feedback.json"]
+    pairs = pairs_from_files(report, data_dir / "finegrained-rlhf-qa-feedback", files, bad_rows,
+                             lambda row, number, name: finegrained_pairs(row, name.removesuffix("_feedback.json"), number, report))
     report.missing_files = [f for f in report.missing_files if not f.endswith("train_feedback.json")]
     return pairs

@@ -1,18 +1,10 @@
-"""Any pairwise file or hub dataset with prompt / chosen / rejected columns (or messages).
-"""
+"""Any pairwise file or hub dataset with prompt / chosen / rejected columns (or messages)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from patarm_kit.data.pairs import (
-    PreferencePair,
-    RowProblem,
-    check_distinct,
-    check_task,
-    messages_field,
-    row_id,
-)
+from patarm_kit.data.pairs import PreferencePair, RowProblem, check_distinct, check_task, messages_field, row_id
 
 
 def _last_content(value: Any, name: str) -> str:

@@ -1,5 +1,4 @@
-"""Anthropic HH-RLHF: transcripts split into chat turns, the last assistant turn compared.
-"""
+"""Anthropic HH-RLHF: transcripts split into chat turns, the last assistant turn compared."""
 
 from __future__ import annotations
 
@@ -7,16 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from patarm_kit.data.pairs import (
-    PreferencePair,
-    RowProblem,
-    SourceReport,
-    check_distinct,
-    convert_rows,
-    local_files,
-    read_json_rows,
-    text_field,
-)
+from patarm_kit.data.pairs import PreferencePair, RowProblem, SourceReport, check_distinct, pairs_from_files, text_field
 
 # ---------------------------------------------------------------- converters per source
 
@@ -61,10 +51,8 @@ SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection
 def load(data_dir: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
     """HH-RLHF's subsets, train and test files; a missing train file is not reported missing
     (the kit's data folder may hold the test files only)."""
-    pairs: list[PreferencePair] = []
     files = [f"{s}_{split}.jsonl.gz" for s in SUBSETS for split in ("train", "test")]
-    for file_name, path in local_files(report, data_dir / "hh-rlhf", files):
-        subset = file_name.removesuffix(".jsonl.gz")
-        pairs += convert_rows(read_json_rows(path), str(path), lambda r, n: hh_pair(r, subset, n), report, bad_rows)
+    pairs = pairs_from_files(report, data_dir / "hh-rlhf", files, bad_rows,
+                             lambda row, number, name: hh_pair(row, name.removesuffix(".jsonl.gz"), number))
     report.missing_files = [f for f in report.missing_files if not f.endswith("_train.jsonl.gz")]
     return pairs

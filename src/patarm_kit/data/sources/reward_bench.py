@@ -1,5 +1,4 @@
-"""RewardBench's rows: LLMBar's local files and the hub copy of allenai/reward-bench.
-"""
+"""RewardBench's rows: LLMBar's local files and the hub copy of allenai/reward-bench."""
 
 from __future__ import annotations
 
@@ -11,9 +10,7 @@ from patarm_kit.data.pairs import (
     RowProblem,
     SourceReport,
     check_distinct,
-    convert_rows,
-    local_files,
-    read_json_rows,
+    pairs_from_files,
     text_field,
     user_prompt,
 )
@@ -73,8 +70,6 @@ def hub_pair(row: Any, number: int) -> PreferencePair:
 
 def load_llmbar(data_dir: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
     """LLMBar's subsets, the part of RewardBench the kit holds locally (data/README.md)."""
-    pairs: list[PreferencePair] = []
-    for file_name, path in local_files(report, data_dir / "llmbar", [f"{s}.json" for s in LLMBAR_FILES_TO_SUBSETS]):
-        subset = file_name.removesuffix(".json")
-        pairs += convert_rows(read_json_rows(path), str(path), lambda r, n: llmbar_pair(r, subset, n), report, bad_rows)
-    return pairs
+    files = [f"{subset}.json" for subset in LLMBAR_FILES_TO_SUBSETS]
+    return pairs_from_files(report, data_dir / "llmbar", files, bad_rows,
+                            lambda row, number, name: llmbar_pair(row, name.removesuffix(".json"), number))

@@ -1,5 +1,4 @@
-"""RM-Bench's rows: three style variants of each chosen and rejected response, by domain.
-"""
+"""RM-Bench's rows: three style variants of each chosen and rejected response, by domain."""
 
 from __future__ import annotations
 
@@ -11,9 +10,7 @@ from patarm_kit.data.pairs import (
     RowProblem,
     SourceReport,
     check_distinct,
-    convert_rows,
-    local_files,
-    read_json_rows,
+    pairs_from_files,
     row_id,
     text_field,
     user_prompt,
@@ -83,8 +80,5 @@ def hub_pair(row: Any, number: int) -> PreferencePair:
 
 def load(data_dir: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
     """RM-Bench's filtered files, one per domain (data/README.md)."""
-    pairs: list[PreferencePair] = []
-    for file_name, path in local_files(report, data_dir / "rm-bench", DATA_FILES):
-        domain = file_name.removesuffix("_filtered.json")
-        pairs += convert_rows(read_json_rows(path), str(path), lambda r, n: rmbench_pair(r, domain), report, bad_rows)
-    return pairs
+    return pairs_from_files(report, data_dir / "rm-bench", DATA_FILES, bad_rows,
+                            lambda row, number, name: rmbench_pair(row, name.removesuffix("_filtered.json")))

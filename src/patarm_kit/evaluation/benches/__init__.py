@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.pairs import PreferencePair
-from patarm_kit.evaluation.benches.base import BenchItems, Benchmark, Scoring
+from patarm_kit.evaluation.benches.base import Benchmark
 from patarm_kit.evaluation.benches.pairs import PairsBench
 from patarm_kit.evaluation.benches.rewardbench import RewardBench
 from patarm_kit.evaluation.benches.rmbench import RMBench
@@ -31,7 +31,6 @@ def get_bench(spec: str) -> Benchmark:
     return BENCHMARKS[name](argument if sep else None)
 
 
-
 def bench_pairs(config: RunConfig) -> dict[str, list[PreferencePair]]:
     """Every pair of every bench the run will judge (eval.benches and the votes-curve bench), whole:
     stage 01 removes training pairs that share a prompt with any of them. A `pairs:` bench over a
@@ -47,4 +46,4 @@ def bench_pairs(config: RunConfig) -> dict[str, list[PreferencePair]]:
     return benches
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "BenchItems", "EvalError", "Scoring", "bench_pairs", "get_bench"]
+__all__ = ["BENCHMARKS", "bench_pairs", "get_bench", "base", "pairs", "rewardbench", "rmbench"]

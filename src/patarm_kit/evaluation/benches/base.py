@@ -14,9 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-from patarm_kit.config.rules import TIE_VALUES
 from patarm_kit.config.schema import RunConfig, SourceConfig
 from patarm_kit.data.loading import load_source
 from patarm_kit.data.pairs import PreferencePair, SourceReport, subsample
@@ -29,31 +27,7 @@ from patarm_kit.judging.judge import (
     requests_for_pairs,
     voted_scores,
 )
-
-
-def tie_value(ties: str) -> float:
-    """The value of a tie under a named policy; the kit's default is "half" (PAPER.md)."""
-    if ties not in TIE_VALUES:
-        raise ValueError(f"unknown tie policy {ties!r}; allowed: {', '.join(TIE_VALUES)}")
-    return TIE_VALUES[ties]
-
-
-def pair_outcomes(chosen: ArrayLike, rejected: ArrayLike, ties: str = "half") -> np.ndarray:
-    """Element-wise outcome of chosen-vs-rejected comparisons: 1 win, 0 loss, else the tie value.
-
-    A comparison is a tie when the scores are equal or either is invalid (None/NaN): an
-    unparsed judgment cannot show a preference, so it is counted, never dropped.
-    """
-    tie = tie_value(ties)
-    chosen = np.asarray(chosen, dtype=float)  # None becomes NaN
-    rejected = np.asarray(rejected, dtype=float)
-    undecided = np.isnan(chosen) | np.isnan(rejected) | (chosen == rejected)
-    return np.where(undecided, tie, np.where(chosen > rejected, 1.0, 0.0))
-
-
-def pair_outcome(chosen_score: float | None, rejected_score: float | None, ties: str = "half") -> float:
-    """Outcome of one pointwise pair: 1 if chosen scores higher, 0 if lower, else the tie value."""
-    return float(pair_outcomes(chosen_score, rejected_score, ties))
+from patarm_kit.judging.outcome import pair_outcome, tie_value
 
 
 @dataclasses.dataclass

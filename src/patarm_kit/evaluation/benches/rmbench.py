@@ -20,15 +20,10 @@ from numpy.typing import ArrayLike
 
 from patarm_kit.data.pairs import PreferencePair
 from patarm_kit.data.sources.rm_bench import DOMAINS, domain_of
-from patarm_kit.evaluation.benches.base import Benchmark, Scoring, pair_outcomes
+from patarm_kit.evaluation.benches.base import Benchmark, Scoring
 from patarm_kit.evaluation.stats import bootstrap_ci_of
-from patarm_kit.judging.judge import (
-    EvalError,
-    JudgeRequest,
-    Judgment,
-    requests_for_style_variants,
-    voted_scores,
-)
+from patarm_kit.judging.judge import EvalError, JudgeRequest, Judgment, requests_for_style_variants, voted_scores
+from patarm_kit.judging.outcome import pair_outcomes
 
 STYLES = ("concise", "detailed_plain", "detailed_markdown")
 SCORE_KEYS = ("easy", "normal", "hard", "avg")
