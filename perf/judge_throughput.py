@@ -35,13 +35,7 @@ from patarm_kit.config.loader import load_config
 from patarm_kit.config.schema import RunConfig, SamplingConfig, SourceConfig
 from patarm_kit.data.loading import load_source
 from patarm_kit.evaluation.stats import bootstrap_ci_of
-from patarm_kit.judging.engine import (
-    Completion,
-    Engine,
-    HFEngine,
-    VLLMEngine,
-    cpu_seconds,
-)
+from patarm_kit.judging.engine import Completion, Engine, HFEngine, VLLMEngine, cpu_seconds
 from patarm_kit.judging.judge import prompt_judge, requests_for_pairs
 from patarm_kit.judging.models import load_model, lora_config, resolve_model_path
 from patarm_kit.judging.prompts import parse_judgment
