@@ -303,22 +303,25 @@ def read_pairs(path: Path) -> list[PreferencePair]:
     return pairs
 
 
-def local_files(report: SourceReport, folder: Path, names: Iterable[str]) -> Iterator[tuple[str, Path]]:
-    """The files of a built-in source that exist; the missing ones are recorded, not fatal."""
+def local_files(report: SourceReport, folder: Path, names: Iterable[str],
+                optional: tuple[str, ...] = ()) -> Iterator[tuple[str, Path]]:
+    """The files of a built-in source that exist; the missing ones are recorded, not fatal, except
+    those ending in `optional` (a data folder may hold a source's test files only)."""
     for name in names:
         path = folder / name
         if path.is_file():
             report.files[str(path.relative_to(report.data_dir or "/"))] = sha256_of(path)
             yield name, path
-        else:
+        elif not (optional and name.endswith(optional)):
             report.missing_files.append(str(path))
 
 
 def pairs_from_files(report: SourceReport, folder: Path, names: Iterable[str], bad_rows: str,
-                     convert: Callable[[Any, int, str], PreferencePair | list[PreferencePair]]) -> list[PreferencePair]:
+                     convert: Callable[[Any, int, str], PreferencePair | list[PreferencePair]],
+                     optional: tuple[str, ...] = ()) -> list[PreferencePair]:
     """Every row of a built-in source's files that exist, as `convert(row, number, file_name)` makes it."""
     pairs: list[PreferencePair] = []
-    for name, path in local_files(report, folder, names):
+    for name, path in local_files(report, folder, names, optional):
         pairs += convert_rows(read_json_rows(path), str(path), lambda row, number: convert(row, number, name), report, bad_rows)
     return pairs
 

@@ -51,7 +51,6 @@ def finegrained_pairs(row: Any, subset: str, number: int, report: SourceReport) 
 def load(data_dir: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
     """Fine-Grained RLHF's QA feedback, train and dev files (a missing train file is not reported)."""
     files = ["train_feedback.json", "dev_feedback.json"]
-    pairs = pairs_from_files(report, data_dir / "finegrained-rlhf-qa-feedback", files, bad_rows,
-                             lambda row, number, name: finegrained_pairs(row, name.removesuffix("_feedback.json"), number, report))
-    report.missing_files = [f for f in report.missing_files if not f.endswith("train_feedback.json")]
-    return pairs
+    return pairs_from_files(report, data_dir / "finegrained-rlhf-qa-feedback", files, bad_rows,
+                            lambda row, number, name: finegrained_pairs(row, name.removesuffix("_feedback.json"), number, report),
+                            optional=("train_feedback.json",))

@@ -52,7 +52,6 @@ def load(data_dir: Path, report: SourceReport, bad_rows: str) -> list[Preference
     """HH-RLHF's subsets, train and test files; a missing train file is not reported missing
     (the kit's data folder may hold the test files only)."""
     files = [f"{s}_{split}.jsonl.gz" for s in SUBSETS for split in ("train", "test")]
-    pairs = pairs_from_files(report, data_dir / "hh-rlhf", files, bad_rows,
-                             lambda row, number, name: hh_pair(row, name.removesuffix(".jsonl.gz"), number))
-    report.missing_files = [f for f in report.missing_files if not f.endswith("_train.jsonl.gz")]
-    return pairs
+    return pairs_from_files(report, data_dir / "hh-rlhf", files, bad_rows,
+                            lambda row, number, name: hh_pair(row, name.removesuffix(".jsonl.gz"), number),
+                            optional=("_train.jsonl.gz",))
