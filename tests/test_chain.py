@@ -18,7 +18,7 @@ def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
     manifest = run.manifest()
     assert manifest["notebooks"]["01_data_pairing"]["status"] == "done"
     assert manifest["stages"]["data"]["status"] == "done"
-    assert manifest["stages"]["data"]["outputs"]["pairs/bench-rm-bench.jsonl"]  # its sha256
+    assert manifest["stages"]["data"]["outputs"]["pairs/bench-rmbench.jsonl"]  # its sha256: what rmbench judges
     assert manifest["finished"] is not None
     assert manifest["data"]["llmbar"]["pairs"] == 419
     executed = json.loads((run.dir / "notebooks" / "01_data_pairing.ipynb").read_text())
@@ -30,7 +30,7 @@ def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
     assert manifest["notebooks"]["01_data_pairing"]["outputs"] == {"notebooks/01_data_pairing.ipynb": sha256_of(notebook)}
     notebook.write_text(notebook.read_text().replace("01", "02", 1))
     assert [(d.file, d.field) for d in verify_run(run.dir).differences] == [("notebooks/01_data_pairing.ipynb", "(file)")]
-    assert sum(1 for _ in open(run.dir / "pairs" / "bench-rm-bench.jsonl")) == 798
+    assert sum(1 for _ in open(run.dir / "pairs" / "bench-rmbench.jsonl")) == 798
     assert (run.dir / "figures" / "01_length_distributions.png").stat().st_size > 10_000
 
 

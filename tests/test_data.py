@@ -112,8 +112,9 @@ def test_generic_file_with_chat_messages(tmp_path):
 
 def test_pairs_round_trip_through_jsonl(tmp_path, data_dir):
     loaded = load_sources([SourceConfig("llmbar", role="bench")], data_dir)
-    written = write_stage_pairs(loaded, FRACTIONS, tmp_path)
-    assert read_pairs(written["bench-llmbar.jsonl"]) == loaded[0].pairs
+    written = write_stage_pairs(loaded, FRACTIONS, tmp_path, {"bench-rewardbench.jsonl": loaded[0].pairs})
+    assert sorted(written) == ["bench-rewardbench.jsonl", "dev.jsonl", "test.jsonl", "train.jsonl"]  # no file per bench source
+    assert read_pairs(written["bench-rewardbench.jsonl"]) == loaded[0].pairs
 
 
 def test_data_dir_resolution(monkeypatch, tmp_path):

@@ -94,7 +94,6 @@ def test_paper_table_holds_the_papers_numbers_and_ours(trained_run):
         assert row["paper"] is None or math.isnan(row["paper"])
         assert row["paper source"].startswith("empty: per-benchmark tables")
 
-    eval_dir = trained_run / "eval"
     acc = {(j, b): read_json(RunLayout(trained_run).eval_metrics(j, b))["acc"] for j in ("base", "par") for b in ("rewardbench", "rmbench")}
     gains = [100 * (acc[("par", b)] - acc[("base", b)]) / acc[("base", b)] for b in ("rewardbench", "rmbench")]
     assert headline["ours"] == pytest.approx(sum(gains) / 2)

@@ -9,20 +9,15 @@ from patarm_kit.config.loader import load_config
 from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import JudgeConfig, SamplingConfig
 from patarm_kit.data import ifcheck
+from patarm_kit.data.pairs import DataError
+from patarm_kit.data.policy_prompts import policy_prompts, read_policy_prompts, write_policy_prompts
 from patarm_kit.data.sources.ifeval import load_ifeval
 from patarm_kit.evaluation.downstream import prompt_outcomes
 from patarm_kit.judging.engine import Completion
 from patarm_kit.judging.judge import Judge
 from patarm_kit.judging.models import load_tokenizer
 from patarm_kit.judging.rubrics import load_rubrics
-from patarm_kit.training.policies import (
-    UNSCORED_REWARD,
-    checker_reward,
-    grpo_block,
-    judge_reward,
-    policy_prompts,
-    scaled,
-)
+from patarm_kit.training.policies import UNSCORED_REWARD, checker_reward, grpo_block, judge_reward, scaled
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +40,19 @@ def test_policy_prompts_are_training_split_questions_with_a_checkable_instructio
     row = prompts[0].to_row("<rendered>")
     assert row["prompt"] == "<rendered>" and row["prompt_text"] == prompts[0].prompt
     assert json.loads(row["kwargs_json"]) == prompts[0].kwargs
+
+
+def test_stage_one_draws_the_prompts_once_and_stage_six_reads_them_back_checked(config, prompts, tmp_path):
+    path = tmp_path / "pairs" / "policy_prompts.jsonl"
+    assert write_policy_prompts(config, path) == {"policy_prompts.jsonl": path}
+    assert read_policy_prompts(path) == prompts
+    assert write_policy_prompts(load_config("smoke", {"policy.rewarders": []}), tmp_path / "none.jsonl") == {}
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join([rows[0], rows[1].replace('"instruction_id": "', '"instruction_id": "made:up_')]))
+    with pytest.raises(DataError, match=r"policy_prompts.jsonl: row 2: field instruction_id: 'made:up_"):
+        read_policy_prompts(path)
+    with pytest.raises(DataError, match="missing: run notebook 01"):
+        read_policy_prompts(tmp_path / "elsewhere.jsonl")
 
 
 def test_checker_reward_is_the_checkers_strict_verdict(prompts):
@@ -130,6 +138,7 @@ def downstream_run(tmp_path_factory):
     config = load_config("smoke", {"policy.rewarders": ["checker", "base"], "policy.paired": [["base", "untrained"]],
                                    "policy.ifeval_limit": 3})
     run = Run.create("downstream", config, results_dir=tmp_path_factory.mktemp("runs"))
+    stages.data(run)  # the policy prompts
     stages.policies(run)
     stages.figures(run)
     stages.downstream(run)

@@ -6,10 +6,11 @@ import re
 
 import pytest
 
+from patarm_kit import stages
 from patarm_kit.config.loader import load_config
 from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import SamplingConfig
-from patarm_kit.data.pairs import RowProblem
+from patarm_kit.data.pairs import RowProblem, read_pairs
 from patarm_kit.data.sources import reward_bench, rm_bench
 from patarm_kit.evaluation import evaluate as evaluation
 from patarm_kit.evaluation.benches import BENCHMARKS, get_bench
@@ -20,6 +21,7 @@ from patarm_kit.judging.judge import EvalError
 from patarm_kit.judging.registry import JUDGES, JudgeKind, LengthJudge, build_judge, parse_judge
 from patarm_kit.report.figures import bench_label
 from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.run import Run
 
 # A spec for each registered benchmark that takes an argument.
 SPEC_EXAMPLES = {"pairs": "pairs:hh-rlhf"}
@@ -121,7 +123,10 @@ def test_a_benchmark_added_in_one_place_works_end_to_end(monkeypatch, tmp_path):
     monkeypatch.setitem(BENCHMARKS, "natural", LLMBarNatural)
     config = load_config("smoke", {"eval.judges": ["length", "random"], "eval.benches": ["natural"], "eval.limit": 5,
                                    "eval.n_boot": 50})
-    layout = RunLayout(tmp_path / "run")
+    run = Run.create("run", config, results_dir=tmp_path)
+    stages.data(run)  # stage 01 writes what the new bench judges: LLMBar's Natural subset only
+    layout = run.layout
+    assert {p.subset for p in read_pairs(layout.bench_pairs("natural"))} == {"Natural"}
     assert suite_plan(config, layout) == [(j, "natural", layout.eval_metrics(j, "natural")) for j in ("length", "random")]
     results = run_suite(config, layout)
     assert [m["n"] for m in results] == [5, 5] and all(m["bench"] == "natural" for m in results)

@@ -12,7 +12,7 @@ from patarm_kit.config.loader import PROFILE_DIR, load_config
 from patarm_kit.data.loading import BUILT_SOURCES, BUILTIN_SOURCES, load_source
 from patarm_kit.data.pairs import PreferencePair, read_pairs
 from patarm_kit.data.splits import prompt_keys, split_of, split_of_key
-from patarm_kit.evaluation.benches import bench_pairs
+from patarm_kit.evaluation.benches import bench_pairs, get_bench, run_benches
 from patarm_kit.runs.run import Run
 
 YAML_ORDER = {"train": 0.8, "dev": 0.1, "test": 0.1}
@@ -80,6 +80,27 @@ def test_no_held_out_pair_shares_a_prompt_with_a_training_pair(stage_one):
     for name, pairs in held_out.items():
         shared = [p.id for p in pairs if prompt_keys(p) & train_keys]
         assert not shared, f"{name}: {len(shared)} pairs share a prompt with a training pair, e.g. {shared[:3]}"
+
+
+def test_every_bench_of_a_run_judges_the_file_stage_one_wrote_for_it(stage_one):
+    """One pipe: inside a run a bench reads pairs/bench-<bench>.jsonl: the same pairs its source gives
+    outside a run, or for a held-out bench its source's test split after decontamination."""
+    config, layout = stage_one.config(), stage_one.layout
+    whole = bench_pairs(config)
+    test_ids = {p.id for p in read_pairs(layout.pairs("test"))}
+    removed = stage_one.manifest()["stages"]["data"]["facts"]["decontaminated"]
+    assert sorted(layout.pairs_dir.glob("bench-*.jsonl")) == sorted(layout.bench_pairs(spec) for spec in run_benches(config))
+    for spec in run_benches(config):
+        bench = get_bench(spec)
+        inside, outside = bench.load(config, None, layout), bench.load(config, None)
+        assert list(inside.files) == [layout.relative(layout.bench_pairs(spec))]
+        if spec in whole:
+            assert inside.pairs == outside.pairs == whole[spec]
+        else:  # held out: the run's test split of the source (its `limit` drawn), decontaminated
+            inside_ids, outside_ids = {p.id for p in inside.pairs}, {p.id for p in outside.pairs}
+            assert inside_ids and inside_ids <= test_ids and inside_ids <= outside_ids
+            if next(s for s in config.data.sources if s.name == bench.source_name).limit is None:
+                assert len(outside_ids - inside_ids) <= removed[bench.source_name]["training_prompt"]
 
 
 def test_stage_one_records_what_it_removed(stage_one):

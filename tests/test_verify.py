@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from patarm_kit.cli import app
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.report.differences import table_differences, value_differences
-from patarm_kit.report.summary import migrate
+from patarm_kit.report.summary import migrate, publish
 from patarm_kit.report.verify import verify_run
 from patarm_kit.runs.files import sha256_of
 from patarm_kit.runs.run import Run
@@ -86,6 +86,27 @@ def test_verify_reports_missing_judgments_and_missing_data(run_copy, tmp_path):
     assert ("eval/random__rewardbench.json", "(file)") in fields
     assert ("manifest.json", "data.rm-bench.files.rm-bench/chat_filtered.json") in fields
     assert not report.ok and "FAILED" in report.summary()
+
+
+def test_a_runs_evaluations_read_its_stage_one_files_and_verify_checks_them(run_copy):
+    """One pipe: every evaluation of the run judged a pairs/bench-* file of stage 01, recorded by hash."""
+    recorded = {key for path in (run_copy / "eval").glob("*__*.json") if not path.name.endswith("judgments.jsonl")
+                for key in json.loads(path.read_text())["data_files"]}
+    assert recorded == {"<run>/pairs/bench-rmbench.jsonl", "<run>/pairs/bench-rewardbench.jsonl",
+                        "<run>/pairs/bench-pairs-hh-rlhf.jsonl"}
+    pair_file = run_copy / "pairs" / "bench-rewardbench.jsonl"
+    original = pair_file.read_bytes()
+    pair_file.write_bytes(original + b"\n")
+    fields = {(d.file, d.field) for d in verify_run(run_copy).differences}
+    assert ("eval/random__rewardbench.json", "data_files.<run>/pairs/bench-rewardbench.jsonl") in fields
+    pair_file.unlink()
+    assert ("eval/random__rewardbench.json", "data_files.<run>/pairs/bench-rewardbench.jsonl") in {
+        (d.file, d.field) for d in verify_run(run_copy).differences}
+    pair_file.write_bytes(original)
+    publish(run_copy)  # a published run leaves the pair files out on purpose: a note, not a difference
+    report = verify_run(run_copy)
+    assert report.ok, report.summary()
+    assert "pairs/bench-rewardbench.jsonl: left out (the stage-01 pair files, rebuilt from the data by notebook 01)" in report.notes
 
 
 def test_compare_reports_a_changed_accuracy_and_config_key(small_run, run_copy):

@@ -6,12 +6,10 @@ config fingerprint, status, facts). A stage refuses to replace a finished output
 asked (`force=True`, the CLI's `--force`), so a file a reader sees always has one writer a
 test can call, and nothing finished is lost by accident.
 
-`resume=True` (the chain's `--resume`, which re-executes the notebook that stopped): a stage
-the manifest records done is not run again, it returns what it recorded, read back from its
-files (`_recorded`); a stage that stopped half-way continues where that is possible (PAR and
-each PAR variant from their last checkpoint, the evaluation from its finished metrics files)
-and otherwise starts over, replacing its own partial outputs. A multi-hour run is made across
-sessions this way, one `patarm-kit run ... --resume` at a time.
+`resume=True` (the chain's `--resume`): a stage recorded done returns what it recorded, read
+back from its files (`_recorded`); one that stopped half-way continues where it can (PAR from
+its last checkpoint, the evaluation from its finished metrics files), else starts over. A
+multi-hour run is made across sessions this way, one `patarm-kit run ... --resume` at a time.
 
     data -> preview -> sft -> par -> bt -> evaluate -> figures -> policies -> downstream
     (01)     (02)      (03)   (03)   (03)    (04)        (05)       (06)         (06)
@@ -28,10 +26,11 @@ from patarm_kit.config.rules import READOUTS
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.loading import load_sources
 from patarm_kit.data.pairs import read_pairs, subsample
+from patarm_kit.data.policy_prompts import read_policy_prompts, write_policy_prompts
 from patarm_kit.data.stage import decontaminate, write_stage_pairs
 from patarm_kit.evaluation import curve as learning_curves
 from patarm_kit.evaluation import evaluate as evaluation
-from patarm_kit.evaluation.benches import bench_pairs
+from patarm_kit.evaluation.benches import bench_files, bench_pairs
 from patarm_kit.evaluation.downstream import downstream_summary, evaluate_policy, infobench, policy_names
 from patarm_kit.evaluation.warmup_checks import warmup_checks
 from patarm_kit.judging.judge import judging_summary, requests_for_pairs, save_judgments
@@ -62,8 +61,7 @@ from patarm_kit.training.policies import train_policy
 from patarm_kit.training.score_probe import probe_curve
 from patarm_kit.training.sft import recorded_result, run_sft
 
-# The library stages each chain notebook runs: the chain refuses to re-run a notebook whose
-# stages are recorded as done unless --force, and checks this before any notebook executes.
+# The library stages each chain notebook runs (the chain will not re-run a done one without --force).
 NOTEBOOK_STAGES = {
     "01_data_pairing": ("data",),
     "02_rubric_generation": ("preview",),
@@ -127,8 +125,7 @@ class DataStage:
 
 
 def data(run: Run, force: bool = False, resume: bool = False) -> DataStage:
-    """Load and validate every source, write the split pair files and the length figure (on resume: again,
-    a minute's work that gives the same files)."""
+    """Every source validated, then the pair files (splits, one per bench) and the length figure (resume: again)."""
 
     config, layout = run.config(), run.layout
     figure_path = layout.figure("01_length_distributions")
@@ -139,7 +136,9 @@ def data(run: Run, force: bool = False, resume: bool = False) -> DataStage:
     benches = bench_pairs(config)
     with run.stage("data", config, outputs=[layout.pairs_dir, figure_path], force=force) as record:
         record.facts["decontaminated"] = decontaminate(loaded, benches, fractions)
-        written = write_stage_pairs(loaded, fractions, layout.pairs_dir)
+        judged = {layout.bench_pairs(spec).name: pairs for spec, pairs in bench_files(config, loaded, benches).items()}
+        written = write_stage_pairs(loaded, fractions, layout.pairs_dir, judged)
+        written.update(write_policy_prompts(config, layout.policy_prompts))
         for source in loaded:
             run.update("data", source.spec.name, vars(source.report))
         figure = plot_length_distributions({s.spec.name: s.pairs for s in loaded})
@@ -409,7 +408,8 @@ def policies(run: Run, force: bool = False) -> dict[str, Any]:
 
     config, layout = run.config(), run.layout
     rewarders = config.policy.rewarders
-    inputs = [layout.adapter(r) for r in rewarders if is_trained_judge(r)]
+    read_policy_prompts(layout.policy_prompts)  # stage 01's prompts: missing or bad stops here, before any record
+    inputs = [layout.policy_prompts, *(layout.adapter(r) for r in rewarders if is_trained_judge(r))]
     figure_path = layout.figure("06_policy_rewards")
     outputs = [*(layout.policy_dir(r) for r in rewarders), figure_path]
     results = {}

@@ -1,5 +1,5 @@
 """Stage 01's work: pairs decontaminated against every bench of the run, split, and written to
-pairs/{train,dev,test}.jsonl and pairs/bench-*.jsonl, with counts per source.
+pairs/{train,dev,test}.jsonl and pairs/bench-<bench>.jsonl, with counts per source.
 """
 
 from __future__ import annotations
@@ -46,15 +46,17 @@ def decontaminate(loaded: list[LoadedSource], benches: dict[str, list[Preference
     return {s.spec.name: s.report.decontaminated for s in train_sources}
 
 
-def write_stage_pairs(loaded: list[LoadedSource], fractions: dict[str, float], out_dir: Path) -> dict[str, Path]:
-    """Training sources go to pairs/{train,dev,test}.jsonl; benchmark sources to pairs/bench-<name>.jsonl."""
+def write_stage_pairs(loaded: list[LoadedSource], fractions: dict[str, float], out_dir: Path,
+                      bench_files: dict[str, list[PreferencePair]] | None = None) -> dict[str, Path]:
+    """Training sources go to pairs/{train,dev,test}.jsonl; `bench_files` (file name -> pairs) are
+    the pairs each bench of the run judges, so that evaluation inside the run reads stage 01's files
+    and nothing else."""
     by_file: dict[str, list[PreferencePair]] = {f"{split}.jsonl": [] for split in fractions}
     for source in loaded:
-        if source.spec.role == "bench":
-            by_file[f"bench-{Path(source.spec.name).stem.replace('/', '_')}.jsonl"] = source.pairs
-        else:
+        if source.spec.role == "train":
             for pair in source.pairs:
                 by_file[f"{split_of(pair, fractions)}.jsonl"].append(pair)
+    by_file.update(bench_files or {})
     written = {}
     for file_name, pairs in by_file.items():
         save_pairs(pairs, Path(out_dir) / file_name)

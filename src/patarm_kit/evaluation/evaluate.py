@@ -176,7 +176,7 @@ def evaluation_sampling(config: RunConfig, spec: JudgeSpec) -> SamplingConfig:
 
 def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, limit: int | None = None,
              ties: str | None = None, votes: int | None = None, label: str | None = None,
-             sampling: SamplingConfig | None = None, force: bool = False) -> dict[str, Any]:
+             sampling: SamplingConfig | None = None, force: bool = False, layout: RunLayout | None = None) -> dict[str, Any]:
     """Judge a benchmark's items, write the metrics JSON and the per-item judgments beside it.
 
     An existing metrics or judgments file is refused before anything runs unless `force`.
@@ -185,7 +185,8 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
     which records the run's own models as `<run>/...`. Generative judges sample as `sampling`
     says (default: eval.sampling), with n = `votes` when given; pointwise ones also draw the
     sampled-mean readout's judgments where eval.sampled_mean is set. `label` names the judge in
-    tables. Every setting is checked before the model loads; nothing is written when one is wrong.
+    tables. Inside a run (`layout`) the pairs are the ones stage 01 wrote for the bench. Every
+    setting is checked before the model loads; nothing is written when one is wrong.
     """
     judgments_file = RunLayout.judgments_of(out)
     for path in (Path(out), judgments_file):
@@ -202,7 +203,7 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
         raise EvalError(f"the pairwise judge is not run on {bench}")
     block = _sampling(spec, sampling or evaluation_sampling(config, spec), votes)
     draws = config.eval.sampled_mean if spec.samples else None  # base and adapter judges
-    items = benchmark.load(config, limit)
+    items = benchmark.load(config, limit, layout)
     scorer = build_judge(spec, config, block)
     samples: list[Judgment] = []
     if spec.pairwise:
@@ -264,7 +265,8 @@ def run_suite(config: RunConfig, layout: RunLayout, keep_finished: bool = False)
             results.append(read_json(out))
             continue
         print(f"[eval] {judge} on {bench}", flush=True)
-        results.append(evaluate(config, specs[judge], bench, out, config.eval.limit_for(bench), force=keep_finished))
+        results.append(evaluate(config, specs[judge], bench, out, config.eval.limit_for(bench), force=keep_finished,
+                                layout=layout))
     return results
 
 
@@ -288,7 +290,7 @@ def votes_curve(config: RunConfig, layout: RunLayout, keep_finished: bool = Fals
         stored = read_json(out)
     else:
         stored = evaluate(config, parse_judge(judge, layout), bench, out, limit, label=judge, sampling=sampling,
-                          force=keep_finished)
+                          force=keep_finished, layout=layout)
     judgments = read_judgments(RunLayout.judgments_of(out))
     return [votes_point(stored, judgments, k) for k in sorted(config.eval.votes_curve)]
 

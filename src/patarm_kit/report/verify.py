@@ -46,6 +46,7 @@ from patarm_kit.report.figures import FIGURE_DATA
 from patarm_kit.report.summary import TABLES, render_summary, summary_json
 from patarm_kit.report.tables import table_files
 from patarm_kit.runs.files import read_json, read_jsonl, sha256_of
+from patarm_kit.runs.layout import RUN_PREFIX
 from patarm_kit.runs.run import Run
 
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError)  # a damaged file, as a difference
@@ -146,7 +147,12 @@ def _check_data(run: Run, manifest: dict[str, Any], recomputed: dict[str, dict[s
         if key.startswith("hub:"):
             report.notes.append(f"{file}: {where}: a hub dataset, not checked offline")
             continue
-        path = Path(key) if Path(key).is_absolute() or root is None else root / key
+        if key.startswith(RUN_PREFIX):  # a stage-01 pair file of the run itself
+            path = run.layout.resolve(key)
+            if key.removeprefix(RUN_PREFIX) in manifest.get("left_out", {}) and not path.is_file():
+                continue  # left out of a published run on purpose, and noted as such
+        else:
+            path = Path(key) if Path(key).is_absolute() or root is None else root / key
         if path not in on_disk:
             on_disk[path] = sha256_of(path) if path.is_file() else None
             report.count("data files")

@@ -83,8 +83,17 @@ class RunLayout:
         return self.root / "pairs"
 
     def pairs(self, split: str) -> Path:
-        """pairs/<split>.jsonl: train, dev, test, or bench-<source> for evaluation-only sources."""
+        """pairs/<split>.jsonl: train, dev or test."""
         return self.pairs_dir / f"{split}.jsonl"
+
+    @property
+    def policy_prompts(self) -> Path:
+        """pairs/policy_prompts.jsonl: the downstream policies' training prompts (profiles with policy.rewarders)."""
+        return self.pairs_dir / "policy_prompts.jsonl"
+
+    def bench_pairs(self, bench: str) -> Path:
+        """pairs/bench-<bench>.jsonl: the pairs a bench of the run judges (`pairs:hh-rlhf` -> bench-pairs-hh-rlhf)."""
+        return self.pairs_dir / f"bench-{file_safe(bench)}.jsonl"
 
     # ------------------------------------------------------------ stage 02: preview of the base judge
     @property

@@ -15,9 +15,9 @@ Rule for invalid judgments: a completion none of whose k judgments has a score g
 the reward of the worst score, and is counted (`judge/unscored_share` in the training log). No
 score is made up for it; the policy is pushed away from what the judge cannot read.
 
-Prompts come from the training split of the kit's verifiable instruction-following source
-(`data.verifiable_builds`): chat prompts with one IFEval-type instruction appended, never
-IFEval's own prompts (the source records the overlap: 0). IFEval then scores each policy and
+Prompts: the file stage 01 drew (pairs/policy_prompts.jsonl, `data/policy_prompts.py`): chat
+questions of the verifiable source's training split with one IFEval-type instruction appended,
+never IFEval's own prompts. IFEval then scores each policy and
 the untrained one on its 541 prompts, greedy through the judging engine (`evaluation/ifeval.py`).
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,9 +33,8 @@ from typing import Any
 
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.data import ifcheck
-from patarm_kit.data.pairs import SourceReport, resolve_data_dir
-from patarm_kit.data.sources.verifiable_if import TASK, verifiable_builds
-from patarm_kit.data.splits import split_of_key
+from patarm_kit.data.policy_prompts import read_policy_prompts
+from patarm_kit.data.sources.verifiable_if import TASK
 from patarm_kit.judging.judge import Judge, JudgeRequest, readout_score
 from patarm_kit.judging.models import adapter_card, load_model, lora_config
 from patarm_kit.judging.prompts import SCORE_RANGE, render_chat
@@ -50,37 +48,6 @@ from patarm_kit.training.par_reward import completion_text
 UNTRAINED = "untrained"  # the policy before any RLHF: the base model itself
 CHECKER = "checker"
 UNSCORED_REWARD = 0.0  # a completion without any scored judgment (see the module's rule)
-
-
-@dataclass(frozen=True)
-class PolicyPrompt:
-    """One training prompt: a chat question with an IFEval-type instruction, and what checks it."""
-
-    key: str
-    prompt: str
-    instruction_id: str
-    kwargs: dict[str, Any]
-
-    def to_row(self, rendered: str) -> dict[str, Any]:
-        """The dataset row TRL reads: the chat-formatted prompt text (`rendered`, as the policy sees it
-        at IFEval too), plus the columns the reward functions get."""
-        return {"prompt": rendered, "prompt_key": self.key,
-                "instruction_id": self.instruction_id, "kwargs_json": json.dumps(self.kwargs, sort_keys=True),
-                "prompt_text": self.prompt}
-
-
-def policy_prompts(config: RunConfig) -> list[PolicyPrompt]:
-    """The seeded draw of `policy.n_prompts` training-split prompts, one instruction per base question."""
-    fractions = config.data.split_fractions
-    report = SourceReport(source=config.policy.source, data_dir=str(resolve_data_dir(config.data.data_dir)))
-    builds, _ = verifiable_builds(config.policy.source, Path(report.data_dir), report, fractions)
-    first: dict[str, PolicyPrompt] = {}
-    for key, _, built in builds:
-        if key not in first and split_of_key(key, fractions) == "train":
-            first[key] = PolicyPrompt(f"{key}#{built.instruction_id}", built.prompt, built.instruction_id, built.kwargs)
-    prompts = sorted(first.values(), key=lambda p: p.key)
-    random.Random(config.seed).shuffle(prompts)
-    return prompts[:config.policy.n_prompts] if config.policy.n_prompts else prompts
 
 
 # ---------------------------------------------------------------- rewards
@@ -171,7 +138,7 @@ def train_policy(config: RunConfig, run: Run, rewarder: str) -> PolicyResult:
 
     layout = run.layout
     adapter_dir, metrics_path = layout.policy_adapter(rewarder), layout.policy_metrics(rewarder)
-    prompts = policy_prompts(config)
+    prompts = read_policy_prompts(layout.policy_prompts)
     model, tokenizer = load_model(config.model, trainable=True)
     rows = [p.to_row(render_chat(tokenizer, [{"role": "user", "content": p.prompt}], config.model.enable_thinking))
             for p in prompts]

@@ -17,7 +17,7 @@ import numpy as np
 
 from patarm_kit.config.schema import RunConfig, SourceConfig
 from patarm_kit.data.loading import load_source
-from patarm_kit.data.pairs import PreferencePair, SourceReport, subsample
+from patarm_kit.data.pairs import PreferencePair, SourceReport, read_pairs, subsample
 from patarm_kit.evaluation.stats import bootstrap_ci
 from patarm_kit.judging.judge import (
     PAIRWISE_ORDERS,
@@ -28,6 +28,8 @@ from patarm_kit.judging.judge import (
     voted_scores,
 )
 from patarm_kit.judging.outcome import pair_outcome, tie_value
+from patarm_kit.runs.files import sha256_of
+from patarm_kit.runs.layout import RunLayout
 
 
 @dataclasses.dataclass
@@ -86,25 +88,34 @@ class Benchmark:
         return dataclasses.replace(spec, role="bench", limit=None)
 
     def load_pairs(self, config: RunConfig) -> tuple[list[PreferencePair], SourceReport]:
+        """Every pair of the benchmark, from its source (outside a run; stage 01 writes them into one)."""
         return load_source(self.source(config), config.data.data_dir)
 
     def group(self, pair: PreferencePair) -> str:
         """The domain or subset a pair is scored (and limited) in."""
         return pair.source
 
-    def load(self, config: RunConfig, limit: int | None) -> BenchItems:
-        """The benchmark's pairs; `limit` keeps that many per group (a deterministic, well-mixed draw)."""
+    def load(self, config: RunConfig, limit: int | None, layout: RunLayout | None = None) -> BenchItems:
+        """The benchmark's pairs: inside a run (`layout`) stage 01's file, else from its source;
+        `limit` keeps that many per group (a deterministic, well-mixed draw)."""
         if limit is not None and limit < 1:
             raise EvalError(f"limit must be at least 1, not {limit}")
-        pairs, report = self.load_pairs(config)
+        if layout is None:
+            pairs, report = self.load_pairs(config)
+            files = report.files
+        else:
+            path = layout.bench_pairs(self.spec)
+            if not path.is_file():
+                raise EvalError(f"{path} is missing: run notebook 01 (data pairing) for this run first")
+            pairs, files = read_pairs(path), {layout.relative(path): sha256_of(path)}
         if not pairs:
-            raise EvalError(f"bench {self.spec}: no pairs to judge in {', '.join(report.files) or 'its source'}")
+            raise EvalError(f"bench {self.spec}: no pairs to judge in {', '.join(files) or 'its source'}")
         if limit is not None:
             by_group: dict[str, list[PreferencePair]] = defaultdict(list)
             for pair in pairs:
                 by_group[self.group(pair)].append(pair)
             pairs = [p for group in sorted(by_group) for p in subsample(by_group[group], limit)]
-        return BenchItems(self.spec, pairs, {p.id: self.group(p) for p in pairs}, report.files)
+        return BenchItems(self.spec, pairs, {p.id: self.group(p) for p in pairs}, files)
 
     def requests(self, pairs: Sequence[PreferencePair]) -> list[JudgeRequest]:
         """What a pointwise judge scores: both sides of each pair."""

@@ -2,6 +2,8 @@
 
 For a training source of the profile only its held-out test split is judged, so a trained
 judge is never scored on pairs it learned from; any other source (a file, a hub id) is judged whole.
+Inside a run, stage 01 writes either into pairs/bench-pairs-<source>.jsonl (for a training source:
+the run's test split of it, after decontamination and the source's `limit`), and evaluation reads that file.
 """
 
 from __future__ import annotations
