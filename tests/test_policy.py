@@ -116,6 +116,22 @@ def test_the_policy_trainer_reads_the_policy_block_and_one_row_per_prompt(config
         load_config("smoke", {"policy.rewarders": ["bt"]})
 
 
+def test_the_policies_have_their_own_grpo_settings_and_never_read_pars():
+    base = load_config("smoke")
+    par_changed = load_config("smoke", {"par.loss_type": "grpo", "par.beta": 0.1, "par.scale_rewards": "none",
+                                        "par.epsilon": 0.3, "par.mask_truncated_completions": True})
+    assert grpo_block(par_changed).par == grpo_block(base).par  # PAR's block does not reach the policies
+    own = grpo_block(load_config("smoke", {"policy.grpo.loss_type": "grpo", "policy.grpo.beta": 0.1}))
+    assert (own.par.loss_type, own.par.beta) == ("grpo", 0.1) and base.par.loss_type == "dapo"
+    assert grpo_block(base).par.loss_type == "dapo"  # today's defaults, as PAR's
+    assert "grpo" not in base.to_dict()["policy"]  # at its defaults it stays out: older runs keep their fingerprints
+    assert load_config("smoke", {"policy.grpo.beta": 0.1}).fingerprint() != base.fingerprint()
+    with pytest.raises(ConfigError, match="policy.grpo.loss_type: expected one of dapo, grpo"):
+        load_config("smoke", {"policy.grpo.loss_type": "ppo"})
+    with pytest.raises(ConfigError, match="policy.grpo.num_iterations: must be at least 1"):
+        load_config("smoke", {"policy.grpo.num_iterations": 0})
+
+
 def test_prompt_outcomes_count_a_prompt_when_every_instruction_passes(tmp_path):
     verdicts = tmp_path / "v.judgments.jsonl"
     verdicts.write_text(json.dumps({"key": 1, "strict": [True, False], "loose": [True, True]}) + "\n"

@@ -40,6 +40,7 @@ def _check_rules(value: Any, key: str) -> None:
     """The rules for `key` (a dotted key; list positions such as sources[0] share one rule)."""
     rule = re.sub(r"\[\d+\]", "", key)
     rule = re.sub(r"^par\.variants\.[^.]+\.", "par.", rule)  # a PAR variant's settings follow the par block's rules
+    rule = re.sub(r"^policy\.grpo\.", "par.", rule)  # and so do the policies' own GRPO settings
     if rule in MINIMUM:
         _at_least(value, MINIMUM[rule], key)
     if rule in CHOICES and value not in CHOICES[rule]:

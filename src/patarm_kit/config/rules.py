@@ -75,6 +75,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sft.targets": ("facts", "labels", "format", "paper"),
     "par.mode": ("binary", "graded", "format"),
     "par.scale_rewards": ("group", "batch", "none"),
+    # TRL's loss formulations that need no setting the kit does not expose (luspo and vespo need
+    # importance_sampling_level): docs of trl.GRPOConfig.loss_type
+    "par.loss_type": ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"),
     "par.vllm_mode": ("colocate", "server"),
     "eval.ties": tuple(TIE_VALUES),
     "policy.readout": ("greedy", "expected", *READOUT_ALIASES),  # a policy's reward reads its judge's own judgments

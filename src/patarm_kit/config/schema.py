@@ -14,9 +14,6 @@ from typing import Any
 
 from patarm_kit.config.rules import SAMPLED_MEAN_MIN, SAMPLED_READOUTS, ConfigError, readout_name
 
-# Keys added after runs were committed (section.key: default): recorded only when set otherwise.
-LATER_KEYS: dict[str, Any] = {"eval.sampled_mean": None, "par.entropy_coef": None}
-
 
 def fingerprint_of(values: dict[str, Any]) -> str:
     """The fingerprint of a config as a plain dict (e.g. as recorded in a manifest)."""
@@ -147,8 +144,41 @@ class SftConfig:
 
 
 @dataclass
-class ParConfig:
-    """PAR training (GRPO). Every setting whose TRL default has moved between versions is set here."""
+class GrpoSettings:
+    """How GRPO updates a LoRA adapter, beyond steps, rate and rollouts (TRL's GRPOConfig names).
+    PAR's block holds these and the downstream policies have their own (`policy.grpo`): changing
+    one never changes the other. Every setting whose TRL default has moved between versions is set here."""
+
+    # TRL's fused LM head projects every position onto the vocabulary where there is no Triton
+    # (CPU) and masks the prompt afterwards; True projects the completion tokens only there
+    # (same log-probabilities; the prompt is ~80% of a judge rollout's tokens). See training/grpo.py.
+    completion_only_logprobs: bool = True
+    lr_scheduler_type: str = "linear"
+    # KL weight. The reference is the adapter training starts from (PAR: the warm-up; TRL keeps a
+    # frozen copy of it as "ref"), else the base model. With beta > 0 TRL logs the KL to that
+    # reference each step (one more forward pass per step); 0: no reference.
+    beta: float = 0.0
+    entropy_coef: float | None = None  # TRL's entropy bonus (its loss minus coef x mean token entropy); None: off
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"  # "group", "batch" or "none"
+    epsilon: float = 0.2
+    num_iterations: int = 1
+    mask_truncated_completions: bool = False
+    bf16: bool = False  # mixed precision on GPUs
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"] (pip install tensorboard)
+    vllm_mode: str = "colocate"  # "colocate" (inside the trainer) or "server" (trl vllm-serve, GPUs only)
+    vllm_gpu_memory_utilization: float = 0.3
+    # TRL's importance-sampling correction for rollouts sampled by vLLM: an extra no-grad
+    # forward pass over every completion, to correct for vLLM's kernels differing from the
+    # trainer's. Needed where they differ much (bf16 on GPUs); see README for the CPU numbers.
+    vllm_importance_sampling: bool = True
+
+
+@dataclass
+class ParConfig(GrpoSettings):
+    """PAR training (GRPO): what PAR rewards and trains on, and its own GRPO settings (GrpoSettings)."""
 
     enabled: bool = True
     mode: str = "binary"  # "binary" or "graded" (PAR), or "format" (the format reward alone: a control)
@@ -172,34 +202,9 @@ class ParConfig:
     # Train the LoRA weights of the top N transformer layers only (None: all). The backward
     # pass then stops at layer L-N and the layers below keep no activations for it.
     trainable_layers: int | None = None
-    # TRL's fused LM head projects every position onto the vocabulary where there is no Triton
-    # (CPU) and masks the prompt afterwards; True projects the completion tokens only there
-    # (same log-probabilities; the prompt is ~80% of a judge rollout's tokens). See training/grpo.py.
-    completion_only_logprobs: bool = True
     learning_rate: float = 1e-5  # TRL's advice for LoRA (1e-6 is its full fine-tuning default)
-    lr_scheduler_type: str = "linear"
-    # KL weight. The reference is the warm-up when PAR starts from one (TRL trains the loaded
-    # adapter and keeps a frozen copy of it as "ref"), else the base model. With beta > 0 TRL
-    # logs the KL to that reference each step (one more forward pass per step); 0: no reference.
-    beta: float = 0.0
-    entropy_coef: float | None = None  # TRL's entropy bonus (its loss minus coef x mean token entropy); None: off
-    loss_type: str = "dapo"
-    scale_rewards: str = "group"  # "group", "batch" or "none"
-    epsilon: float = 0.2
-    num_iterations: int = 1
-    mask_truncated_completions: bool = False
-    bf16: bool = False  # mixed precision on GPUs
-    gradient_checkpointing: bool = False
     save_steps: int = 2
-    logging_steps: int = 1
-    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"] (pip install tensorboard)
     use_vllm: bool = False  # rollouts with vLLM (on CPU: colocate, with judge.kv_cache_gib and judge.max_model_len)
-    vllm_mode: str = "colocate"  # "colocate" (inside the trainer) or "server" (trl vllm-serve, GPUs only)
-    vllm_gpu_memory_utilization: float = 0.3
-    # TRL's importance-sampling correction for rollouts sampled by vLLM: an extra no-grad
-    # forward pass over every completion, to correct for vLLM's kernels differing from the
-    # trainer's. Needed where they differ much (bf16 on GPUs); see README for the CPU numbers.
-    vllm_importance_sampling: bool = True
 
     def __post_init__(self) -> None:
         self.rollouts.check("par.rollouts", min_n=2)
@@ -286,6 +291,7 @@ class PolicyConfig:
     gradient_accumulation_steps: int = 1
     trainable_layers: int | None = None
     use_vllm: bool = False  # policy rollouts with vLLM (GPUs); on CPU the judge holds the one vLLM engine
+    grpo: GrpoSettings = field(default_factory=GrpoSettings)  # the policies' own GRPO settings, never par's
     # The judge's k judgments of each completion (its sampling block); the reward is their mean
     # valid score, or mean expected score (readout), scaled from 1..10 to 0..1.
     judge_sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=96))
@@ -306,6 +312,11 @@ class PolicyConfig:
         self.rollouts.check("policy.rollouts", min_n=2)
         self.judge_sampling.check("policy.judge_sampling")
         self.ifeval.check("policy.ifeval")
+
+
+# Keys added after runs were committed (section.key: default): recorded only when set otherwise.
+LATER_KEYS: dict[str, Any] = {"eval.sampled_mean": None, "par.entropy_coef": None,
+                              "policy.grpo": dataclasses.asdict(GrpoSettings())}
 
 
 @dataclass
@@ -335,7 +346,7 @@ class RunConfig:
             del values["policy"]
         for key, default in LATER_KEYS.items():
             section, name = key.split(".")
-            if values[section][name] == default:
+            if section in values and values[section][name] == default:
                 del values[section][name]
         for source in values["data"]["sources"]:
             if source["subsets"] is None:  # data.sources[].subsets, unset

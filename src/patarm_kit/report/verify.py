@@ -260,7 +260,7 @@ def _judgment_files(run: Run) -> Iterator[tuple[Path, str | None]]:
 
 def _stored_responses(run: Run) -> dict[tuple[str, str], str]:
     """(pair id, side) -> response, from the pair files the run keeps (none if it keeps none)."""
-    pairs = [pair for path in sorted(run.layout.pairs_dir.glob("*.jsonl")) for pair in read_pairs(path)]
+    pairs = [pair for path in run.layout.pair_files() for pair in read_pairs(path)]
     return {(r.pair_id, r.side): r.response for r in [*requests_for_pairs(pairs), *requests_for_style_variants(pairs)]}
 
 

@@ -86,6 +86,10 @@ class RunLayout:
         """pairs/<split>.jsonl: train, dev or test."""
         return self.pairs_dir / f"{split}.jsonl"
 
+    def pair_files(self) -> list[Path]:
+        """Every pair file stage 01 wrote here (the splits and the benches' files, not the policy prompts)."""
+        return sorted(p for p in self.pairs_dir.glob("*.jsonl") if p != self.policy_prompts)
+
     @property
     def policy_prompts(self) -> Path:
         """pairs/policy_prompts.jsonl: the downstream policies' training prompts (profiles with policy.rewarders)."""

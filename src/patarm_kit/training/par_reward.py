@@ -16,11 +16,9 @@ from collections.abc import Callable, Sequence
 from statistics import fmean
 from typing import Any
 
+from patarm_kit.config.rules import CHOICES
 from patarm_kit.judging.outcome import pair_outcome
 
-# binary and graded: the paper's PAR. format: the format reward alone, no preference at all (a
-# control: what GRPO does to the judge without PAR).
-PAR_MODES = ("binary", "graded", "format")
 SIDES = ("chosen", "rejected")
 # On a 1..10 score scale a 3-point margin is a clear preference: the graded reward grows
 # linearly with the margin and is full from 3 points on.
@@ -38,8 +36,8 @@ def _valid_scores(scores: Sequence[Score]) -> list[float]:
 
 
 def _check_mode(mode: str) -> None:
-    if mode not in PAR_MODES:
-        raise ValueError(f"unknown PAR mode {mode!r}; allowed modes: {', '.join(PAR_MODES)}")
+    if mode not in CHOICES["par.mode"]:  # binary and graded: the paper's PAR; format: the format reward alone (a control)
+        raise ValueError(f"unknown PAR mode {mode!r}; allowed modes: {', '.join(CHOICES['par.mode'])}")
 
 
 def _margin_reward(margin: float, mode: str, margin_scale: float) -> float:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patarm_kit.config.schema import RunConfig
+from patarm_kit.config.schema import ParConfig, RunConfig
 from patarm_kit.data import ifcheck
 from patarm_kit.data.policy_prompts import read_policy_prompts
 from patarm_kit.data.sources.verifiable_if import TASK
@@ -112,12 +112,13 @@ class PolicyResult:
 
 
 def grpo_block(config: RunConfig) -> RunConfig:
-    """The config the GRPO trainer reads (its `par` block), with the policy's own settings in it."""
+    """The config the GRPO trainer reads (its `par` block), made from the policy block alone: its
+    own GRPO settings (`policy.grpo`), steps, rate and rollouts; nothing of PAR's block leaks in."""
     policy = config.policy
-    par = dataclasses.replace(
-        config.par, rollouts=policy.rollouts, max_steps=policy.max_steps, learning_rate=policy.learning_rate,
-        gradient_accumulation_steps=policy.gradient_accumulation_steps, trainable_layers=policy.trainable_layers,
-        use_vllm=policy.use_vllm, save_steps=policy.max_steps, n_pairs=None, variants={}, learning_curve_pairs=None,
+    par = ParConfig(
+        **dataclasses.asdict(policy.grpo), rollouts=policy.rollouts, max_steps=policy.max_steps,
+        learning_rate=policy.learning_rate, gradient_accumulation_steps=policy.gradient_accumulation_steps,
+        trainable_layers=policy.trainable_layers, use_vllm=policy.use_vllm, save_steps=policy.max_steps, n_pairs=None,
     )
     return dataclasses.replace(config, par=par)
 

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patarm_kit.config.rules import CHOICES
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.pairs import PreferencePair, read_pairs
 from patarm_kit.judging.judge import Judge, JudgeRequest, prompt_judge, requests_for_pairs
@@ -46,7 +47,6 @@ from patarm_kit.runs.files import read_json, write_json, write_jsonl
 from patarm_kit.runs.run import Run
 from patarm_kit.training import facts
 
-TARGET_KINDS = ("facts", "labels", "format", "paper")
 PAPER_REPO = "AIJian/PaTaRM"
 PAPER_SFT_FILE = "sft_train_35.6k.jsonl"
 # `labels` targets: the score bands of chosen and rejected responses.
@@ -226,8 +226,8 @@ def stage_pairs(config: RunConfig, run: Run, split: str, limit: int | None, seed
 def build_examples(config: RunConfig, run: Run, tokenizer: Any) -> tuple[list[SftExample], dict[str, Any]]:
     """The training examples of `config.sft.targets`, those over `sft.max_length` dropped and counted."""
     targets = config.sft.targets
-    if targets not in TARGET_KINDS:
-        raise SftError(f"sft.targets must be one of {', '.join(TARGET_KINDS)}, not {targets!r}")
+    if targets not in CHOICES["sft.targets"]:
+        raise SftError(f"sft.targets must be one of {', '.join(CHOICES['sft.targets'])}, not {targets!r}")
     if targets == "paper":
         rows = load_paper_rows()
         if config.sft.n_pairs is not None and config.sft.n_pairs < len(rows):
