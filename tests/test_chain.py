@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from patarm_kit.chain import LOCAL_KERNEL_MANAGER, ChainError, run_chain
+from patarm_kit.chain import LOCAL_KERNEL_MANAGER, NOTEBOOK_DIR, NOTEBOOK_STAGES, ChainError, notebook_path, run_chain
 from patarm_kit.cli import app
+from patarm_kit.config.loader import PROFILE_DIR, load_config
+from patarm_kit.runs.layout import RunLayout
 
 
 def test_chain_writes_manifest_and_executed_notebook(tmp_path, monkeypatch):
@@ -144,3 +146,28 @@ def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path, kill
     assert "variant format-only: recorded done, read back (--resume)" in executed
     report = verify_run(run.dir)
     assert report.ok, report.summary()
+
+
+def test_the_notebook_files_are_in_run_order_and_old_names_still_resolve(tmp_path):
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) == list(NOTEBOOK_STAGES)
+    assert list(NOTEBOOK_STAGES)[-1] == "06_figures"  # figures last: they draw every other stage's files
+    for profile in sorted(PROFILE_DIR.glob("*.yaml")):
+        chain = load_config(profile.stem).notebooks
+        assert chain == sorted(chain), f"{profile.name}: notebooks out of their file order"
+    # Runs made before the renumbering name their notebooks as they were
+    assert notebook_path("05_figures") == NOTEBOOK_DIR / "06_figures.ipynb"
+    assert notebook_path("06_downstream_rlhf") == NOTEBOOK_DIR / "05_downstream_rlhf.ipynb"
+
+
+def test_a_run_made_before_the_renumbering_keeps_its_file_names(tmp_path):
+    new, old = RunLayout(tmp_path / "new"), RunLayout(tmp_path / "old")
+    for path in (old.figures_dir / "05_benchmark_bars.png", old.tables_dir / "05_benchmarks.csv",
+                 old.figures_dir / "06_policy_rewards.png", old.root / "metrics" / "06_downstream.json"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("made before")
+    assert old.figure("06_benchmark_bars").name == "05_benchmark_bars.png"
+    assert old.figure_data("06_benchmark_bars").name == "05_benchmark_bars.csv"  # named as its figure
+    assert old.table("06_benchmarks").name == "05_benchmarks.csv"
+    assert old.figure("05_policy_rewards").name == "06_policy_rewards.png"
+    assert old.downstream_summary.name == "06_downstream.json"
+    assert new.figure("06_benchmark_bars").name == "06_benchmark_bars.png" and new.downstream_summary.name == "05_downstream.json"

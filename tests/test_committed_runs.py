@@ -8,12 +8,12 @@ import json
 
 import pytest
 
+from patarm_kit.chain import notebook_stages
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.evaluation.curve import curve_row, recorded_curve
 from patarm_kit.report.verify import verify_run
 from patarm_kit.runs.files import read_json
 from patarm_kit.runs.run import Run
-from patarm_kit.stages import notebook_stages
 
 COMMITTED = sorted(p.parent.name for p in (REPO_ROOT / "results").glob("*/manifest.json"))
 

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from patarm_kit.chain import run_chain
+from patarm_kit.chain import NOTEBOOK_STAGES, run_chain
 from patarm_kit.config.loader import load_config
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
-from patarm_kit.stages import NOTEBOOK_STAGES
 
 WALL_CLOCK = re.compile(r"seconds|per_second|runtime|_time$|^started$|^finished$")  # _time: TRL's step_time
 SAME_BYTES = ["eval/*.json", "metrics/04_benchmarks.json"]  # written without any time in them

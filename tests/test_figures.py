@@ -15,11 +15,11 @@ from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
 
 FIGURES = {
-    "05_par_curves": figures.plot_par_curves,
-    "05_benchmark_bars": figures.plot_benchmark_bars,
-    "05_rmbench_matrices": figures.plot_rmbench_matrices,
-    "05_votes_curve": figures.plot_votes_curve,
-    "05_score_shift": figures.plot_score_shift,
+    "06_par_curves": figures.plot_par_curves,
+    "06_benchmark_bars": figures.plot_benchmark_bars,
+    "06_rmbench_matrices": figures.plot_rmbench_matrices,
+    "06_votes_curve": figures.plot_votes_curve,
+    "06_score_shift": figures.plot_score_shift,
 }
 
 
@@ -57,14 +57,14 @@ def test_every_figure_writes_png_svg_and_its_data(trained_run):
             assert (trained_run / "figures" / f"{name}.{ext}").stat().st_size > 1000, (name, ext)
         data = figures.FIGURE_DATA[name](trained_run)
         assert (trained_run / "figures" / f"{name}.csv").read_text() == data.to_csv(index=False), name
-    svg = trained_run / "figures" / "05_benchmark_bars.svg"
+    svg = trained_run / "figures" / "06_benchmark_bars.svg"
     first = svg.read_bytes()
     figures.plot_benchmark_bars(trained_run)
     assert svg.read_bytes() == first  # a rerun writes the same file: no date, ids salted by the figure's name
     table = tables.benchmark_table(trained_run)
     assert set(table["judge"]) == {"length", "random", "base", "par"} and len(table) == 12
     for ext in ("csv", "md"):
-        assert (trained_run / "tables" / f"05_benchmarks.{ext}").is_file()
+        assert (trained_run / "tables" / f"06_benchmarks.{ext}").is_file()
 
 
 def test_score_shift_gathers_judgments_before_and_after_training(trained_run):
@@ -74,7 +74,7 @@ def test_score_shift_gathers_judgments_before_and_after_training(trained_run):
 
 def test_figures_skip_cleanly_when_their_inputs_are_missing(tmp_path, capsys):
     empty = Run.create("empty", load_config("smoke"), results_dir=tmp_path).dir
-    for name, draw in {**FIGURES, "05_benchmarks": tables.benchmark_table}.items():
+    for name, draw in {**FIGURES, "06_benchmarks": tables.benchmark_table}.items():
         assert draw(empty) is None, name
     assert capsys.readouterr().out.count("[05] skipped") == len(FIGURES) + 1
     assert not (empty / "figures").exists() and not (empty / "tables").exists()
@@ -102,7 +102,7 @@ def test_paper_table_holds_the_papers_numbers_and_ours(trained_run):
     coverage = table.loc["setting: benchmarks", "ours"]
     assert "math missing" in coverage and "no RewardBench score" in coverage
     assert table.loc["setting: judge model", "ours"] == "smollm2-135m-instruct"
-    markdown = (trained_run / "tables" / "05_paper_vs_ours.md").read_text()
+    markdown = (trained_run / "tables" / "06_paper_vs_ours.md").read_text()
     assert "| 8.7 | v2, abstract" in markdown and "|  | empty: per-benchmark tables" in markdown
 
 

@@ -113,3 +113,13 @@ def test_no_module_imports_itself_round_a_circle() -> None:
 def test_no_module_is_longer_than_the_limit() -> None:
     long = {module_name(p): n for p in MODULES if (n := len(p.read_text().splitlines())) > LARGEST_MODULE}
     assert not long, f"modules over {LARGEST_MODULE} lines: {long}"
+
+
+def test_no_stage_calls_another_stage_back() -> None:
+    """Each library stage in stages.py does its own work; the chain (and the notebooks) call them in order."""
+    tree = ast.parse((PACKAGE / "stages.py").read_text())
+    stage_functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")}
+    calls = {(node.name, call.func.id) for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in stage_functions
+             for call in ast.walk(node) if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)}
+    helpers = {"enabled"}  # the rule the stages ask, not a stage
+    assert {(caller, callee) for caller, callee in calls if callee in stage_functions - helpers} == set()

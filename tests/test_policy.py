@@ -142,9 +142,9 @@ def test_prompt_outcomes_count_a_prompt_when_every_instruction_passes(tmp_path):
 
 @pytest.fixture(scope="module")
 def downstream_run(tmp_path_factory):
-    """A run whose policies stage and downstream stage ran after its figures: the one nbval made
-    (notebooks in numbered order, so 06 after 05) when this is `make test`, else a small one made
-    here with the checker and the base judge."""
+    """A run whose policies and downstream stages ran, then its figures: the one nbval made (the
+    notebooks in numbered order, 05 then 06) when this is `make test`, else a small one made here
+    with the checker and the base judge."""
     from patarm_kit import stages
     from patarm_kit.runs.run import Run
     from test_determinism import nbval_smoke_run
@@ -156,8 +156,8 @@ def downstream_run(tmp_path_factory):
     run = Run.create("downstream", config, results_dir=tmp_path_factory.mktemp("runs"))
     stages.data(run)  # the policy prompts
     stages.policies(run)
-    stages.figures(run)
     stages.downstream(run)
+    stages.figures(run)
     return run.dir
 
 
@@ -182,7 +182,7 @@ def test_the_downstream_stage_scores_every_policy_and_verify_rebuilds_it(downstr
         (row,) = [json.loads(line) for line in layout.policy_metrics(rewarder).read_text().splitlines()]
         assert ("rewards/checker_reward/mean" in row) == (rewarder == "checker")
     assert [(p["a"], p["b"]) for p in summary["paired"]][::2] == [tuple(pair) for pair in config.policy.paired]
-    assert "## Downstream RLHF: IFEval" in layout.summary.read_text()  # 05's summary drawn again by 06
+    assert "## Downstream RLHF: IFEval" in layout.summary.read_text()  # 06 draws the summary after 05
     report = verify_run(downstream_run)
     assert report.ok and report.checked["IFEval policies"] == len(summary["policies"]), report.summary()
 

@@ -126,14 +126,14 @@ def test_write_summary_and_the_readme_block(run_copy, tmp_path):
 def test_migrate_adds_figure_data_and_summary_and_records_every_file_once(run_copy):
     figures.plot_benchmark_bars(run_copy)
     tables.benchmark_table(run_copy)
-    drawn = (run_copy / "figures" / "05_benchmark_bars.csv").read_text()
-    (run_copy / "figures" / "05_benchmark_bars.csv").unlink()  # as a run drawn before figure data was saved
+    drawn = (run_copy / "figures" / "06_benchmark_bars.csv").read_text()
+    (run_copy / "figures" / "06_benchmark_bars.csv").unlink()  # as a run drawn before figure data was saved
     (run_copy / "README.md").write_text("What this run is (prose, edited at will).\n")
     note = migrate(run_copy)
-    assert note["added"] == ["figures/05_benchmark_bars.csv", "SUMMARY.md"]
-    assert (run_copy / "figures" / "05_benchmark_bars.csv").read_text() == drawn
-    assert note["regenerated"] == {"tables/05_benchmarks.csv": "unchanged", "tables/05_benchmarks.md": "unchanged",
-                                   "tables/05_paper_vs_ours.csv": "added", "tables/05_paper_vs_ours.md": "added"}
+    assert note["added"] == ["figures/06_benchmark_bars.csv", "SUMMARY.md"]
+    assert (run_copy / "figures" / "06_benchmark_bars.csv").read_text() == drawn
+    assert note["regenerated"] == {"tables/06_benchmarks.csv": "unchanged", "tables/06_benchmarks.md": "unchanged",
+                                   "tables/06_paper_vs_ours.csv": "added", "tables/06_paper_vs_ours.md": "added"}
     manifest = Run.open(run_copy).manifest()
     files = {p.relative_to(run_copy).as_posix() for p in run_copy.rglob("*") if p.is_file()} - {"manifest.json", "README.md"}
     assert manifest["migrated"]["outputs"] == {key: sha256_of(run_copy / key) for key in sorted(files)}

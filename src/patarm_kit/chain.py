@@ -17,7 +17,7 @@ from patarm_kit.config.schema import RunConfig
 from patarm_kit.runs.env import now
 from patarm_kit.runs.files import sha256_of
 from patarm_kit.runs.run import OutputExistsError, Run
-from patarm_kit.stages import NOTEBOOK_STAGES, notebook_stages
+from patarm_kit.stages import enabled
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)
@@ -29,9 +29,36 @@ class ChainError(RuntimeError):
     """A notebook of the chain failed or cannot run; the message names the notebook (and the cell)."""
 
 
+# The library stages each chain notebook runs (the chain will not re-run a done one without --force).
+NOTEBOOK_STAGES = {
+    "01_data_pairing": ("data",),
+    "02_rubric_generation": ("preview",),
+    "03_par_training": ("sft", "par", "par-variants", "learning-curve", "bt"),
+    "04_benchmark_eval": ("eval",),
+    "05_downstream_rlhf": ("policies", "downstream"),
+    "06_figures": ("figures",),
+}
+
+
+# Notebooks 05 and 06 swapped places (figures last, so the file order is the run order). Runs made
+# before name them as they were; the chain runs today's notebook for an old name, into the old file.
+RENAMED_NOTEBOOKS = {"05_figures": "06_figures", "06_downstream_rlhf": "05_downstream_rlhf"}
+
+
+def current_name(name: str) -> str:
+    """A notebook's name today (an older run's `05_figures` is `06_figures`)."""
+    return RENAMED_NOTEBOOKS.get(name, name)
+
+
+def notebook_stages(config: RunConfig, notebook: str) -> list[str]:
+    """The library stages `notebook` (by today's name or an older one) runs under this config: those
+    NOTEBOOK_STAGES lists that are `stages.enabled`."""
+    return [stage for stage in NOTEBOOK_STAGES.get(current_name(notebook), ()) if enabled(config, stage)]
+
+
 def notebook_path(name: str) -> Path:
-    """A chain notebook by name: only notebooks/<name>.ipynb, never a path elsewhere."""
-    path = NOTEBOOK_DIR / f"{name}.ipynb"
+    """A chain notebook by name (or its name before the renumbering): only notebooks/<name>.ipynb."""
+    path = NOTEBOOK_DIR / f"{current_name(name)}.ipynb"
     if Path(name).name != name or name.startswith(".") or not path.is_file():
         raise ChainError(f"notebook {name!r} is not a notebook in {NOTEBOOK_DIR} (give its name, e.g. 01_data_pairing)")
     return path
@@ -81,7 +108,7 @@ def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> lis
     and refused otherwise (unless --force), so no finished result is overwritten by accident."""
     todo = []
     for name in names:
-        started = run.layout.notebook(name).exists() or any(s in run.manifest()["stages"] for s in NOTEBOOK_STAGES.get(name, ()))
+        started = run.layout.notebook(name).exists() or any(s in run.manifest()["stages"] for s in NOTEBOOK_STAGES.get(current_name(name), ()))
         if resume and not force and notebook_done(run, name):
             print(f"[chain] {name}: done, skipped (--resume)", flush=True)
             continue

@@ -11,8 +11,8 @@ back from its files (`_recorded`); one that stopped half-way continues where it 
 its last checkpoint, the evaluation from its finished metrics files), else starts over. A
 multi-hour run is made across sessions this way, one `patarm-kit run ... --resume` at a time.
 
-    data -> preview -> sft -> par -> bt -> evaluate -> figures -> policies -> downstream
-    (01)     (02)      (03)   (03)   (03)    (04)        (05)       (06)         (06)
+    data -> preview -> sft -> par -> bt -> evaluate -> policies -> downstream -> figures
+    (01)     (02)      (03)   (03)   (03)    (04)        (05)         (05)        (06)
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from patarm_kit.judging.judge import judging_summary, requests_for_pairs, save_j
 from patarm_kit.judging.registry import build_judge
 from patarm_kit.judging.rubrics import criteria_summary, load_rubrics
 from patarm_kit.report.figures import (
+    FIGURE_DATA,
     plot_benchmark_bars,
     plot_learning_curve,
     plot_length_distributions,
@@ -61,21 +62,11 @@ from patarm_kit.training.policies import train_policy
 from patarm_kit.training.score_probe import probe_curve
 from patarm_kit.training.sft import recorded_result, run_sft
 
-# The library stages each chain notebook runs (the chain will not re-run a done one without --force).
-NOTEBOOK_STAGES = {
-    "01_data_pairing": ("data",),
-    "02_rubric_generation": ("preview",),
-    "03_par_training": ("sft", "par", "par-variants", "learning-curve", "bt"),
-    "04_benchmark_eval": ("eval",),
-    "05_figures": ("figures",),
-    "06_downstream_rlhf": ("policies", "downstream"),
-}
-
 
 def enabled(config: RunConfig, stage: str) -> bool:
     """Whether this config runs library stage `stage`: no warm-up, no PAR (so no variants and no
     learning curve), no curve pairs or no BT judge to evaluate switch a stage off. Notebook 03
-    asks this before each stage, and the chain asks it (through notebook_stages) whether a
+    asks this before each stage, and the chain asks it (through chain.notebook_stages) whether a
     notebook is done, so the rule lives here once."""
     switched_off = {
         "sft": not config.sft.enabled,
@@ -85,11 +76,6 @@ def enabled(config: RunConfig, stage: str) -> bool:
         "bt": "bt" not in config.eval.judges,
     }
     return not switched_off.get(stage, False)
-
-
-def notebook_stages(config: RunConfig, notebook: str) -> list[str]:
-    """The library stages `notebook` runs under this config: those NOTEBOOK_STAGES lists that are `enabled`."""
-    return [stage for stage in NOTEBOOK_STAGES.get(notebook, ()) if enabled(config, stage)]
 
 
 def _recorded(run: Run, name: str, resume: bool) -> bool:
@@ -364,15 +350,14 @@ def evaluate(run: Run, force: bool = False, resume: bool = False) -> EvalStage:
     return EvalStage(results, summary["table"], summary["paired"], curve)
 
 
-# ---------------------------------------------------------------- 05 figures, tables and the summary
+# ---------------------------------------------------------------- 06 figures, tables and the summary (last)
 
 
 def figures(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Figures (with their data as CSV), tables and SUMMARY.md, from the run's results files only (on
-    resume: drawn again, seconds of work)."""
+    """Figures (with their data as CSV), tables and SUMMARY.md from the run's result files (resume: drawn again)."""
 
     config, layout = run.config(), run.layout
-    outputs = [*layout.figures_dir.glob("05_*"), layout.tables_dir, layout.summary]
+    outputs = [*_figure_files(layout), layout.tables_dir, layout.summary]
     with run.stage("figures", config, inputs=_result_files(run), outputs=outputs, force=force or resume) as record:
         made = {
             "par_curves": plot_par_curves(run.dir),
@@ -387,20 +372,25 @@ def figures(run: Run, force: bool = False, resume: bool = False) -> dict[str, An
             if hasattr(value, "savefig"):
                 _close(value)
         write_summary(run.dir)
-        record.extra_outputs += [*layout.figures_dir.glob("05_*"), layout.tables_dir, layout.summary]
+        record.extra_outputs += _figure_files(layout)  # under the names they were drawn with (layout._as_made)
         record.facts["drawn"] = sorted(name for name, value in made.items() if value is not None)
     return made
 
 
+def _figure_files(layout: Any) -> list[Path]:
+    """The files of the figures stage's figures (each drawn or not): PNG, SVG and the data CSV."""
+    return [path for name in FIGURE_DATA for path in (layout.figure(name), layout.figure(name, "svg"), layout.figure_data(name))]
+
+
 def _result_files(run: Run) -> list[Path]:
-    """What stage 05 reads: evaluation metrics, the benchmark summary, training logs, checks and
+    """What stage 06 reads: evaluation metrics, the benchmark summary, training logs, checks and
     the downstream summary."""
     layout = run.layout
     return [*sorted(layout.eval_dir.glob("*.json")), layout.benchmarks_summary, layout.par_metrics,
             layout.sft_checks, layout.preview_judgments, layout.downstream_summary]
 
 
-# ---------------------------------------------------------------- 06 downstream RLHF
+# ---------------------------------------------------------------- 05 downstream RLHF
 
 
 def policies(run: Run, force: bool = False) -> dict[str, Any]:
@@ -410,7 +400,7 @@ def policies(run: Run, force: bool = False) -> dict[str, Any]:
     rewarders = config.policy.rewarders
     read_policy_prompts(layout.policy_prompts)  # stage 01's prompts: missing or bad stops here, before any record
     inputs = [layout.policy_prompts, *(layout.adapter(r) for r in rewarders if is_trained_judge(r))]
-    figure_path = layout.figure("06_policy_rewards")
+    figure_path = layout.figure("05_policy_rewards")
     outputs = [*(layout.policy_dir(r) for r in rewarders), figure_path]
     results = {}
     with run.stage("policies", config, inputs=inputs, outputs=outputs, force=force) as record:
@@ -442,9 +432,4 @@ def downstream(run: Run, force: bool = False) -> dict[str, Any]:
         summary = downstream_summary(run)
         write_json(layout.downstream_summary, summary)
         record.facts["policies"] = names
-    if is_main_process() and run.stage_done("figures"):
-        # Notebook 06 comes after 05 when the notebooks run in their numbered order: the summary
-        # and tables 05 drew have no downstream rows yet, so they are drawn again from the files.
-        print("[downstream] the run's figures predate this stage: drawing them again with the downstream table")
-        figures(run, force=True)
     return summary

@@ -272,7 +272,7 @@ class EvalConfig:
 
 @dataclass
 class PolicyConfig:
-    """Downstream RLHF (notebook 06): a policy trained by GRPO + LoRA with a judge as its reward, then IFEval.
+    """Downstream RLHF (notebook 05): a policy trained by GRPO + LoRA with a judge as its reward, then IFEval.
 
     Each rewarder trains its own policy from the same base model on the same prompts with the
     same settings, so the policies differ only in who rewarded them. Rewarders: the run's judges

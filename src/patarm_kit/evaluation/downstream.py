@@ -124,7 +124,7 @@ def paired_policies(config: RunConfig, run: Run) -> list[dict[str, Any]]:
 
 
 def downstream_summary(run: Run) -> dict[str, Any]:
-    """metrics/06_downstream.json's content, from the policies' IFEval files alone (verify rebuilds it)."""
+    """metrics/05_downstream.json's content, from the policies' IFEval files alone (verify rebuilds it)."""
 
     config, layout = run.config(), run.layout
     metrics = {p: read_json(layout.ifeval_metrics(p)) for p in policy_names(config)}

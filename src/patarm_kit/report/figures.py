@@ -164,7 +164,7 @@ def plot_par_curves(run_dir: Path | str) -> Figure | None:
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"PAR training ({data['step'].nunique()} logged steps)", fontsize=10)
-    save_figure(fig, run_dir, "05_par_curves", data)
+    save_figure(fig, run_dir, "06_par_curves", data)
     return fig
 
 
@@ -252,7 +252,7 @@ def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
         ax.set_title(f"{bench_label(bench)} (n={rows['n'].iloc[0]})", fontsize=9)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     axes[0].set_ylabel("accuracy (95% interval)")
-    save_figure(fig, run_dir, "05_benchmark_bars", data)
+    save_figure(fig, run_dir, "06_benchmark_bars", data)
     return fig
 
 
@@ -311,7 +311,7 @@ def plot_rmbench_matrices(run_dir: Path | str) -> Figure | None:
     for ax in axes[-len(columns):]:
         ax.set_xlabel("rejected style", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.6, label="chosen scored higher (share)")
-    save_figure(fig, run_dir, "05_rmbench_matrices", data)
+    save_figure(fig, run_dir, "06_rmbench_matrices", data)
     return fig
 
 
@@ -342,7 +342,7 @@ def plot_votes_curve(run_dir: Path | str) -> Figure | None:
     ax.set_xlabel("votes (judgments averaged per response)")
     ax.set_ylabel("accuracy (95% interval)")
     ax.legend(fontsize=8)
-    save_figure(fig, run_dir, "05_votes_curve", data)
+    save_figure(fig, run_dir, "06_votes_curve", data)
     return fig
 
 
@@ -398,7 +398,7 @@ def plot_score_shift(run_dir: Path | str) -> Figure | None:
     if not any(label.startswith("after PAR") for label in found):
         print("[05] score distributions: no PAR judgments on held-out pairs yet (evaluate the par judge on pairs:SOURCE)")
     fig = plot_score_distributions(found, title="chosen vs rejected scores, before and after training")
-    save_figure(fig, run_dir, "05_score_shift", score_counts(found))
+    save_figure(fig, run_dir, "06_score_shift", score_counts(found))
     return fig
 
 
@@ -408,9 +408,9 @@ def plot_score_shift(run_dir: Path | str) -> Figure | None:
 # run's files alone (no drawing, no writing): `verify` rebuilds them and compares with the files.
 
 FIGURE_DATA = {
-    "05_par_curves": par_curves_data,
-    "05_benchmark_bars": benchmark_bars_data,
-    "05_rmbench_matrices": rmbench_matrices_data,
-    "05_votes_curve": votes_curve_data,
-    "05_score_shift": score_shift_data,
+    "06_par_curves": par_curves_data,
+    "06_benchmark_bars": benchmark_bars_data,
+    "06_rmbench_matrices": rmbench_matrices_data,
+    "06_votes_curve": votes_curve_data,
+    "06_score_shift": score_shift_data,
 }

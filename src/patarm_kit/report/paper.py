@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # imported for the annotations only: importing this module st
     import pandas as pd
 
 
-# ---------------------------------------------------------------- notebook 05: figures and tables from results files
+# ---------------------------------------------------------------- notebook 06: figures and tables from results files
 #
 # Each function below reads one kind of results file of a run folder, draws or tabulates it,
 # saves it (figures: PNG + SVG + the numbers drawn as CSV in <run>/figures/, tables: CSV +
@@ -132,7 +132,7 @@ def paper_frame(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> 
 
 
 def paper_table(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> pd.DataFrame:
-    """`paper_frame`, saved as tables/05_paper_vs_ours.csv and .md."""
+    """`paper_frame`, saved as tables/06_paper_vs_ours.csv and .md."""
     table = paper_frame(run_dir, reference)
-    save_table(table, run_dir, "05_paper_vs_ours")
+    save_table(table, run_dir, "06_paper_vs_ours")
     return table

@@ -60,7 +60,7 @@ _ROW_KEYS = ("judge", "bench", "n", "invalid_share",
 
 # ---------------------------------------------------------------- the numbers
 # The tables every run's figures stage writes (tables/<name>.csv and .md); verify rebuilds each.
-TABLES = {"05_benchmarks": benchmark_frame, "05_paper_vs_ours": paper_frame}
+TABLES = {"06_benchmarks": benchmark_frame, "06_paper_vs_ours": paper_frame}
 
 
 def rescored(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str,

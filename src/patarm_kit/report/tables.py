@@ -105,9 +105,9 @@ def criteria_frame(run_dir: Path | str, bench: str, rubric_file: str | None = No
 
 
 def benchmark_table(run_dir: Path | str) -> pd.DataFrame | None:
-    """`benchmark_frame`, saved as tables/05_benchmarks.csv and .md."""
+    """`benchmark_frame`, saved as tables/06_benchmarks.csv and .md."""
     table = benchmark_frame(run_dir)
     if table is None:
         return skip("benchmark table", f"no metrics files in {RunLayout(Path(run_dir)).eval_dir} (benchmark stage not run)")
-    save_table(table, run_dir, "05_benchmarks")
+    save_table(table, run_dir, "06_benchmarks")
     return table

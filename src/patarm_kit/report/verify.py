@@ -206,7 +206,7 @@ def _check_benchmark_summary(run: Run, manifest: dict[str, Any], recomputed: dic
 
 def _check_downstream(run: Run, manifest: dict[str, Any], data_dir: str | None, report: VerifyReport) -> None:
     """IFEval of every policy: verdicts re-checked from the stored responses, the numbers rescored from
-    the verdicts, and metrics/06_downstream.json rebuilt from those files."""
+    the verdicts, and metrics/05_downstream.json rebuilt from those files."""
 
     if not run.stage_done("downstream"):
         return

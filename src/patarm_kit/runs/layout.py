@@ -30,6 +30,9 @@ LOCAL_ONLY = {
     "*/adapter/*.jinja": "the chat template, kept with the weights",
     "*/adapter/tokenizer*": "tokenizer files, kept with the weights",
 }
+# Notebooks 05 and 06 swapped places (figures last, so the file order is the run order): the number a
+# file made by either had before (RunLayout._as_made).
+RENUMBERED = {"05_": "06_", "06_": "05_"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+=-]")
 TRAINED_JUDGE = re.compile(r"sft|par|bt|par-[a-z0-9][a-z0-9-]*")  # PAR variants (par.variants) are par-<name>
 
@@ -187,7 +190,7 @@ class RunLayout:
             return self.for_par(judge).par_adapter
         return {"sft": self.sft_adapter, "par": self.root / "par" / "adapter", "bt": self.bt_adapter}[judge]
 
-    # ------------------------------------------------------------ stage 06: downstream RLHF
+    # ------------------------------------------------------------ stage 05: downstream RLHF
     def policy_dir(self, rewarder: str) -> Path:
         """policy/<rewarder>/: the policy trained with that rewarder (a run's judge, or the checker)."""
         return self.root / "policy" / file_safe(rewarder)
@@ -222,8 +225,8 @@ class RunLayout:
 
     @property
     def downstream_summary(self) -> Path:
-        """metrics/06_downstream.json: every policy's IFEval numbers and the paired differences."""
-        return self.root / "metrics" / "06_downstream.json"
+        """metrics/05_downstream.json: every policy's IFEval numbers and the paired differences."""
+        return self._as_made(self.root / "metrics" / "05_downstream.json")
 
     # ------------------------------------------------------------ stage 04: evaluation
     @property
@@ -245,24 +248,35 @@ class RunLayout:
         """metrics/04_benchmarks.json: the comparison table, paired differences and votes curve."""
         return self.root / "metrics" / "04_benchmarks.json"
 
-    # ------------------------------------------------------------ stage 05: figures and tables
+    # ------------------------------------------------------------ stage 06: figures and tables (last)
     @property
     def figures_dir(self) -> Path:
         return self.root / "figures"
 
     def figure(self, name: str, ext: str = "png") -> Path:
-        return self.figures_dir / f"{name}.{ext}"
+        return self._as_made(self.figures_dir / f"{name}.{ext}")
 
     def figure_data(self, name: str) -> Path:
-        """figures/<name>.csv: the numbers a figure draws, so verify can check them."""
-        return self.figures_dir / f"{name}.csv"
+        """figures/<name>.csv: the numbers a figure draws, so verify can check them (named as its PNG is)."""
+        return self.figure(name).with_suffix(".csv")
 
     @property
     def tables_dir(self) -> Path:
         return self.root / "tables"
 
     def table(self, name: str, ext: str = "csv") -> Path:
-        return self.tables_dir / f"{name}.{ext}"
+        return self._as_made(self.tables_dir / f"{name}.{ext}")
+
+    @staticmethod
+    def _as_made(path: Path) -> Path:
+        """A file named by the notebook that makes it, under the number it had when this run was made:
+        notebooks 05 (figures) and 06 (downstream) swapped places, so runs made before keep 05_<figure>,
+        06_policy_rewards and 06_downstream.json; a path is read under its earlier number where only that exists."""
+        earlier = RENUMBERED.get(path.name[:3])
+        if earlier is None or path.exists():
+            return path
+        before = path.with_name(earlier + path.name[3:])
+        return before if before.exists() else path
 
     # ------------------------------------------------------------ paths as run files record them
     def relative(self, path: str | Path) -> str:

@@ -1,4 +1,4 @@
-"""Downstream RLHF: a policy trained with a judge as its reward, then scored on IFEval (notebook 06).
+"""Downstream RLHF: a policy trained with a judge as its reward, then scored on IFEval (notebook 05).
 
 The paper's second claim is that its trained judge, used as the reward of RLHF, makes better
 policies than the base judge does. Here every rewarder trains its own policy from the same base

@@ -72,7 +72,7 @@ class Benchmark:
     sources: tuple[str, ...] = ()  # data sources holding its pairs; the profile picks one, else the first
     pairwise: bool = True  # the pairwise judge (both orders of each pair) runs on it
     held_out: bool = False  # pairs held out from a training source (the score-shift figure reads them)
-    style_matrix: bool = False  # metrics carry RM-Bench's 3x3 style matrices (figure 05_rmbench_matrices)
+    style_matrix: bool = False  # metrics carry RM-Bench's 3x3 style matrices (figure 06_rmbench_matrices)
 
     def __init__(self, argument: str | None = None):
         if argument is not None:
