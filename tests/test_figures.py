@@ -1,15 +1,19 @@
-"""Notebook 05's figures and tables: drawn from results files, skipped (never invented) when one is missing."""
+"""Notebook 06's figures and tables: drawn from results files, skipped (never invented) when one is missing."""
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 import yaml
 
 from patarm_kit.config.loader import load_config
 from patarm_kit.evaluation.evaluate import evaluate
 from patarm_kit.report import figures, paper, summary, tables
+from patarm_kit.report.show import show
 from patarm_kit.runs.files import read_json, read_jsonl
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
@@ -76,7 +80,7 @@ def test_figures_skip_cleanly_when_their_inputs_are_missing(tmp_path, capsys):
     empty = Run.create("empty", load_config("smoke"), results_dir=tmp_path).dir
     for name, draw in {**FIGURES, "06_benchmarks": tables.benchmark_table}.items():
         assert draw(empty) is None, name
-    assert capsys.readouterr().out.count("[05] skipped") == len(FIGURES) + 1
+    assert capsys.readouterr().out.count("[figures] skipped") == len(FIGURES) + 1
     assert not (empty / "figures").exists() and not (empty / "tables").exists()
 
 
@@ -150,3 +154,32 @@ def test_tables_are_saved_as_their_frames_give_them(trained_run):
         table = build(trained_run)
         paths = tables.save_table(table, trained_run, name)
         assert [p.read_text() for p in paths] == list(tables.table_files(table).values())
+
+
+def test_a_result_the_run_does_not_have_is_one_line_not_an_empty_output(capsys):
+    show(None, "no votes curve in this run")
+    show(pd.DataFrame(), "no paired differences")
+    assert capsys.readouterr().out == "no votes curve in this run\nno paired differences\n"
+    show(pd.DataFrame({"acc": [0.5]}), "never printed")
+    assert "never printed" not in capsys.readouterr().out
+
+
+def test_the_figures_notebook_on_a_run_without_training_says_what_is_absent_in_one_line(small_run, tmp_path):
+    """Notebook prose follows the profile: the small run (stages 01 and 04 only) has no PAR training and
+    no learning curve; each such section says so in one line, nothing empty, None or a bare string."""
+    import papermill
+
+    from patarm_kit.chain import KERNEL_NAME, LOCAL_KERNEL_MANAGER, NOTEBOOK_DIR
+
+    run = Path(shutil.copytree(small_run, tmp_path / "run"))
+    out = tmp_path / "06_figures.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK_DIR / "06_figures.ipynb"), str(out), parameters={"run_dir": str(run)},
+                               kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                               kernel_manager_class=LOCAL_KERNEL_MANAGER)
+    texts = [("".join(o.get("text", "")) or "".join(o.get("data", {}).get("text/plain", ""))).strip()
+             for cell in json.loads(out.read_text())["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+    assert not [t for t in texts if t in ("None", "''") or "Empty DataFrame" in t or t.startswith("'")]
+    assert "no PAR training recorded in this run (no par/metrics.jsonl)" in texts
+    assert "no learning curve in this run (par.learning_curve_pairs unset, or PAR not trained)" in texts
+    assert not [cell for cell in json.loads(out.read_text())["cells"] if cell["cell_type"] == "code"
+                and "show(" in "".join(cell["source"]) and not cell.get("outputs")], "a section showed nothing"

@@ -1,7 +1,8 @@
 """Room 7, report: what a reader sees, rebuilt from the files.
 
-figures and training_figures (plots), tables, paper (ours beside the paper"s), summary
-(SUMMARY.md and the run README block), verify and differences (every number rebuilt).
+figures and training_figures (plots), tables, paper (ours beside the paper's), summary
+(SUMMARY.md and the run README block), verify and differences (every number rebuilt), show (what
+a notebook cell shows when a run has no such result).
 """
 
-__all__ = ["differences", "figures", "paper", "summary", "tables", "training_figures", "verify"]
+__all__ = ["differences", "figures", "paper", "show", "summary", "tables", "training_figures", "verify"]

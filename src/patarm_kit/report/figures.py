@@ -88,7 +88,7 @@ PAR_CURVES = {  # key in par/metrics.jsonl (one JSON line per step, written by t
 
 def skip(what: str, reason: str) -> None:
     """Say why a figure or table is not drawn: its input is missing."""
-    print(f"[05] skipped {what}: {reason}")
+    print(f"[figures] skipped {what}: {reason}")
 
 
 def save_figure(fig: Figure, run_dir: Path | str, name: str, data: pd.DataFrame) -> list[Path]:
@@ -156,7 +156,7 @@ def plot_par_curves(run_dir: Path | str) -> Figure | None:
         return skip("PAR training curves", f"{path} not found, empty, or without any curve's key (PAR training not run)")
     curves = dict(tuple(data.groupby("metric", sort=False)))
     for key in PAR_CURVES.keys() - curves.keys():
-        print(f"[05] PAR curves: {key} was never logged")
+        print(f"[figures] PAR curves: {key} was never logged")
     fig, axes = _grid(len(curves), 4, (3.4, 2.6))
     for ax, (key, points) in zip(axes, curves.items()):
         ax.plot(points["step"], points["value"], marker="o", markersize=3)
@@ -396,7 +396,7 @@ def plot_score_shift(run_dir: Path | str) -> Figure | None:
     if not found:
         return skip("score distributions", "no base judgments (02), no sft checks and no base/sft/par eval on held-out pairs")
     if not any(label.startswith("after PAR") for label in found):
-        print("[05] score distributions: no PAR judgments on held-out pairs yet (evaluate the par judge on pairs:SOURCE)")
+        print("[figures] score distributions: no PAR judgments on held-out pairs yet (evaluate the par judge on pairs:SOURCE)")
     fig = plot_score_distributions(found, title="chosen vs rejected scores, before and after training")
     save_figure(fig, run_dir, "06_score_shift", score_counts(found))
     return fig
