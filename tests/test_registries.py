@@ -22,6 +22,7 @@ from patarm_kit.judging.registry import JUDGES, JudgeKind, LengthJudge, build_ju
 from patarm_kit.report.figures import bench_label
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
+from test_rewardbench2 import MIRROR as RB2_MIRROR
 
 # A spec for each registered benchmark that takes an argument.
 SPEC_EXAMPLES = {"pairs": "pairs:hh-rlhf"}
@@ -34,11 +35,17 @@ def config():
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_every_benchmark_loads_judges_and_scores_the_real_data(name, config, tmp_path):
+    """The real data where this machine has it; RewardBench 2 (hub only) from a mirror the test writes."""
+    if name == "rewardbench2":
+        (tmp_path / "reward-bench-2").mkdir()
+        (tmp_path / "reward-bench-2" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RB2_MIRROR))
+        config = load_config("cpu", {"eval.n_boot": 50, "data.data_dir": str(tmp_path)})
     spec = SPEC_EXAMPLES.get(name, name)
     bench = get_bench(spec)
     items = bench.load(config, limit=1)
     assert items.pairs and set(items.groups) == {p.id for p in items.pairs}
-    assert len(set(items.groups.values())) == len(items.pairs), "limit=1 keeps one pair per group"
+    units = {(items.groups[p.id], bench.unit(p)) for p in items.pairs}
+    assert len(units) == len(set(items.groups.values())), "limit=1 keeps one unit (a pair; a Ties prompt) per group"
     requests = bench.requests(items.pairs)
     assert {r.pair_id for r in requests} == set(items.groups) and all(r.response.strip() for r in requests)
     for judge in ("length", "random"):
@@ -78,7 +85,7 @@ def test_hub_rows_convert_as_their_benchmark_says(data_dir):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("mmlu", "bench 'mmlu': expected one of rmbench, rewardbench, pairs:SOURCE"),
+    ("mmlu", "bench 'mmlu': expected one of rmbench, rewardbench, rewardbench2, pairs:SOURCE"),
     ("pairs", "bench 'pairs' needs a source: pairs:SOURCE (e.g. pairs:hh-rlhf)"),
     ("pairs:", "bench 'pairs' needs a source: pairs:SOURCE (e.g. pairs:hh-rlhf)"),
     ("rmbench:chat", "bench 'rmbench' takes no argument (got rmbench:chat)"),

@@ -265,7 +265,7 @@ def downstream_command(
 @app.command("eval")
 def evaluate_command(
     judge: Optional[str] = typer.Option(None, help="length | random | base | adapter:PATH | pairwise | bt:PATH"),
-    bench: str = typer.Option(..., help="rmbench | rewardbench | pairs:SOURCE | ifeval (with --responses)"),
+    bench: str = typer.Option(..., help="rmbench | rewardbench | rewardbench2 | pairs:SOURCE | ifeval (with --responses)"),
     out: str = typer.Option(..., help="metrics JSON; the per-item judgments go beside it"),
     responses: Optional[str] = typer.Option(None, callback=_absolute,
                                             help="ifeval: a JSON-lines file of {key, response} to score (no model)"),
@@ -321,7 +321,8 @@ def format_metrics(metrics: dict) -> str:
         lines.append(f"  {domain:8s} n={facts['n']:4d} easy {pct(facts['easy'], ci.get('easy'))}  normal "
                      f"{pct(facts['normal'], ci.get('normal'))}  hard {pct(facts['hard'], ci.get('hard'))}  avg {pct(facts['avg'], ci.get('avg'))}")
     for subset, facts in metrics.get("subsets", {}).items():
-        lines.append(f"  {subset:24s} n={facts['n']:4d} acc {pct(facts['acc'], facts.get('ci95'))}")
+        score = facts["acc"] if "acc" in facts else facts["score"]  # RewardBench 2's Ties is a weighted score
+        lines.append(f"  {subset:24s} n={facts['n']:4d} {'acc' if 'acc' in facts else 'score'} {pct(score, facts.get('ci95'))}")
     for section, facts in metrics.get("sections", {}).items():
         if facts["score"] is not None:
             state = "complete" if facts["complete"] else f"partial, missing {len(facts['missing'])} subsets"

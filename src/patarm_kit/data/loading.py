@@ -23,7 +23,7 @@ from patarm_kit.data.pairs import (
     resolve_data_dir,
     subsample,
 )
-from patarm_kit.data.sources import finegrained_qa, hh_rlhf, reward_bench, rm_bench
+from patarm_kit.data.sources import finegrained_qa, hh_rlhf, reward_bench, reward_bench2, rm_bench
 from patarm_kit.data.sources.generic import generic_pair
 from patarm_kit.data.sources.verifiable_if import verifiable_pairs
 from patarm_kit.runs.files import sha256_of
@@ -34,6 +34,7 @@ BUILTIN_SOURCES: dict[str, Callable[[Path, SourceReport, str], list[PreferencePa
     "llmbar": reward_bench.load_llmbar,
     "hh-rlhf": hh_rlhf.load,
     "finegrained-qa": finegrained_qa.load,
+    "reward-bench-2": reward_bench2.load,
 }
 # Sources the kit builds from the built-in ones (data/sources/verifiable_if.py): the trained instruction types, and
 # the held-out types on test-split prompts only (the transfer test).
@@ -42,6 +43,7 @@ BUILT_SOURCES = ("verifiable-if", "verifiable-if-transfer")
 # Hub datasets: id -> (load_dataset kwargs, row converter). Only used by people who have a hub.
 HUB_DATASETS: dict[str, dict[str, Any]] = {
     "allenai/reward-bench": {"split": "filtered"},
+    "allenai/reward-bench-2": {"split": "test"},
     "THU-KEG/RM-Bench": {"split": "train"},
     "Anthropic/hh-rlhf": {"split": "test"},
     "AIJian/PaTaRM": {"data_files": "rl_train_mix_41.7k.jsonl", "split": "train"},
@@ -54,6 +56,7 @@ def _hub_converter(hub_id: str) -> Callable[[Any, int], PreferencePair]:
 
     converters: dict[str, Callable[[Any, int], PreferencePair]] = {
         "allenai/reward-bench": reward_bench.hub_pair,
+        "allenai/reward-bench-2": reward_bench2.rewardbench2_pair,
         "THU-KEG/RM-Bench": rm_bench.hub_pair,
         "Anthropic/hh-rlhf": lambda row, number: hh_rlhf.hh_pair(row, "hub", number),
     }

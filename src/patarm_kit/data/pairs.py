@@ -226,9 +226,14 @@ def row_id(row: dict[str, Any], default: int | None = None) -> str:
     return str(value)
 
 
+def draw_order(key: str) -> str:
+    """The order of a deterministic, well-mixed draw: by the sha256 of each item's key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def subsample(pairs: list[PreferencePair], limit: int) -> list[PreferencePair]:
     """A deterministic, well-mixed subset: the `limit` pairs whose id hashes lowest."""
-    return sorted(pairs, key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())[:limit]
+    return sorted(pairs, key=lambda p: draw_order(p.id))[:limit]
 
 
 def _check_unique_id(pair: PreferencePair, number: int, first_row: dict[str, tuple[int, tuple[str, str, str]]]) -> None:
@@ -327,10 +332,10 @@ def pairs_from_files(report: SourceReport, folder: Path, names: Iterable[str], b
 
 
 def dedupe(pairs: list[PreferencePair], report: SourceReport) -> list[PreferencePair]:
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[Any, ...]] = set()
     kept = []
-    for pair in pairs:
-        key = (pair.prompt_text, pair.chosen, pair.rejected)
+    for pair in pairs:  # all responses count: RewardBench 2's Ties has prompts that differ in their later ones only
+        key = (pair.prompt_text, pair.chosen, pair.rejected, pair.chosen_variants, pair.rejected_variants)
         if key in seen:
             report.duplicates += 1
             continue

@@ -14,12 +14,14 @@ from patarm_kit.data.splits import split_of
 from patarm_kit.evaluation.benches.base import Benchmark
 from patarm_kit.evaluation.benches.pairs import PairsBench
 from patarm_kit.evaluation.benches.rewardbench import RewardBench
+from patarm_kit.evaluation.benches.rewardbench2 import RewardBench2
 from patarm_kit.evaluation.benches.rmbench import RMBench
 from patarm_kit.judging.judge import EvalError
 
 BENCHMARKS: dict[str, type[Benchmark]] = {
     "rmbench": RMBench,
     "rewardbench": RewardBench,
+    "rewardbench2": RewardBench2,
     "pairs": PairsBench,
 }
 
@@ -67,4 +69,4 @@ def bench_files(config: RunConfig, loaded: list[LoadedSource], benches: dict[str
     return files
 
 
-__all__ = ["BENCHMARKS", "bench_files", "bench_pairs", "get_bench", "run_benches", "base", "pairs", "rewardbench", "rmbench"]
+__all__ = ["BENCHMARKS", "bench_files", "bench_pairs", "get_bench", "run_benches", "base", "pairs", "rewardbench", "rewardbench2", "rmbench"]

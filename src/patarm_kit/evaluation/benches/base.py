@@ -17,7 +17,7 @@ import numpy as np
 
 from patarm_kit.config.schema import RunConfig, SourceConfig
 from patarm_kit.data.loading import load_source
-from patarm_kit.data.pairs import PreferencePair, SourceReport, read_pairs, subsample
+from patarm_kit.data.pairs import PreferencePair, SourceReport, draw_order, read_pairs
 from patarm_kit.evaluation.stats import bootstrap_ci
 from patarm_kit.judging.judge import (
     PAIRWISE_ORDERS,
@@ -95,6 +95,10 @@ class Benchmark:
         """The domain or subset a pair is scored (and limited) in."""
         return pair.source
 
+    def unit(self, pair: PreferencePair) -> str:
+        """What a limit counts and draws (by the hash of this key): a pair, unless the rules score several together."""
+        return pair.id
+
     def load(self, config: RunConfig, limit: int | None, layout: RunLayout | None = None) -> BenchItems:
         """The benchmark's pairs: inside a run (`layout`) stage 01's file, else from its source;
         `limit` keeps that many per group (a deterministic, well-mixed draw)."""
@@ -111,10 +115,11 @@ class Benchmark:
         if not pairs:
             raise EvalError(f"bench {self.spec}: no pairs to judge in {', '.join(files) or 'its source'}")
         if limit is not None:
-            by_group: dict[str, list[PreferencePair]] = defaultdict(list)
+            units: dict[str, dict[str, list[PreferencePair]]] = defaultdict(lambda: defaultdict(list))
             for pair in pairs:
-                by_group[self.group(pair)].append(pair)
-            pairs = [p for group in sorted(by_group) for p in subsample(by_group[group], limit)]
+                units[self.group(pair)][self.unit(pair)].append(pair)
+            pairs = [p for group in sorted(units) for key in sorted(units[group], key=draw_order)[:limit]
+                     for p in units[group][key]]
         return BenchItems(self.spec, pairs, {p.id: self.group(p) for p in pairs}, files)
 
     def requests(self, pairs: Sequence[PreferencePair]) -> list[JudgeRequest]:
