@@ -120,6 +120,7 @@ def test_a_corrupt_metrics_file_in_compare_names_the_file(run_dir, tmp_path):
     ["verify", "{run}"],
     ["compare", "{run}", "{run}"],
     ["summary", "{run}"],
+    ["export", "{run}", "--out", "{run}-exported"],
     ["train-bt", "--profile", "smoke", "--run-dir", "{run}"],
     ["train", "--profile", "smoke", "--run-dir", "{run}", "--set", "sft.enabled=false"],
     ["sft", "--profile", "smoke", "--run-dir", "{run}", "--no-checks"],
@@ -132,10 +133,11 @@ def test_a_half_written_manifest_names_the_manifest(command, run_dir):
     assert snapshot(run_dir) == before
 
 
-@pytest.mark.parametrize("command", ["verify", "compare", "summary"])
+@pytest.mark.parametrize("command", ["verify", "compare", "summary", "export"])
 def test_a_folder_that_is_no_run(command, tmp_path):
-    args = [tmp_path] * (2 if command == "compare" else 1)
+    args = {"compare": [tmp_path, tmp_path], "export": [tmp_path, "--out", tmp_path.parent / "exported"]}.get(command, [tmp_path])
     assert_one_error(invoke(command, *args), tmp_path, "manifest.json")
+    assert not (tmp_path.parent / "exported").exists()
 
 
 # ---------------------------------------------------------------- counts and fractions checked where the config is read
@@ -201,7 +203,7 @@ def test_every_command_checks_counts_where_the_config_is_read(command, run_dir, 
 def test_every_command_is_covered_here():
     """A new command needs its bad-input test: the funnel covers it, this test makes sure it is tried."""
     names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
-    assert names <= set(STAGE_COMMANDS) | {"verify", "compare", "summary"}, names - set(STAGE_COMMANDS)
+    assert names <= set(STAGE_COMMANDS) | {"verify", "compare", "summary", "export"}, names - set(STAGE_COMMANDS)
 
 
 # ---------------------------------------------------------------- duplicate or null ids, empty sources

@@ -25,6 +25,7 @@ from patarm_kit.evaluation.ifeval import evaluate_responses, format_ifeval
 from patarm_kit.judging.judge import EvalError
 from patarm_kit.judging.models import ModelError
 from patarm_kit.judging.rubrics import RubricError
+from patarm_kit.report.export import FORMATS, export_rewardbench
 from patarm_kit.report.summary import render_summary, summary_json
 from patarm_kit.report.verify import compare_runs, verify_run
 from patarm_kit.runs.files import RunError
@@ -367,6 +368,24 @@ def summary(
 
     facts = summary_json(run_dir)
     typer.echo(json.dumps(facts, indent=2) if as_json else render_summary(facts), nl=as_json)
+
+
+@app.command()
+def export(
+    run_dir: str = typer.Argument(..., help="a run folder (results/<run-name>)"),
+    out: str = typer.Option(..., help="a folder for the files (created; not inside the run)"),
+    format_: str = typer.Option("rewardbench", "--format", help="rewardbench: the RewardBench (v1 and 2) leaderboard layout"),
+) -> None:
+    """Each judge's benchmark results in a leaderboard's results layout (nothing is uploaded)."""
+
+    if format_ not in FORMATS:
+        raise EvalError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")
+    if not out.strip():
+        raise EvalError("--out is empty: give a folder for the exported files")
+    if Path(out).resolve().is_relative_to(Path(run_dir).resolve()):
+        raise EvalError(f"--out {out}: inside the run {run_dir}; export outside it (a run's files have one writer each)")
+    for path in export_rewardbench(run_dir, out):
+        typer.echo(path)
 
 
 def main() -> None:

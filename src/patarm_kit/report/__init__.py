@@ -2,7 +2,7 @@
 
 figures and training_figures (plots), tables, paper (ours beside the paper's), summary
 (SUMMARY.md and the run README block), verify and differences (every number rebuilt), show (what
-a notebook cell shows when a run has no such result).
+a notebook cell shows when a run has no such result), export (results in a leaderboard's layout).
 """
 
-__all__ = ["differences", "figures", "paper", "show", "summary", "tables", "training_figures", "verify"]
+__all__ = ["differences", "export", "figures", "paper", "show", "summary", "tables", "training_figures", "verify"]
