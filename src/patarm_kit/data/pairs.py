@@ -195,6 +195,17 @@ def check_task(task: Any) -> str:
     return task
 
 
+def responses_field(row: dict[str, Any], name: str, count: int | None = None, what: str = "") -> tuple[str, ...]:
+    """A field holding a list of non-empty responses (exactly `count` of them when given)."""
+    value = row.get(name)
+    if not isinstance(value, list) or not value or (count is not None and len(value) != count):
+        raise RowProblem(name, f"expected a list of {count or 'one or more'} responses{what}")
+    for i, text in enumerate(value):
+        if not isinstance(text, str) or not text.strip():
+            raise RowProblem(f"{name}[{i}]", "empty or non-text response")
+    return tuple(value)
+
+
 def check_distinct(chosen: str, rejected: str, name: str = "rejected") -> None:
     if chosen.strip() == rejected.strip():
         raise RowProblem(name, "chosen and rejected responses are identical")

@@ -19,6 +19,7 @@ from patarm_kit.data.pairs import (
     RowProblem,
     SourceReport,
     pairs_from_files,
+    responses_field,
     row_id,
     text_field,
     user_prompt,
@@ -32,23 +33,13 @@ TIES_ID = re.compile(r"(ref|tied):\d+")
 MIRROR_FILE = "test.jsonl"  # under <data_dir>/reward-bench-2/
 
 
-def _responses(row: dict[str, Any], name: str) -> tuple[str, ...]:
-    value = row.get(name)
-    if not isinstance(value, list) or not value:
-        raise RowProblem(name, "expected a non-empty list of responses")
-    for i, text in enumerate(value):
-        if not isinstance(text, str) or not text.strip():
-            raise RowProblem(f"{name}[{i}]", "empty or non-text response")
-    return tuple(value)
-
-
 def rewardbench2_pair(row: Any, number: int) -> PreferencePair:
     """A row of RewardBench 2 (the hub's or the local mirror's: the same fields)."""
     subset = text_field(row, "subset")
     if subset not in SUBSETS:
         raise RowProblem("subset", f"unknown subset {subset!r}; RewardBench 2 has {', '.join(SUBSETS)}")
     prompt = text_field(row, "prompt")
-    chosen, rejected = _responses(row, "chosen"), _responses(row, "rejected")
+    chosen, rejected = responses_field(row, "chosen"), responses_field(row, "rejected")
     if row.get("num_correct") != len(chosen):
         raise RowProblem("num_correct", f"expected {len(chosen)} (the number of chosen responses), got {row.get('num_correct')!r}")
     if "total_completions" in row and row["total_completions"] != len(chosen) + len(rejected):

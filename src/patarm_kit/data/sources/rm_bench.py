@@ -11,6 +11,7 @@ from patarm_kit.data.pairs import (
     SourceReport,
     check_distinct,
     pairs_from_files,
+    responses_field,
     row_id,
     text_field,
     user_prompt,
@@ -40,16 +41,6 @@ def domain_of(file_or_domain: str) -> str:
 # ---------------------------------------------------------------- the benchmark
 
 
-def _variants(row: dict, name: str) -> tuple[str, ...]:
-    value = row.get(name)
-    if not isinstance(value, list) or len(value) != 3:
-        raise RowProblem(name, "expected a list of 3 responses (concise, detailed, markdown)")
-    for i, text in enumerate(value):
-        if not isinstance(text, str) or not text.strip():
-            raise RowProblem(f"{name}[{i}]", "empty or non-text response")
-    return tuple(value)
-
-
 def rmbench_pair(row: Any, domain: str) -> PreferencePair:
     """A row of an RM-Bench file (or of the hub copy, whose rows name their domain)."""
     try:
@@ -57,7 +48,7 @@ def rmbench_pair(row: Any, domain: str) -> PreferencePair:
     except ValueError as err:
         raise RowProblem("domain", str(err)) from None
     prompt = text_field(row, "prompt")
-    chosen, rejected = _variants(row, "chosen"), _variants(row, "rejected")
+    chosen, rejected = (responses_field(row, name, 3, " (concise, detailed, markdown)") for name in ("chosen", "rejected"))
     for i in range(3):
         check_distinct(chosen[i], rejected[i], f"rejected[{i}]")
     return PreferencePair(
