@@ -329,3 +329,12 @@ def test_evaluation_of_zero_items_is_an_error_not_a_metric(tmp_path):
                     "--set", "data.split_fractions={train: 1}", "--out", out)
     assert_one_error(result, "pairs:hh-rlhf")
     assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("command", ["sft", "train", "train-bt", "policies", "downstream"])
+def test_a_multi_process_launch_does_not_create_a_run(command, tmp_path, monkeypatch):
+    """Under `accelerate launch` every process would make the run folder and its manifest at once."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = invoke(command, "--profile", "smoke", "--run-dir", tmp_path / "new-run")
+    assert_one_error(result, "new-run: no run here, and 2 processes cannot create one together")
+    assert not (tmp_path / "new-run").exists()

@@ -28,6 +28,7 @@ from patarm_kit.judging.rubrics import RubricError
 from patarm_kit.report.export import FORMATS, export_rewardbench
 from patarm_kit.report.summary import render_summary, summary_json
 from patarm_kit.report.verify import compare_runs, verify_run
+from patarm_kit.runs.env import launched_processes
 from patarm_kit.runs.files import RunError
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
@@ -134,6 +135,9 @@ def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]]) 
     folder = Path(run_dir).resolve()
     overrides = parse_overrides(set_ or [])
     if not RunLayout(folder).manifest.exists():
+        if launched_processes() > 1:  # every process would make the folder and write a manifest at once
+            raise RunError(f"{folder}: no run here, and {launched_processes()} processes cannot create one together; "
+                           "create it first in one process (patarm-kit run --profile P --run-name N --only 01_data_pairing)")
         return Run.create(folder.name, load_config(profile or "cpu", overrides), folder.parent)
     run = Run.open(folder)
     if profile or overrides:

@@ -77,3 +77,8 @@ def now() -> str:
 def is_main_process() -> bool:
     """Whether this is the first (or only) process of a launch (accelerate sets RANK): it alone prints and draws."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def launched_processes() -> int:
+    """How many processes this launch has (WORLD_SIZE, which accelerate, torchrun and deepspeed set); 1 alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
