@@ -55,8 +55,11 @@ def test_export_refuses_before_writing(small_run, tmp_path):
     assert inside.exit_code == 2 and "inside the run" in inside.output and not (small_run / "export").exists()
     unknown = runner.invoke(app, ["export", str(small_run), "--out", str(tmp_path / "x"), "--format", "mteb"])
     assert unknown.exit_code == 2 and "--format 'mteb'" in unknown.output and not (tmp_path / "x").exists()
-    bare = Path(shutil.copytree(small_run, tmp_path / "bare"))
-    for path in (bare / "eval").glob("*rewardbench*"):
-        path.unlink()
+    bare = Run.create("bare", load_config("smoke"), results_dir=tmp_path / "runs").dir  # no evaluation yet
     none = runner.invoke(app, ["export", str(bare), "--out", str(tmp_path / "y")])
     assert none.exit_code == 2 and "no RewardBench or RewardBench 2 evaluation to export" in none.output
+    damaged = Path(shutil.copytree(small_run, tmp_path / "damaged"))
+    (damaged / "eval" / "length__rewardbench.json").unlink()  # recorded by its eval stage: an incomplete run
+    refused = runner.invoke(app, ["export", str(damaged), "--out", str(tmp_path / "z")])
+    assert refused.exit_code == 2 and "length__rewardbench.json: recorded by the eval stage but missing" in refused.output
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()

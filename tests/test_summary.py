@@ -161,3 +161,28 @@ def test_publish_leaves_out_the_local_files_records_why_and_verify_still_passes(
     assert Run.open(run_copy).manifest()["left_out"] == left_out
     report = verify_run(run_copy)
     assert report.ok and any(note.startswith("pairs/") and "left out" in note for note in report.notes)
+
+
+def test_summary_and_compare_refuse_an_incomplete_or_damaged_run(run_copy, small_run):
+    """A recorded evaluation missing, a metrics file of the wrong shape, an eval stage that did not
+    finish: each is one error naming the file or run, never a summary that quietly drops a judge."""
+    from typer.testing import CliRunner
+
+    from patarm_kit.cli import app
+
+    runner = CliRunner()
+    metrics = run_copy / "eval" / "random__rmbench.json"
+    original = metrics.read_bytes()
+    metrics.unlink()
+    for command in (["summary", str(run_copy)], ["compare", str(small_run), str(run_copy)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and "random__rmbench.json: recorded by the eval stage but missing" in result.output
+    metrics.write_text("[1, 2]")  # valid JSON of the wrong shape
+    result = runner.invoke(app, ["summary", str(run_copy)])
+    assert result.exit_code == 2 and "random__rmbench.json: not an evaluation's metrics file" in result.output
+    metrics.write_bytes(original)
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    manifest["stages"]["eval"]["status"] = "failed"
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["summary", str(run_copy)])
+    assert result.exit_code == 2 and "the eval stage is recorded 'failed'" in result.output

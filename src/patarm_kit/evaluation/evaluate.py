@@ -139,6 +139,18 @@ def rescore(stored: dict[str, Any], judgments: Sequence[Judgment], ties: str | N
                            stored["config"]["eval"]["n_boot"], stored["config"]["seed"], samples)
 
 
+METRICS_KEYS = ("judge", "bench", "acc", "ci95", "items", "judgments_file")  # what every evaluation writes
+
+
+def read_eval_metrics(path: Path) -> dict[str, Any]:
+    """An evaluation's metrics file, checked for its shape: a damaged or foreign file is an EvalError naming it."""
+    metrics = read_json(path)
+    missing = [key for key in METRICS_KEYS if key not in metrics] if isinstance(metrics, dict) else list(METRICS_KEYS)
+    if missing:
+        raise EvalError(f"{path}: not an evaluation's metrics file (no {', '.join(missing)}); was it changed by hand?")
+    return metrics
+
+
 def stored_judgments(folder: Path, stored: dict[str, Any]) -> tuple[list[Judgment], list[Judgment]]:
     """The judgments of a metrics file in `folder`, and the sampled-mean samples in the same file (maybe none)."""
     path = Path(folder) / stored["judgments_file"]

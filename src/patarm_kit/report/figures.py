@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from patarm_kit.config.rules import READOUTS
 from patarm_kit.data.pairs import PreferencePair
 from patarm_kit.evaluation.benches import get_bench
-from patarm_kit.evaluation.evaluate import SECTIONED, readout_field, summary_row
-from patarm_kit.judging.judge import Judgment, read_judgments
+from patarm_kit.evaluation.evaluate import SECTIONED, read_eval_metrics, readout_field, summary_row
+from patarm_kit.judging.judge import EvalError, Judgment, read_judgments
 from patarm_kit.judging.prompts import SCORE_RANGE
 from patarm_kit.runs.files import atomic_write_text, read_json, read_jsonl
 from patarm_kit.runs.layout import RunLayout
@@ -112,11 +112,22 @@ def bench_label(bench: str) -> str:
 
 
 def suite_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
-    """The benchmark stage's files eval/<judge>__<bench>.json (the votes-curve files are named otherwise)."""
+    """The benchmark stage's files eval/<judge>__<bench>.json (the votes-curve files are named otherwise),
+    each checked for its shape; a run whose eval stage did not finish, or whose recorded files are
+    not all there, is refused (EvalError naming the run or the first missing file), never read as whole."""
     layout = RunLayout(Path(run_dir))
+    if layout.manifest.is_file():
+        record = read_json(layout.manifest).get("stages", {}).get("eval", {})
+        if record.get("status", "done") != "done":
+            raise EvalError(f"{layout.root}: the eval stage is recorded {record['status']!r}, so its evaluations are "
+                            "incomplete (run it again, or the chain with --resume)")
+        missing = [key for key in record.get("outputs", {}) if key.startswith("eval/") and not (layout.root / key).is_file()]
+        if missing:
+            raise EvalError(f"{layout.root / missing[0]}: recorded by the eval stage but missing"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     found = []
     for path in sorted(layout.eval_dir.glob("*.json")):
-        metrics = read_json(path)
+        metrics = read_eval_metrics(path)
         if path == layout.eval_metrics(metrics["judge"], metrics["bench"]):
             found.append(metrics)
     rank = {judge: i for i, judge in enumerate(JUDGE_ORDER)}

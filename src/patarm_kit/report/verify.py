@@ -21,7 +21,13 @@ from patarm_kit.config.schema import fingerprint_of
 from patarm_kit.data.pairs import DataError, read_pairs, resolve_data_dir
 from patarm_kit.data.sources.ifeval import load_ifeval
 from patarm_kit.evaluation.downstream import downstream_summary, policy_names
-from patarm_kit.evaluation.evaluate import paired_difference, recompute_metrics, summary_row, votes_point
+from patarm_kit.evaluation.evaluate import (
+    paired_difference,
+    read_eval_metrics,
+    recompute_metrics,
+    summary_row,
+    votes_point,
+)
 from patarm_kit.evaluation.ifeval import score_verdicts, verdict_rows
 from patarm_kit.judging.judge import (
     PAIRWISE_ORDERS,
@@ -42,7 +48,7 @@ from patarm_kit.report.differences import (
     text_differences,
     value_differences,
 )
-from patarm_kit.report.figures import FIGURE_DATA
+from patarm_kit.report.figures import FIGURE_DATA, suite_metrics
 from patarm_kit.report.summary import TABLES, render_summary, summary_json
 from patarm_kit.report.tables import table_files
 from patarm_kit.runs.files import read_json, read_jsonl, sha256_of
@@ -416,6 +422,8 @@ def verify_run(run_dir: Path | str, data_dir: str | None = None) -> VerifyReport
 def compare_runs(run_a: Path | str, run_b: Path | str) -> list[Difference]:
     """How two runs differ: accuracy and interval per eval file (judge x bench), and config keys."""
     a, b = Run.open(run_a), Run.open(run_b)
+    for run in (a, b):
+        suite_metrics(run.dir)  # an incomplete or damaged run is refused before anything is compared
     labels = ("A", "B")
     differences = value_differences(a.manifest()["config"], b.manifest()["config"], "manifest.json", labels, "config")
     files_a = {p.name: p for p in a.layout.eval_dir.glob("*.json")}
@@ -424,7 +432,7 @@ def compare_runs(run_a: Path | str, run_b: Path | str) -> list[Difference]:
         if name not in files_a or name not in files_b:
             differences.append(Difference(f"eval/{name}", "(file)", f"only in {'A' if name in files_a else 'B'}"))
             continue
-        metrics_a, metrics_b = read_json(files_a[name]), read_json(files_b[name])
+        metrics_a, metrics_b = read_eval_metrics(files_a[name]), read_eval_metrics(files_b[name])
         for key in ("acc", "ci95"):
             differences += value_differences(metrics_a.get(key), metrics_b.get(key), f"eval/{name}", labels, key)
     return differences
