@@ -16,7 +16,8 @@ from patarm_kit.config.loader import REPO_ROOT, load_config
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.runs.env import now
 from patarm_kit.runs.files import sha256_of
-from patarm_kit.runs.run import OutputExistsError, Run
+from patarm_kit.runs.lock import writer_lock
+from patarm_kit.runs.run import OutputExistsError, Run, run_folder
 from patarm_kit.stages import enabled
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -134,9 +135,6 @@ def run_chain(
     Everything that could refuse is checked first: the run name, the notebooks, the config of
     an existing run, and outputs that already exist; only then does a notebook execute.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     overrides = dict(overrides or {})
     if data_dir:
         overrides["data.data_dir"] = data_dir
@@ -148,34 +146,42 @@ def run_chain(
         profile = str(Path(profile).resolve())
     config = load_config(profile, overrides)
     names = select_notebooks(config, only, start_from)
-    run = Run.create(run_name, config, resume=resume or bool(only or start_from), must_exist=resume)
-    todo = plan_notebooks(run, names, force, resume)
-    for name in todo:
-        source, output = notebook_path(name), run.layout.notebook(name)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[chain] {name} -> {output}", flush=True)
-        started = time.monotonic()
-        run.update("notebooks", name, {"status": "running", "started": now()})
-        try:
-            papermill.execute_notebook(
-                str(source),
-                str(output),
-                parameters={"profile": profile, "run_dir": str(run.dir), "data_dir": data_dir, "overrides": overrides,
-                            "force": force, "resume": resume},
-                kernel_name=KERNEL_NAME,
-                cwd=str(NOTEBOOK_DIR),
-                progress_bar=False,
-                log_output=False,
-                kernel_manager_class=LOCAL_KERNEL_MANAGER,
-            )
-        except PapermillExecutionError as err:
-            run.update("notebooks", name, {"status": "failed", "cell": err.exec_count, "error": f"{err.ename}: {err.evalue}"})
-            raise ChainError(
-                f"notebook {name} failed at cell {err.exec_count} ({err.ename}: {err.evalue}); "
-                f"the executed notebook is {output}"
-            ) from None
-        run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1),
-                                       "outputs": {run.layout.key(output): sha256_of(output)}})  # verify: no edits after
-        print(f"[chain] {name} done in {time.monotonic() - started:.0f} s", flush=True)
-    run.finish()
+    with writer_lock(run_folder(run_name)):  # one writer per run, from before it exists to its last notebook
+        run = Run.create(run_name, config, resume=resume or bool(only or start_from), must_exist=resume)
+        for name in plan_notebooks(run, names, force, resume):
+            _execute_notebook(run, name, {"profile": profile, "run_dir": str(run.dir), "data_dir": data_dir,
+                                          "overrides": overrides, "force": force, "resume": resume})
+        run.finish()
     return run
+
+
+def _execute_notebook(run: Run, name: str, parameters: dict[str, Any]) -> None:
+    """One notebook of the chain into the run, recorded in the manifest (a failure names the cell)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source, output = notebook_path(name), run.layout.notebook(name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[chain] {name} -> {output}", flush=True)
+    started = time.monotonic()
+    run.update("notebooks", name, {"status": "running", "started": now()})
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=parameters,
+            kernel_name=KERNEL_NAME,
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar=False,
+            log_output=False,
+            kernel_manager_class=LOCAL_KERNEL_MANAGER,
+        )
+    except PapermillExecutionError as err:
+        run.update("notebooks", name, {"status": "failed", "cell": err.exec_count, "error": f"{err.ename}: {err.evalue}"})
+        raise ChainError(
+            f"notebook {name} failed at cell {err.exec_count} ({err.ename}: {err.evalue}); "
+            f"the executed notebook is {output}"
+        ) from None
+    run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1),
+                                   "outputs": {run.layout.key(output): sha256_of(output)}})  # verify: no edits after
+    print(f"[chain] {name} done in {time.monotonic() - started:.0f} s", flush=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,6 +32,7 @@ from patarm_kit.report.verify import compare_runs, verify_run
 from patarm_kit.runs.env import launched_processes
 from patarm_kit.runs.files import RunError
 from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.lock import writer_lock
 from patarm_kit.runs.run import Run
 from patarm_kit.training.sft import SftError
 
@@ -127,22 +129,33 @@ def data(
             typer.echo(f"  by {key}: " + ", ".join(f"{k} {v}" for k, v in facts[key].items()))
 
 
-def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]]) -> Run:
-    """The run a stage command works on. An existing run keeps its own config (a --profile or
-    --set that would change it is refused before anything runs); a new folder becomes a new run
-    made with --profile (default cpu) and --set."""
+@contextlib.contextmanager
+def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]]) -> Iterator[Run]:
+    """The run a stage command works on, held under the run's writer lock for the whole command.
+    An existing run keeps its own config (a --profile or --set that would change it is refused
+    before anything runs); a new folder becomes a new run made with --profile (default cpu) and --set."""
 
+    if not run_dir.strip():
+        raise RunError("--run-dir is empty: give the run folder (results/<run-name>)")
     folder = Path(run_dir).resolve()
     overrides = parse_overrides(set_ or [])
-    if not RunLayout(folder).manifest.exists():
-        if launched_processes() > 1:  # every process would make the folder and write a manifest at once
-            raise RunError(f"{folder}: no run here, and {launched_processes()} processes cannot create one together; "
-                           "create it first in one process (patarm-kit run --profile P --run-name N --only 01_data_pairing)")
-        return Run.create(folder.name, load_config(profile or "cpu", overrides), folder.parent)
-    run = Run.open(folder)
-    if profile or overrides:
-        run.check_config(load_config(profile or run.manifest()["profile"], overrides))
-    return run
+    exists = RunLayout(folder).manifest.exists()
+    if not exists and launched_processes() > 1:  # every process would make the folder and write a manifest at once
+        raise RunError(f"{folder}: no run here, and {launched_processes()} processes cannot create one together; "
+                       "create it first in one process (patarm-kit run --profile P --run-name N --only 01_data_pairing)")
+    # Every input is checked before the lock file is made: bad input leaves nothing behind. An existing
+    # run keeps its own config; a profile or --set given for it is loaded only to be compared.
+    config = None
+    if not exists or profile or overrides:
+        config = load_config(profile or (Run.open(folder).manifest()["profile"] if exists else "cpu"), overrides)
+    with writer_lock(folder):
+        if not exists:
+            yield Run.create(folder.name, config, folder.parent)
+            return
+        run = Run.open(folder)
+        if config is not None:
+            run.check_config(config)
+        yield run
 
 
 RUN_DIR = typer.Option(..., help="the run folder (results/<run-name>); a new folder starts a new run")
@@ -161,7 +174,8 @@ def sft_command(
 ) -> None:
     """Format warm-up: LoRA SFT of the judge into <run>/sft/adapter, then its checks."""
 
-    warmup = stages.sft(_stage_run(run_dir, profile, set_), force=force, checks=checks)
+    with _stage_run(run_dir, profile, set_) as run:
+        warmup = stages.sft(run, force=force, checks=checks)
     result = warmup.result
     typer.echo(f"{result.steps} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} -> "
                f"{result.final_loss:.3f}; adapter {result.adapter_dir}")
@@ -186,7 +200,8 @@ def train_command(
     Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli train ...
     """
 
-    result = stages.par(_stage_run(run_dir, profile, set_), force=force, resume=resume)
+    with _stage_run(run_dir, profile, set_) as run:
+        result = stages.par(run, force=force, resume=resume)
     last = result.metrics[-1] if result.metrics else {}
     typer.echo(f"{result.global_step} steps; last step: reward {last.get('par/reward_mean')}, pair accuracy "
                f"{last.get('par/pair_accuracy')}; adapter {result.adapter}")
@@ -207,10 +222,10 @@ def probe_score_command(
     A new run gets its pairs (stage 01) first."""
 
     reach = [None if value == "all" else _positive_int(value, "--layers") for value in layers]
-    run = _stage_run(run_dir, profile, set_)
-    if not run.stage_done("data"):
-        stages.data(run)
-    curves = stages.score_probe(run, reach, steps, learning_rate, read_every, force=force)
+    with _stage_run(run_dir, profile, set_) as run:
+        if not run.stage_done("data"):
+            stages.data(run)
+        curves = stages.score_probe(run, reach, steps, learning_rate, read_every, force=force)
     for name, curve in curves.items():
         typer.echo(f"layers {name}: " + ", ".join(f"step {p['step']} {p['accuracy']:.1%} ({p['score_gap']:+.2f})" for p in curve))
 
@@ -230,7 +245,8 @@ def train_bt_command(
 ) -> None:
     """The scalar Bradley-Terry baseline (LoRA + score head) on the run's training pairs, into <run>/bt/adapter."""
 
-    result = stages.bt(_stage_run(run_dir, profile, set_), force=force)
+    with _stage_run(run_dir, profile, set_) as run:
+        result = stages.bt(run, force=force)
     typer.echo(f"{result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s; loss {result.log[0]['loss']:.3f} -> "
                f"{result.final_loss:.3f}; train accuracy {result.train_accuracy:.1%}; adapter {result.adapter_dir}")
 
@@ -247,7 +263,9 @@ def policies_command(
     Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli policies ...
     """
 
-    for rewarder, result in stages.policies(_stage_run(run_dir, profile, set_), force=force).items():
+    with _stage_run(run_dir, profile, set_) as run:
+        trained = stages.policies(run, force=force)
+    for rewarder, result in trained.items():
         last = result.metrics[-1] if result.metrics else {}
         typer.echo(f"rewarded by {rewarder}: {result.global_step} steps on {result.n_prompts} prompts; "
                    f"last step's mean reward {last.get('reward')}; adapter {result.adapter}")
@@ -262,7 +280,8 @@ def downstream_command(
 ) -> None:
     """IFEval on the untrained policy and every trained one (greedy), and the paired differences."""
 
-    summary = stages.downstream(_stage_run(run_dir, profile, set_), force=force)
+    with _stage_run(run_dir, profile, set_) as run:
+        summary = stages.downstream(run, force=force)
     typer.echo(downstream_frame(summary).to_string(index=False))
     typer.echo(paired_frame(summary).to_string(index=False))
 

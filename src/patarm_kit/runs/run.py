@@ -66,7 +66,7 @@ class Run:
         `must_exist` (the CLI's --resume) refuses to create a run that is not there: a typo in
         the name would otherwise start a new run silently.
         """
-        run = cls(Path(results_dir or RESULTS_DIR) / validate_run_name(name))
+        run = cls(run_folder(name, results_dir))
         if run.manifest_path.exists():
             if not resume:
                 raise RunExistsError(
@@ -190,6 +190,11 @@ class Run:
         manifest = self.manifest()
         manifest["finished"] = now()
         write_json(self.manifest_path, manifest)
+
+
+def run_folder(name: str, results_dir: Path | None = None) -> Path:
+    """The folder a run of this name lives in (results/<name>, or under `results_dir`); the name is checked."""
+    return Path(results_dir or RESULTS_DIR) / validate_run_name(name)
 
 
 @dataclass
