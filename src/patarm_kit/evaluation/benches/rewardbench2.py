@@ -24,7 +24,7 @@ import numpy as np
 
 from patarm_kit.data.pairs import PreferencePair
 from patarm_kit.data.sources.reward_bench2 import SUBSETS, TIES
-from patarm_kit.evaluation.benches.base import Benchmark, Scoring
+from patarm_kit.evaluation.benches.base import Benchmark, Scoring, outcome_interval
 from patarm_kit.evaluation.stats import bootstrap_ci_of
 from patarm_kit.judging.judge import EvalError, JudgeRequest, Judgment, requests_for_style_variants, voted_scores
 
@@ -40,7 +40,8 @@ def best_of_4(correct: float | None, incorrect: Sequence[float | None], ties: st
     valid = [s for s in scores if s is not None]
     if not valid:
         return UNSCORED_BEST_OF_4 if ties == "half" else 0.0
-    winners = [i for i, s in enumerate(scores) if s is not None and s == max(valid)]
+    top = max(valid)
+    winners = [i for i, s in enumerate(scores) if s == top]
     if 0 not in winners:
         return 0.0
     return 1.0 / len(winners) if ties == "half" or len(winners) == 1 else 0.0
@@ -142,17 +143,12 @@ class RewardBench2(Benchmark):
             def statistic(index: np.ndarray) -> float:  # prompts resampled, each with its ref and tied rows
                 score = ties_score([prompts[i] for i in index])["score"]
                 return float("nan") if score is None else score
-            units = len(prompts)
-        else:
-            values = np.array([outcomes[pid] for pid in pids])
-            facts = {"score": float(values.mean())}
 
-            def statistic(index: np.ndarray) -> float:
-                return float(values[index].mean())
-            units = len(pids)
-        interval = (list(bootstrap_ci_of(statistic, units, n_boot=rules.n_boot, seed=rules.seed))
-                    if facts["score"] is not None else [None, None])
-        return {**facts, "n": len(pids), "ci95": interval}
+            interval = (list(bootstrap_ci_of(statistic, len(prompts), n_boot=rules.n_boot, seed=rules.seed))
+                        if facts["score"] is not None else [None, None])
+            return {**facts, "n": len(pids), "ci95": interval}
+        values = [outcomes[pid] for pid in pids]  # a plain mean: the base class's interval
+        return {"score": float(np.mean(values)), "n": len(pids), "ci95": outcome_interval(values, rules.n_boot, rules.seed)}
 
     def count(self, metrics: Mapping[str, Any]) -> int:
         return metrics["n"]
