@@ -33,7 +33,10 @@ def test_a_committed_run_is_complete_and_verifies(name):
     if "notebooks" in manifest:  # a chain run: every stage of its notebooks, and no other
         stages = [stage for notebook in config.notebooks for stage in notebook_stages(config, notebook)]
         assert manifest["finished"] and all(manifest["stages"][s]["status"] == "done" for s in stages), name
-        assert sorted(manifest["stages"]) == sorted(stages), "a stage ran that its config switches off, or the reverse"
+        assert set(stages) <= set(manifest["stages"]), "a stage its config runs is not recorded"
+        # before switched-off stages said "nothing to do", an empty par.variants recorded a stage that made nothing
+        extra = {s: entry for s, entry in manifest["stages"].items() if s not in stages}
+        assert all(not entry.get("outputs") for entry in extra.values()), f"a switched-off stage made files: {sorted(extra)}"
     else:  # made by stage commands (the score probe): each stage it records is done
         assert manifest["stages"] and all(entry["status"] == "done" for entry in manifest["stages"].values()), name
     report = verify_run(folder)

@@ -18,7 +18,7 @@ from patarm_kit.runs.env import now
 from patarm_kit.runs.files import sha256_of
 from patarm_kit.runs.lock import writer_lock
 from patarm_kit.runs.run import OutputExistsError, Run, run_folder
-from patarm_kit.stages import enabled
+from patarm_kit.stages import enabled, why_off
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)
@@ -87,6 +87,11 @@ def select_notebooks(config: RunConfig, only: list[str] | None, start_from: str 
     chain = list(config.notebooks)
     for name in chain:
         notebook_path(name)  # a profile may only name notebooks in notebooks/
+        stages = NOTEBOOK_STAGES.get(current_name(name), ())
+        if stages and not notebook_stages(config, name):
+            reasons = sorted({why_off(config, stage) for stage in stages})
+            raise ChainError(f"notebook {name} has nothing to do under this config ({'; '.join(reasons)}): "
+                             "drop it from `notebooks` or switch one of its stages on")
     if only:
         unknown = [n for n in only if n not in chain]
         if unknown:

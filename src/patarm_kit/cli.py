@@ -33,7 +33,8 @@ from patarm_kit.runs.env import launched_processes
 from patarm_kit.runs.files import RunError
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.lock import writer_lock
-from patarm_kit.runs.run import Run
+from patarm_kit.runs.run import Run, refuse_writing_into_run
+from patarm_kit.stages import why_off
 from patarm_kit.training.sft import SftError
 
 # Bad input, not a bug: the kit's own error classes (each message names the file, row or key)
@@ -130,10 +131,12 @@ def data(
 
 
 @contextlib.contextmanager
-def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]]) -> Iterator[Run]:
+def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]], stage: Optional[str] = None) -> Iterator[Run]:
     """The run a stage command works on, held under the run's writer lock for the whole command.
     An existing run keeps its own config (a --profile or --set that would change it is refused
-    before anything runs); a new folder becomes a new run made with --profile (default cpu) and --set."""
+    before anything runs); a new folder becomes a new run made with --profile (default cpu) and --set.
+    A `stage` that the run's config switches off ends the command with "nothing to do" (exit 0), before
+    any run or lock file is made."""
 
     if not run_dir.strip():
         raise RunError("--run-dir is empty: give the run folder (results/<run-name>)")
@@ -148,6 +151,10 @@ def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]]) 
     config = None
     if not exists or profile or overrides:
         config = load_config(profile or (Run.open(folder).manifest()["profile"] if exists else "cpu"), overrides)
+    why = stage and why_off(Run.open(folder).config() if exists else config, stage)
+    if why:
+        typer.echo(f"nothing to do: {why} in {'run ' + folder.name if exists else 'this config'}; nothing written")
+        raise typer.Exit(0)
     with writer_lock(folder):
         if not exists:
             yield Run.create(folder.name, config, folder.parent)
@@ -174,7 +181,7 @@ def sft_command(
 ) -> None:
     """Format warm-up: LoRA SFT of the judge into <run>/sft/adapter, then its checks."""
 
-    with _stage_run(run_dir, profile, set_) as run:
+    with _stage_run(run_dir, profile, set_, "sft") as run:
         warmup = stages.sft(run, force=force, checks=checks)
     result = warmup.result
     typer.echo(f"{result.steps} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} -> "
@@ -200,7 +207,7 @@ def train_command(
     Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli train ...
     """
 
-    with _stage_run(run_dir, profile, set_) as run:
+    with _stage_run(run_dir, profile, set_, "par") as run:
         result = stages.par(run, force=force, resume=resume)
     last = result.metrics[-1] if result.metrics else {}
     typer.echo(f"{result.global_step} steps; last step: reward {last.get('par/reward_mean')}, pair accuracy "
@@ -245,7 +252,7 @@ def train_bt_command(
 ) -> None:
     """The scalar Bradley-Terry baseline (LoRA + score head) on the run's training pairs, into <run>/bt/adapter."""
 
-    with _stage_run(run_dir, profile, set_) as run:
+    with _stage_run(run_dir, profile, set_, "bt") as run:
         result = stages.bt(run, force=force)
     typer.echo(f"{result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s; loss {result.log[0]['loss']:.3f} -> "
                f"{result.final_loss:.3f}; train accuracy {result.train_accuracy:.1%}; adapter {result.adapter_dir}")
@@ -263,7 +270,7 @@ def policies_command(
     Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml -m patarm_kit.cli policies ...
     """
 
-    with _stage_run(run_dir, profile, set_) as run:
+    with _stage_run(run_dir, profile, set_, "policies") as run:
         trained = stages.policies(run, force=force)
     for rewarder, result in trained.items():
         last = result.metrics[-1] if result.metrics else {}
@@ -280,7 +287,7 @@ def downstream_command(
 ) -> None:
     """IFEval on the untrained policy and every trained one (greedy), and the paired differences."""
 
-    with _stage_run(run_dir, profile, set_) as run:
+    with _stage_run(run_dir, profile, set_, "downstream") as run:
         summary = stages.downstream(run, force=force)
     typer.echo(downstream_frame(summary).to_string(index=False))
     typer.echo(paired_frame(summary).to_string(index=False))
@@ -308,6 +315,9 @@ def evaluate_command(
     if data_dir:
         overrides["data.data_dir"] = data_dir
     config = load_config(profile, overrides)
+    if not out.strip():
+        raise EvalError("--out is empty: give the metrics file's path (e.g. length-rmbench.json)")
+    refuse_writing_into_run(out)  # the eval stage writes a run's evaluations
     if bench == "ifeval" or responses:
         if bench != "ifeval" or not responses or judge:
             raise EvalError("IFEval scores responses, not a judge: --bench ifeval --responses FILE.jsonl (and no --judge)")
@@ -405,8 +415,7 @@ def export(
         raise EvalError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")
     if not out.strip():
         raise EvalError("--out is empty: give a folder for the exported files")
-    if Path(out).resolve().is_relative_to(Path(run_dir).resolve()):
-        raise EvalError(f"--out {out}: inside the run {run_dir}; export outside it (a run's files have one writer each)")
+    refuse_writing_into_run(out)
     for path in export_rewardbench(run_dir, out):
         typer.echo(path)
 

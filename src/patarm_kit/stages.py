@@ -1,10 +1,10 @@
 """The chain's stages as library functions: the notebooks and the CLI call these, nothing else.
 
-Each stage reads the config saved in its run, writes its outputs through the run's layout
-(`run.layout`) and records itself in the manifest (`Run.stage`: inputs' and outputs' sha256,
-config fingerprint, status, facts). A stage refuses to replace a finished output unless
-asked (`force=True`, the CLI's `--force`), so a file a reader sees always has one writer a
-test can call, and nothing finished is lost by accident.
+Each stage reads the config saved in its run, writes its outputs through the run's layout and
+records itself in the manifest (`Run.stage`: inputs' and outputs' sha256, config, status, facts).
+It refuses to replace a finished output unless asked (`force=True`, the CLI's `--force`), so a
+file a reader sees has one writer a test can call. A stage its config switches off (`why_off`)
+says so in one line and does nothing.
 
 `resume=True` (the chain's `--resume`): a stage recorded done returns what it recorded, read
 back from its files (`_recorded`); one that stopped half-way continues where it can (PAR from
@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import matplotlib.pyplot as plt
 
 from patarm_kit.config.build import par_variant
 from patarm_kit.config.rules import READOUTS
@@ -63,19 +65,36 @@ from patarm_kit.training.score_probe import probe_curve
 from patarm_kit.training.sft import recorded_result, run_sft
 
 
-def enabled(config: RunConfig, stage: str) -> bool:
-    """Whether this config runs library stage `stage`: no warm-up, no PAR (so no variants and no
-    learning curve), no curve pairs or no BT judge to evaluate switch a stage off. Notebook 03
-    asks this before each stage, and the chain asks it (through chain.notebook_stages) whether a
-    notebook is done, so the rule lives here once."""
-    switched_off = {
-        "sft": not config.sft.enabled,
-        "par": not config.par.enabled,
-        "par-variants": not config.par.enabled,
-        "learning-curve": not (config.par.enabled and config.par.learning_curve_pairs),
-        "bt": "bt" not in config.eval.judges,
+def why_off(config: RunConfig, stage: str) -> str | None:
+    """Why this config switches library stage `stage` off (no warm-up, no PAR so no variants and no
+    learning curve, no BT judge to evaluate, no policy rewarders), or None when it runs. Notebooks,
+    the chain (chain.notebook_stages) and the stage functions themselves ask this, so the rule lives
+    here once."""
+    par_off = None if config.par.enabled else "par.enabled is false"
+    no_rewarders = None if config.policy.rewarders else "policy.rewarders is empty"
+    reasons = {
+        "sft": None if config.sft.enabled else "sft.enabled is false",
+        "par": par_off,
+        "par-variants": par_off or (None if config.par.variants else "par.variants is empty"),
+        "learning-curve": par_off or (None if config.par.learning_curve_pairs else "par.learning_curve_pairs is 0"),
+        "bt": None if "bt" in config.eval.judges else "bt is not one of eval.judges",
+        "policies": no_rewarders,
+        "downstream": no_rewarders,
     }
-    return not switched_off.get(stage, False)
+    return reasons.get(stage)
+
+
+def enabled(config: RunConfig, stage: str) -> bool:
+    """Whether this config runs library stage `stage` (see `why_off`)."""
+    return why_off(config, stage) is None
+
+
+def _switched_off(config: RunConfig, stage: str) -> bool:
+    """A switched-off stage says so in one line and does nothing: no record, no file."""
+    why = why_off(config, stage)
+    if why:
+        print(f"[{stage}] nothing to do: {why}", flush=True)
+    return why is not None
 
 
 def _recorded(run: Run, name: str, resume: bool) -> bool:
@@ -90,14 +109,8 @@ def _save(fig: Any, path: Path) -> Any:
     """Save a figure and close it: the notebook shows the returned figure once, where it wants."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    _close(fig)
-    return fig
-
-
-def _close(fig: Any) -> None:
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
+    return fig
 
 
 # ---------------------------------------------------------------- 01 data
@@ -184,6 +197,8 @@ def sft(run: Run, force: bool = False, checks: bool = True, resume: bool = False
     """The format warm-up (LoRA SFT) and, with `checks`, base vs warmed-up judge on dev pairs."""
 
     config, layout = run.config(), run.layout
+    if _switched_off(config, "sft"):
+        return None
     if not force and _recorded(run, "sft", resume):
         report = read_json(layout.sft_checks) if checks and layout.sft_checks.is_file() else None
         return SftStage(recorded_result(run), report)
@@ -203,11 +218,11 @@ def par(run: Run, force: bool = False, resume: bool = False) -> Any:
     """PAR training (GRPO + LoRA) from the warm-up adapter when SFT is enabled; `resume` continues it."""
 
     config, layout = run.config(), run.layout
+    if _switched_off(config, "par"):
+        return None
     if not force and _recorded(run, "par", resume):
         return recorded_par(run)
     start_adapter = layout.sft_adapter if config.sft.enabled else None
-    if start_adapter is not None and not (start_adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{start_adapter} is missing: run the SFT warm-up first, or set sft.enabled=false")
     inputs = [layout.pairs("train"), *([start_adapter] if start_adapter else [])]
     figure_path = layout.figure("03_par_training")
     with run.stage("par", config, inputs=inputs, outputs=[layout.par_dir, figure_path], force=force, resume=resume) as record:
@@ -225,13 +240,14 @@ def par_variants(run: Run, force: bool = False, resume: bool = False) -> dict[st
     from their last checkpoint: each is as long as PAR itself."""
 
     config, layout = run.config(), run.layout
+    if _switched_off(config, "par-variants"):
+        return {}
     if not force and _recorded(run, "par-variants", resume):
         return {name: recorded_par(run, f"par-{name}") for name in config.par.variants}
     start_adapter = layout.sft_adapter if config.sft.enabled else None
     outputs = [layout.for_par(f"par-{name}").par_dir for name in config.par.variants]
     results = {}
-    with run.stage("par-variants", config, inputs=[layout.pairs("train")], outputs=outputs, force=force,
-                   resume=resume) as record:
+    with run.stage("par-variants", config, inputs=[layout.pairs("train")], outputs=outputs, force=force, resume=resume) as record:
         for name in config.par.variants:
             judge = f"par-{name}"
             if resume and training_done(run, judge):
@@ -252,18 +268,17 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None, re
     """
 
     config, layout = run.config(), run.layout
-    n_pairs = n_pairs or config.par.learning_curve_pairs
-    if not n_pairs:
+    if not (n_pairs and config.par.enabled) and _switched_off(config, "learning-curve"):
         return None
+    n_pairs = n_pairs or config.par.learning_curve_pairs
     figure_path = layout.figure("03_learning_curve")
     if not force and _recorded(run, "learning-curve", resume):
         rows = learning_curves.recorded_curve(layout)
         figure = plot_learning_curve(rows)
-        _close(figure)
+        plt.close(figure)
         return rows, figure
     inputs = [layout.pairs("dev"), *(adapter for _, adapter in learning_curves.curve_points(config, layout) if adapter)]
-    with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path],
-                   force=force or resume) as record:
+    with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path], force=force or resume) as record:
         rows = learning_curves.learning_curve(config, layout, n_pairs)
         accuracies = [evaluation.readout_field("acc", readout) for readout in READOUTS]  # one per readout
         record.facts.update(pairs=n_pairs, points=[{"step": r["step"], **{key: r[key] for key in accuracies}} for r in rows])
@@ -278,15 +293,9 @@ def score_probe(run: Run, layers: list[int | None], steps: int, learning_rate: f
     starts), into probe/score_probe.json and its figure."""
     config, layout = run.config(), run.layout
     start_adapter = layout.sft_adapter if config.sft.enabled else None
-    inputs = [layout.pairs("train"), layout.pairs("dev")]
-    for path in inputs:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run notebook 01 (data pairing) for this run first")
-    if start_adapter is not None and not (start_adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{start_adapter} is missing: run the SFT warm-up first, or set sft.enabled=false")
+    inputs = [layout.pairs("train"), layout.pairs("dev"), *([start_adapter] if start_adapter else [])]
     figure_path = layout.figure("score_probe")
-    recorded_inputs = [*inputs, *([start_adapter] if start_adapter else [])]
-    with run.stage("score_probe", config, inputs=recorded_inputs, outputs=[layout.score_probe, figure_path], force=force) as record:
+    with run.stage("score_probe", config, inputs=inputs, outputs=[layout.score_probe, figure_path], force=force) as record:
         train_pairs, dev_pairs = read_pairs(inputs[0]), read_pairs(inputs[1])
         settings = {"start": layout.relative(start_adapter) if start_adapter else "fresh LoRA adapter",
                     "steps": steps, "learning_rate": learning_rate, "read_every": read_every,
@@ -305,6 +314,8 @@ def bt(run: Run, force: bool = False, resume: bool = False) -> Any:
     """The scalar Bradley-Terry baseline on the run's training pairs (on resume: read back when done, else again)."""
 
     config, layout = run.config(), run.layout
+    if _switched_off(config, "bt"):
+        return None
     if not force and _recorded(run, "bt", resume):
         return recorded_bt(run.manifest()["stages"]["bt"]["facts"])
     force = force or resume
@@ -370,7 +381,7 @@ def figures(run: Run, force: bool = False, resume: bool = False) -> dict[str, An
         }
         for value in made.values():
             if hasattr(value, "savefig"):
-                _close(value)
+                plt.close(value)
         write_summary(run.dir)
         record.extra_outputs += _figure_files(layout)  # under the names they were drawn with (layout._as_made)
         record.facts["drawn"] = sorted(name for name, value in made.items() if value is not None)
@@ -383,11 +394,11 @@ def _figure_files(layout: Any) -> list[Path]:
 
 
 def _result_files(run: Run) -> list[Path]:
-    """What stage 06 reads: evaluation metrics, the benchmark summary, training logs, checks and
-    the downstream summary."""
+    """What stage 06 reads, where the run has it (each is optional): evaluation metrics, the
+    benchmark summary, training logs, checks and the downstream summary."""
     layout = run.layout
-    return [*sorted(layout.eval_dir.glob("*.json")), layout.benchmarks_summary, layout.par_metrics,
-            layout.sft_checks, layout.preview_judgments, layout.downstream_summary]
+    return [path for path in [*sorted(layout.eval_dir.glob("*.json")), layout.benchmarks_summary, layout.par_metrics,
+                              layout.sft_checks, layout.preview_judgments, layout.downstream_summary] if path.is_file()]
 
 
 # ---------------------------------------------------------------- 05 downstream RLHF
@@ -398,6 +409,8 @@ def policies(run: Run, force: bool = False) -> dict[str, Any]:
 
     config, layout = run.config(), run.layout
     rewarders = config.policy.rewarders
+    if _switched_off(config, "policies"):
+        return {}
     read_policy_prompts(layout.policy_prompts)  # stage 01's prompts: missing or bad stops here, before any record
     inputs = [layout.policy_prompts, *(layout.adapter(r) for r in rewarders if is_trained_judge(r))]
     figure_path = layout.figure("05_policy_rewards")
@@ -417,6 +430,8 @@ def downstream(run: Run, force: bool = False) -> dict[str, Any]:
     """IFEval on the untrained policy and on every trained one, and the paired differences between them."""
 
     config, layout = run.config(), run.layout
+    if _switched_off(config, "downstream"):
+        return None
     names = policy_names(config)
     metrics_files = [layout.ifeval_metrics(p) for p in names]
     outputs = [*metrics_files, *map(layout.judgments_of, metrics_files), *map(layout.ifeval_responses, names),

@@ -110,6 +110,11 @@ class SourceReport:
     built_with: dict[str, Any] = field(default_factory=dict)  # built sources: what made and checked the pairs
     decontaminated: dict[str, Any] = field(default_factory=dict)  # stage 01: pairs removed for sharing a held-out prompt
 
+    def local_paths(self) -> list[Path]:
+        """The local files read, as paths (a hub dataset is none): so a command can refuse to write over them."""
+        base = Path(self.data_dir) if self.data_dir else Path.cwd()
+        return [base / key for key in self.files if not key.startswith("hub:")]
+
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if len(self.skipped_examples) < 5:

@@ -41,7 +41,7 @@ from patarm_kit.judging.registry import JudgeSpec, build_judge, parse_judge
 from patarm_kit.runs.env import git_commit, package_versions
 from patarm_kit.runs.files import read_json, write_json
 from patarm_kit.runs.layout import RunLayout
-from patarm_kit.runs.run import OutputExistsError
+from patarm_kit.runs.run import OutputExistsError, refuse_writing_over
 
 # ---------------------------------------------------------------- metrics from judgments
 
@@ -216,6 +216,7 @@ def evaluate(config: RunConfig, judge: str | JudgeSpec, bench: str, out: Path, l
     block = _sampling(spec, sampling or evaluation_sampling(config, spec), votes)
     draws = config.eval.sampled_mean if spec.samples else None  # base and adapter judges
     items = benchmark.load(config, limit, layout)
+    refuse_writing_over([out, judgments_file], [*items.paths, *([Path(spec.path)] if spec.path else [])])
     scorer = build_judge(spec, config, block)
     samples: list[Judgment] = []
     if spec.pairwise:

@@ -32,7 +32,7 @@ from patarm_kit.evaluation.stats import bootstrap_ci, bootstrap_ci_of
 from patarm_kit.runs.env import git_commit, package_versions
 from patarm_kit.runs.files import sha256_of, write_json, write_jsonl
 from patarm_kit.runs.layout import RunLayout
-from patarm_kit.runs.run import OutputExistsError
+from patarm_kit.runs.run import OutputExistsError, refuse_writing_over
 
 OFFICIAL = ("prompt_level_strict", "inst_level_strict", "prompt_level_loose", "inst_level_loose")
 THINKING_RULE = "text through the last </think> is stripped before checking (the wrapped implementation's strip_thinking)"
@@ -105,6 +105,7 @@ def evaluate_responses(responses_file: Path, out: Path, data_dir: str | None = N
         if path.exists() and not force:
             raise OutputExistsError(f"{path} already exists; pass --force to replace it, or choose another --out")
     prompts, report = load_ifeval(data_dir)
+    refuse_writing_over([out, verdicts_file], [responses_file, *report.local_paths()])
     responses = read_responses(responses_file, {p.key: p for p in prompts})
     rows = verdict_rows(prompts, responses)
     metrics = {"bench": "ifeval", **score_verdicts(rows, n_boot, seed),

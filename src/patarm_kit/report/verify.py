@@ -380,6 +380,11 @@ def _check_generated(run: Run, report: VerifyReport) -> None:
 def _check_outputs(run: Run, manifest: dict[str, Any], report: VerifyReport) -> None:
     """Every file a stage (or a migration) recorded is present, with the sha256 recorded, unless rebuilt above."""
     left_out = manifest.get("left_out", {})  # files deliberately not kept (e.g. weights of a committed run): key -> why
+    for section in ("stages", "notebooks", "training"):  # a stage that failed, was stopped or is running is not a result
+        for name, entry in manifest.get(section, {}).items():
+            if isinstance(entry, dict) and entry.get("status", "done") != "done":
+                report.differences.append(Difference("manifest.json", f"{section}.{name}",
+                                                     f"status {entry['status']}" + (f": {entry['error']}" if entry.get("error") else "")))
     without = [name for name, entry in manifest.get("stages", {}).items() if entry.get("status") == "done" and "outputs" not in entry]
     if without:
         report.notes.append(f"stage records without outputs (made before stages recorded their files): {', '.join(without)}"

@@ -4,8 +4,8 @@ The lock is the operating system's (`fcntl.flock`) on a file beside the run fold
 `.<run-name>.writer`, so that creating a run is covered too: two chains started on one new run name
 cannot both create it. The lock file names its holder (pid, start time, command); a second writer is
 refused in one line naming them. A killed holder's lock is released by the OS; the next writer
-takes it over and says so. Only the main process of a multi-process launch takes it: the other
-processes write through it.
+takes it over and says so, and marks the records it left "running" as "interrupted". Only the
+main process of a multi-process launch takes it: the other processes write through it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 
 from patarm_kit.runs.env import is_main_process, now
 from patarm_kit.runs.files import RunError
+from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.run import Run
 
 
 def lock_path(run_dir: Path) -> Path:
@@ -70,6 +72,10 @@ def writer_lock(run_dir: Path | str) -> Iterator[None]:
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "started": now(), "command": " ".join(sys.argv)[:300]}))
         handle.flush()
+        if RunLayout(Path(run_dir)).manifest.is_file():
+            for record in Run(Path(run_dir)).mark_interrupted():
+                print(f"[run] {Path(run_dir).name}: {record} was left running by a stopped process; marked interrupted",
+                      file=sys.stderr, flush=True)
         try:
             yield
         finally:

@@ -147,13 +147,18 @@ class Run:
               force: bool = False, resume: bool = False) -> Iterator["StageRecord"]:
         """Run a library stage and record it in the manifest (inputs' and outputs' sha256, config, status).
 
-        Before anything runs: the config must be the run's, and no declared output may exist
-        unless `force` (then the old outputs are removed first, so stale files never mix with new
-        ones) or `resume` (the stage continues its own partial outputs). With several processes
-        every one checks, and the main process alone writes the record.
+        Before anything runs: the config must be the run's, every declared input must be there (a
+        file, or a folder with files), and no declared output may exist unless `force` (then the old
+        outputs are removed first, so stale files never mix with new ones) or `resume` (the stage
+        continues its own partial outputs). With several processes every one checks, and the main
+        process alone writes the record.
         """
-        outputs = [Path(p) for p in outputs]
+        inputs, outputs = [Path(p) for p in inputs], [Path(p) for p in outputs]
         existing = self.check_stage(name, config, outputs, force, resume)
+        missing = next((p for p in inputs if not (p.is_file() or p.is_dir() and any(p.iterdir()))), None)
+        if missing is not None:  # before the record and before any model loads: the run is left as it was
+            raise RunError(f"stage {name} of run {self.dir.name}: its input {self.layout.key(missing)} is not there; "
+                           "make it first (the chain makes a run's stages in order: patarm-kit run ... --resume)")
         if os.environ.get("RANK", "0") != "0":  # under `accelerate launch` only the main process records and removes
             yield StageRecord(name, {})
             return
@@ -175,6 +180,20 @@ class Run:
             "outputs": {self.layout.key(p): sha256_of(p) for p in _files(produced)},
         })
 
+    def mark_interrupted(self) -> list[str]:
+        """Records still "running" when a writer takes the run's lock were left by a process that was
+        killed (no other writer can be running): they become "interrupted", so no reader takes a dead
+        stage for a live one. Returns what was marked, as section.name."""
+        manifest, marked = self.manifest(), []
+        for section in ("stages", "notebooks", "training"):
+            for name, entry in manifest.get(section, {}).items():
+                if isinstance(entry, dict) and entry.get("status") == "running":
+                    entry.update(status="interrupted", interrupted=now())
+                    marked.append(f"{section}.{name}")
+        if marked:
+            write_json(self.manifest_path, manifest)
+        return marked
+
     def stage_done(self, name: str) -> bool:
         """Whether the manifest records library stage `name` as done."""
         return self.manifest()["stages"].get(name, {}).get("status") == "done"
@@ -190,6 +209,29 @@ class Run:
         manifest = self.manifest()
         manifest["finished"] = now()
         write_json(self.manifest_path, manifest)
+
+
+def refuse_writing_over(outputs: Iterable[Path], reads: Iterable[Path], flag: str = "--out") -> None:
+    """A command never writes where it reads: an output that is a file it reads, or lies inside a
+    folder it reads, is refused in one line before anything runs (callers list the files an output
+    derives from too, such as the judgments file beside a metrics file)."""
+    reads = [Path(r).resolve() for r in reads]
+    for output in map(Path, outputs):
+        target = output.resolve()
+        for read in reads:
+            if target == read or (read.is_dir() and target.is_relative_to(read)):
+                raise RunError(f"{flag} {output}: this command reads {read}; writing there would replace its own input, "
+                               "choose another path")
+
+
+def refuse_writing_into_run(output: Path | str, flag: str = "--out") -> None:
+    """A command outside the chain never writes into a run folder: a run's files have one writer each
+    (its stages), and `verify` holds them to their recorded hashes."""
+    target = Path(output).resolve()
+    run_dir = next((d for d in [target, *target.parents] if RunLayout(d).manifest.is_file()), None)
+    if run_dir is not None:
+        raise RunError(f"{flag} {output}: inside the run {run_dir}, whose files have one writer each (its stages); "
+                       "write outside it")
 
 
 def run_folder(name: str, results_dir: Path | None = None) -> Path:

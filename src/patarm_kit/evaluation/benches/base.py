@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,8 @@ class BenchItems:
     bench: str
     pairs: list[PreferencePair]
     groups: dict[str, str]
-    files: dict[str, str]
+    files: dict[str, str]  # as recorded: key -> sha256
+    paths: list[Path]  # the local files read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,12 +108,12 @@ class Benchmark:
             raise EvalError(f"limit must be at least 1, not {limit}")
         if layout is None:
             pairs, report = self.load_pairs(config)
-            files = report.files
+            files, paths = report.files, report.local_paths()
         else:
             path = layout.bench_pairs(self.spec)
             if not path.is_file():
                 raise EvalError(f"{path} is missing: run notebook 01 (data pairing) for this run first")
-            pairs, files = read_pairs(path), {layout.relative(path): sha256_of(path)}
+            pairs, files, paths = read_pairs(path), {layout.relative(path): sha256_of(path)}, [path]
         if not pairs:
             raise EvalError(f"bench {self.spec}: no pairs to judge in {', '.join(files) or 'its source'}")
         if limit is not None:
@@ -120,7 +122,7 @@ class Benchmark:
                 units[self.group(pair)][self.unit(pair)].append(pair)
             pairs = [p for group in sorted(units) for key in sorted(units[group], key=draw_order)[:limit]
                      for p in units[group][key]]
-        return BenchItems(self.spec, pairs, {p.id: self.group(p) for p in pairs}, files)
+        return BenchItems(self.spec, pairs, {p.id: self.group(p) for p in pairs}, files, paths)
 
     def requests(self, pairs: Sequence[PreferencePair]) -> list[JudgeRequest]:
         """What a pointwise judge scores: both sides of each pair."""
