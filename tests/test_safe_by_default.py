@@ -143,3 +143,10 @@ def test_eval_out_equal_to_the_benchs_own_pair_file_is_refused(tmp_path):
                                 "--force"]),
             "this command reads", str(pairs))
     assert pairs.read_bytes() == before
+
+
+def test_a_stage_refused_on_a_new_run_folder_leaves_no_run_behind(tmp_path):
+    new_run = tmp_path / "results" / "fresh"
+    refused(runner.invoke(app, ["downstream", "--run-dir", str(new_run), "--profile", "smoke"]),
+            "stage downstream of run fresh", "is not there")
+    assert not new_run.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -157,7 +158,13 @@ def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]], 
         raise typer.Exit(0)
     with writer_lock(folder):
         if not exists:
-            yield Run.create(folder.name, config, folder.parent)
+            run = Run.create(folder.name, config, folder.parent)
+            try:
+                yield run
+            except BaseException:
+                if not run.manifest()["stages"]:  # refused before any stage began: no empty run is left behind
+                    shutil.rmtree(run.dir)
+                raise
             return
         run = Run.open(folder)
         if config is not None:
