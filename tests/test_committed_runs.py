@@ -115,3 +115,16 @@ def test_the_dev_runs_readmes_quote_their_curves_as_measured():
             assert f"| {label} | " + " | ".join(cells) + " |" in own, (name, label)
         first, last = (f"{100 * points[i]['acc_sampled_expected']:.1f}" for i in (0, -1))
         assert f"| [`{name}`](results/{name}) |" in readme and f"{first} → {last}" in readme, name
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_force_can_only_remove_a_stages_own_files(name):
+    """`--force` removes a stage's declared outputs: in every committed run no file is the output of two
+    stages, and no stage wrote a file it read."""
+    stages = json.loads((REPO_ROOT / "results" / name / "manifest.json").read_text())["stages"]
+    writers: dict[str, list[str]] = {}
+    for stage, entry in stages.items():
+        for key in entry.get("outputs", {}):
+            writers.setdefault(key, []).append(stage)
+        assert not set(entry.get("inputs", {})) & set(entry.get("outputs", {})), f"{name}: {stage} wrote what it read"
+    assert not {key: who for key, who in writers.items() if len(who) > 1}, f"{name}: a file with two writers"
