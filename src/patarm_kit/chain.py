@@ -17,6 +17,7 @@ from patarm_kit.config.schema import RunConfig
 from patarm_kit.runs.env import now
 from patarm_kit.runs.files import sha256_of
 from patarm_kit.runs.lock import writer_lock
+from patarm_kit.runs.notebooks import NOTEBOOK_STAGES, current_name, shown_marks, stale_notebooks
 from patarm_kit.runs.run import OutputExistsError, Run, run_folder
 from patarm_kit.stages import enabled, why_off
 
@@ -28,27 +29,6 @@ PATH_KEYS = ("data.data_dir", "judge.rubric_file")  # config values that name fi
 
 class ChainError(RuntimeError):
     """A notebook of the chain failed or cannot run; the message names the notebook (and the cell)."""
-
-
-# The library stages each chain notebook runs (the chain will not re-run a done one without --force).
-NOTEBOOK_STAGES = {
-    "01_data_pairing": ("data",),
-    "02_rubric_generation": ("preview",),
-    "03_par_training": ("sft", "par", "par-variants", "learning-curve", "bt"),
-    "04_benchmark_eval": ("eval",),
-    "05_downstream_rlhf": ("policies", "downstream"),
-    "06_figures": ("figures",),
-}
-
-
-# Notebooks 05 and 06 swapped places (figures last, so the file order is the run order). Runs made
-# before name them as they were; the chain runs today's notebook for an old name, into the old file.
-RENAMED_NOTEBOOKS = {"05_figures": "06_figures", "06_downstream_rlhf": "05_downstream_rlhf"}
-
-
-def current_name(name: str) -> str:
-    """A notebook's name today (an older run's `05_figures` is `06_figures`)."""
-    return RENAMED_NOTEBOOKS.get(name, name)
 
 
 def notebook_stages(config: RunConfig, notebook: str) -> list[str]:
@@ -92,21 +72,24 @@ def select_notebooks(config: RunConfig, only: list[str] | None, start_from: str 
             reasons = sorted({why_off(config, stage) for stage in stages})
             raise ChainError(f"notebook {name} has nothing to do under this config ({'; '.join(reasons)}): "
                              "drop it from `notebooks` or switch one of its stages on")
+    today = [current_name(n) for n in chain]  # a run made before the renumbering is asked by today's names too
     if only:
-        unknown = [n for n in only if n not in chain]
+        unknown = [n for n in only if current_name(n) not in today]
         if unknown:
             raise ChainError(f"--only {unknown[0]}: not in this profile's chain ({', '.join(chain)})")
-        return [n for n in chain if n in only]
+        return [n for n in chain if current_name(n) in map(current_name, only)]
     if start_from:
-        if start_from not in chain:
+        if current_name(start_from) not in today:
             raise ChainError(f"--from {start_from}: not in this profile's chain ({', '.join(chain)})")
-        return chain[chain.index(start_from):]
+        return chain[today.index(current_name(start_from)):]
     return chain
 
 
 def notebook_done(run: Run, name: str) -> bool:
-    """A notebook is done when its executed copy exists and every library stage it runs is recorded done."""
-    return run.layout.notebook(name).is_file() and all(map(run.stage_done, notebook_stages(run.config(), name)))
+    """A notebook is done when its executed copy exists, every library stage it runs is recorded done,
+    and it still shows those stages' files (not stale: runs/notebooks.py)."""
+    return (run.layout.notebook(name).is_file() and all(map(run.stage_done, notebook_stages(run.config(), name)))
+            and name not in stale_notebooks(run.manifest()))
 
 
 def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> list[str]:
@@ -118,6 +101,8 @@ def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> lis
         if resume and not force and notebook_done(run, name):
             print(f"[chain] {name}: done, skipped (--resume)", flush=True)
             continue
+        if resume and name in (stale := stale_notebooks(run.manifest())):
+            print(f"[chain] {name}: stale ({stale[name]}): executed again", flush=True)
         if started and not (force or resume):
             raise OutputExistsError(f"{run.layout.notebook(name)}: notebook {name} already ran in {run.dir}; "
                                     "pass --force to run it again (its outputs are replaced) or --resume to continue")
@@ -150,6 +135,9 @@ def run_chain(
     if profile.endswith((".yaml", ".yml")):
         profile = str(Path(profile).resolve())
     config = load_config(profile, overrides)
+    if Run(run_folder(run_name)).manifest_path.is_file():  # an existing run: its own notebooks' names
+        Run.open(run_folder(run_name)).check_config(config)
+        config = Run.open(run_folder(run_name)).config()
     names = select_notebooks(config, only, start_from)
     with writer_lock(run_folder(run_name)):  # one writer per run, from before it exists to its last notebook
         run = Run.create(run_name, config, resume=resume or bool(only or start_from), must_exist=resume)
@@ -188,5 +176,6 @@ def _execute_notebook(run: Run, name: str, parameters: dict[str, Any]) -> None:
             f"the executed notebook is {output}"
         ) from None
     run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1),
-                                   "outputs": {run.layout.key(output): sha256_of(output)}})  # verify: no edits after
+                                   "outputs": {run.layout.key(output): sha256_of(output)},  # verify: no edits after
+                                   "shows": shown_marks(run.manifest(), name)})  # what it displays: stale once remade
     print(f"[chain] {name} done in {time.monotonic() - started:.0f} s", flush=True)

@@ -60,16 +60,14 @@ from patarm_kit.runs.layout import is_trained_judge
 from patarm_kit.runs.run import Run
 from patarm_kit.training.bt import recorded_bt, train_bt
 from patarm_kit.training.par import recorded_par, train_par, training_done
-from patarm_kit.training.policies import train_policy
+from patarm_kit.training.policies import recorded_policy, train_policy
 from patarm_kit.training.score_probe import probe_curve
 from patarm_kit.training.sft import recorded_result, run_sft
 
 
 def why_off(config: RunConfig, stage: str) -> str | None:
-    """Why this config switches library stage `stage` off (no warm-up, no PAR so no variants and no
-    learning curve, no BT judge to evaluate, no policy rewarders), or None when it runs. Notebooks,
-    the chain (chain.notebook_stages) and the stage functions themselves ask this, so the rule lives
-    here once."""
+    """Why this config switches library stage `stage` off, or None when it runs: notebooks, the chain, the CLI
+    and the stage functions themselves ask this, so the rule lives here once."""
     par_off = None if config.par.enabled else "par.enabled is false"
     no_rewarders = None if config.policy.rewarders else "policy.rewarders is empty"
     reasons = {
@@ -159,8 +157,7 @@ class PreviewStage:
 
 
 def preview(run: Run, force: bool = False, resume: bool = False) -> PreviewStage:
-    """The base judge on a few training pairs: parse rate, criteria and scores before training (on resume:
-    again, a few minutes)."""
+    """The base judge on a few training pairs: parse rate, criteria and scores before training (resume: again)."""
 
     config, layout = run.config(), run.layout
     figure_path = layout.figure("02_base_score_distributions")
@@ -394,8 +391,7 @@ def _figure_files(layout: Any) -> list[Path]:
 
 
 def _result_files(run: Run) -> list[Path]:
-    """What stage 06 reads, where the run has it (each is optional): evaluation metrics, the
-    benchmark summary, training logs, checks and the downstream summary."""
+    """What stage 06 reads, where the run has it: eval metrics and summary, training logs, checks, downstream summary."""
     layout = run.layout
     return [path for path in [*sorted(layout.eval_dir.glob("*.json")), layout.benchmarks_summary, layout.par_metrics,
                               layout.sft_checks, layout.preview_judgments, layout.downstream_summary] if path.is_file()]
@@ -404,19 +400,21 @@ def _result_files(run: Run) -> list[Path]:
 # ---------------------------------------------------------------- 05 downstream RLHF
 
 
-def policies(run: Run, force: bool = False) -> dict[str, Any]:
-    """One GRPO + LoRA policy per rewarder (policy.rewarders), same prompts and settings, into <run>/policy/."""
+def policies(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
+    """One GRPO + LoRA policy per rewarder (policy.rewarders) into <run>/policy/ (resume: read back when done)."""
 
     config, layout = run.config(), run.layout
     rewarders = config.policy.rewarders
     if _switched_off(config, "policies"):
         return {}
+    if not force and _recorded(run, "policies", resume):
+        return {rewarder: recorded_policy(run, rewarder) for rewarder in rewarders}
     read_policy_prompts(layout.policy_prompts)  # stage 01's prompts: missing or bad stops here, before any record
     inputs = [layout.policy_prompts, *(layout.adapter(r) for r in rewarders if is_trained_judge(r))]
     figure_path = layout.figure("05_policy_rewards")
     outputs = [*(layout.policy_dir(r) for r in rewarders), figure_path]
     results = {}
-    with run.stage("policies", config, inputs=inputs, outputs=outputs, force=force) as record:
+    with run.stage("policies", config, inputs=inputs, outputs=outputs, force=force or resume) as record:
         for rewarder in rewarders:
             print(f"[policy] rewarded by {rewarder}", flush=True)
             results[rewarder] = train_policy(config, run, rewarder)
@@ -426,18 +424,20 @@ def policies(run: Run, force: bool = False) -> dict[str, Any]:
     return results
 
 
-def downstream(run: Run, force: bool = False) -> dict[str, Any]:
-    """IFEval on the untrained policy and on every trained one, and the paired differences between them."""
+def downstream(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
+    """IFEval on the untrained and every trained policy, and their paired differences (resume: read back when done)."""
 
     config, layout = run.config(), run.layout
     if _switched_off(config, "downstream"):
         return None
+    if not force and _recorded(run, "downstream", resume):
+        return read_json(layout.downstream_summary)
     names = policy_names(config)
     metrics_files = [layout.ifeval_metrics(p) for p in names]
     outputs = [*metrics_files, *map(layout.judgments_of, metrics_files), *map(layout.ifeval_responses, names),
                *map(layout.infobench_metrics, names), layout.infobench_record, layout.downstream_summary]
     inputs = [layout.policy_adapter(r) for r in config.policy.rewarders]
-    with run.stage("downstream", config, inputs=inputs, outputs=outputs, force=force) as record:
+    with run.stage("downstream", config, inputs=inputs, outputs=outputs, force=force or resume) as record:
         for policy in names:
             print(f"[downstream] IFEval on the {policy} policy", flush=True)
             evaluate_policy(config, run, policy)

@@ -53,6 +53,7 @@ from patarm_kit.report.summary import TABLES, render_summary, summary_json
 from patarm_kit.report.tables import table_files
 from patarm_kit.runs.files import read_json, read_jsonl, sha256_of
 from patarm_kit.runs.layout import RUN_PREFIX
+from patarm_kit.runs.notebooks import stale_notebooks
 from patarm_kit.runs.run import Run
 
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError)  # a damaged file, as a difference
@@ -380,6 +381,9 @@ def _check_generated(run: Run, report: VerifyReport) -> None:
 def _check_outputs(run: Run, manifest: dict[str, Any], report: VerifyReport) -> None:
     """Every file a stage (or a migration) recorded is present, with the sha256 recorded, unless rebuilt above."""
     left_out = manifest.get("left_out", {})  # files deliberately not kept (e.g. weights of a committed run): key -> why
+    for name, why in stale_notebooks(manifest).items():  # an executed notebook must show what the run's files hold
+        report.differences.append(Difference(run.layout.key(run.layout.notebook(name)), "(notebook)",
+                                             f"stale: {why}; `patarm-kit run ... --resume` executes it again"))
     for section in ("stages", "notebooks", "training"):  # a stage that failed, was stopped or is running is not a result
         for name, entry in manifest.get(section, {}).items():
             if isinstance(entry, dict) and entry.get("status", "done") != "done":

@@ -9,6 +9,7 @@ half-written result, and an existing run is never silently overwritten.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from patarm_kit.config.schema import RunConfig
 from patarm_kit.runs.env import git_commit, machine_facts, now, package_versions
 from patarm_kit.runs.files import RunError, read_json, sha256_of, write_json
 from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.notebooks import current_name
 
 # Tests point PATARM_RESULTS_DIR at a temporary folder so they never touch results/.
 RESULTS_DIR = Path(os.environ.get("PATARM_RESULTS_DIR") or REPO_ROOT / "results")
@@ -123,7 +125,8 @@ class Run:
     def check_config(self, config: RunConfig) -> None:
         """Refuse to work on this run with another config (checked before anything runs or is written)."""
         recorded = self.manifest()["config_fingerprint"]
-        if config.fingerprint() != recorded:
+        renamed = dataclasses.replace(self.config(), notebooks=[current_name(n) for n in self.config().notebooks])
+        if config.fingerprint() not in (recorded, renamed.fingerprint()):  # a run made before the renumbering
             ours, theirs = config.to_dict(), self.manifest()["config"]
             changed = sorted(_changed_keys(ours, theirs))
             raise RunError(f"{self.dir}: the run was made with another config (differs in {', '.join(changed[:5]) or 'its fingerprint'}); "

@@ -42,7 +42,7 @@ from patarm_kit.judging.registry import build_judge, parse_judge
 from patarm_kit.runs.env import now
 from patarm_kit.runs.run import Run
 from patarm_kit.training.checkpoints import finish_training
-from patarm_kit.training.grpo import make_grpo_trainer, metrics_callback
+from patarm_kit.training.grpo import make_grpo_trainer, metrics_callback, read_metrics
 from patarm_kit.training.par_reward import completion_text
 
 UNTRAINED = "untrained"  # the policy before any RLHF: the base model itself
@@ -155,6 +155,13 @@ def train_policy(config: RunConfig, run: Run, rewarder: str) -> PolicyResult:
     metrics = finish_training(trainer, run, adapter_dir, metrics_path, f"policy-{rewarder}", record,
                               lambda done: policy_card(config, rewarder, done))
     return PolicyResult(rewarder, adapter_dir, metrics, trainer.state.global_step, len(prompts))
+
+
+def recorded_policy(run: Run, rewarder: str) -> PolicyResult:
+    """A finished policy as `train_policy` returned it, read back from the policies stage's record and its metrics."""
+    facts = run.manifest()["stages"]["policies"]["facts"][rewarder]
+    return PolicyResult(rewarder, run.layout.policy_adapter(rewarder), read_metrics(run.layout.policy_metrics(rewarder)),
+                        facts["steps"], facts["prompts"])
 
 
 def policy_card(config: RunConfig, rewarder: str, record: dict[str, Any]) -> str:
