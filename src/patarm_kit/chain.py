@@ -8,6 +8,7 @@ which notebook and which cell failed.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from patarm_kit.config.schema import RunConfig
 from patarm_kit.runs.env import now
 from patarm_kit.runs.files import sha256_of
 from patarm_kit.runs.lock import writer_lock
-from patarm_kit.runs.notebooks import NOTEBOOK_STAGES, current_name, shown_marks, stale_notebooks
+from patarm_kit.runs.notebooks import EXECUTING, NOTEBOOK_STAGES, current_name, shown_marks, stale_notebooks
 from patarm_kit.runs.run import OutputExistsError, Run, run_folder
 from patarm_kit.stages import enabled, why_off
 
@@ -158,6 +159,7 @@ def _execute_notebook(run: Run, name: str, parameters: dict[str, Any]) -> None:
     print(f"[chain] {name} -> {output}", flush=True)
     started = time.monotonic()
     run.update("notebooks", name, {"status": "running", "started": now()})
+    os.environ[EXECUTING] = name  # its kernel inherits it: a notebook that verifies its own run knows it is running
     try:
         papermill.execute_notebook(
             str(source),
@@ -175,6 +177,8 @@ def _execute_notebook(run: Run, name: str, parameters: dict[str, Any]) -> None:
             f"notebook {name} failed at cell {err.exec_count} ({err.ename}: {err.evalue}); "
             f"the executed notebook is {output}"
         ) from None
+    finally:
+        os.environ.pop(EXECUTING, None)
     run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1),
                                    "outputs": {run.layout.key(output): sha256_of(output)},  # verify: no edits after
                                    "shows": shown_marks(run.manifest(), name)})  # what it displays: stale once remade

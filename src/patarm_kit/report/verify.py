@@ -11,6 +11,7 @@ and that the data files read are the data on disk. Nothing here loads a model.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,7 +54,7 @@ from patarm_kit.report.summary import TABLES, render_summary, summary_json
 from patarm_kit.report.tables import table_files
 from patarm_kit.runs.files import read_json, read_jsonl, sha256_of
 from patarm_kit.runs.layout import RUN_PREFIX
-from patarm_kit.runs.notebooks import stale_notebooks
+from patarm_kit.runs.notebooks import EXECUTING, stale_notebooks
 from patarm_kit.runs.run import Run
 
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError)  # a damaged file, as a difference
@@ -386,6 +387,8 @@ def _check_outputs(run: Run, manifest: dict[str, Any], report: VerifyReport) -> 
                                              f"stale: {why}; `patarm-kit run ... --resume` executes it again"))
     for section in ("stages", "notebooks", "training"):  # a stage that failed, was stopped or is running is not a result
         for name, entry in manifest.get(section, {}).items():
+            if section == "notebooks" and name == os.environ.get(EXECUTING):  # a notebook verifying its own run
+                continue
             if isinstance(entry, dict) and entry.get("status", "done") != "done":
                 report.differences.append(Difference("manifest.json", f"{section}.{name}",
                                                      f"status {entry['status']}" + (f": {entry['error']}" if entry.get("error") else "")))

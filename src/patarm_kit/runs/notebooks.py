@@ -25,6 +25,9 @@ NOTEBOOK_STAGES = {
     "06_figures": ("figures",),
 }
 
+# The environment variable naming the notebook the chain is executing (its kernel inherits it).
+EXECUTING = "PATARM_EXECUTING_NOTEBOOK"
+
 # Notebooks 05 and 06 swapped places (figures last, so the file order is the run order). Runs made
 # before name them as they were; the chain runs today's notebook for an old name, into the old file.
 RENAMED_NOTEBOOKS = {"05_figures": "06_figures", "06_downstream_rlhf": "05_downstream_rlhf"}
