@@ -149,7 +149,9 @@ def test_a_chain_killed_in_a_par_variant_resumes_where_it_stopped(tmp_path, kill
 
 
 def test_the_notebook_files_are_in_run_order_and_old_names_still_resolve(tmp_path):
-    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) == list(NOTEBOOK_STAGES)
+    readers = {"07_explore_a_run"}  # reads a finished run and runs no stage: a reader, not part of the chain
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) == sorted([*NOTEBOOK_STAGES, *readers])
+    assert not readers & set(NOTEBOOK_STAGES)
     assert list(NOTEBOOK_STAGES)[-1] == "06_figures"  # figures last: they draw every other stage's files
     for profile in sorted(PROFILE_DIR.glob("*.yaml")):
         chain = load_config(profile.stem).notebooks

@@ -121,6 +121,7 @@ def test_a_corrupt_metrics_file_in_compare_names_the_file(run_dir, tmp_path):
     ["compare", "{run}", "{run}"],
     ["summary", "{run}"],
     ["export", "{run}", "--out", "{run}-exported"],
+    ["show", "{run}", "--bench", "rmbench"],
     ["train-bt", "--profile", "smoke", "--run-dir", "{run}"],
     ["train", "--profile", "smoke", "--run-dir", "{run}", "--set", "sft.enabled=false"],
     ["sft", "--profile", "smoke", "--run-dir", "{run}", "--no-checks"],
@@ -133,9 +134,10 @@ def test_a_half_written_manifest_names_the_manifest(command, run_dir):
     assert snapshot(run_dir) == before
 
 
-@pytest.mark.parametrize("command", ["verify", "compare", "summary", "export"])
+@pytest.mark.parametrize("command", ["verify", "compare", "summary", "export", "show"])
 def test_a_folder_that_is_no_run(command, tmp_path):
-    args = {"compare": [tmp_path, tmp_path], "export": [tmp_path, "--out", tmp_path.parent / "exported"]}.get(command, [tmp_path])
+    args = {"compare": [tmp_path, tmp_path], "export": [tmp_path, "--out", tmp_path.parent / "exported"],
+            "show": [tmp_path, "--bench", "rmbench"]}.get(command, [tmp_path])
     assert_one_error(invoke(command, *args), tmp_path, "manifest.json")
     assert not (tmp_path.parent / "exported").exists()
 
@@ -184,6 +186,7 @@ STAGE_COMMANDS = {
     "downstream": ["downstream", "--profile", "smoke", "--run-dir", "{run}"],
     "probe-score": ["probe-score", "--profile", "smoke", "--run-dir", "{run}"],
     "eval": ["eval", "--judge", "length", "--bench", "rewardbench", "--profile", "smoke", "--out", "{tmp}/m.json"],
+    "plan": ["plan", "--profile", "smoke"],
 }
 
 
@@ -203,7 +206,7 @@ def test_every_command_checks_counts_where_the_config_is_read(command, run_dir, 
 def test_every_command_is_covered_here():
     """A new command needs its bad-input test: the funnel covers it, this test makes sure it is tried."""
     names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
-    assert names <= set(STAGE_COMMANDS) | {"verify", "compare", "summary", "export"}, names - set(STAGE_COMMANDS)
+    assert names <= set(STAGE_COMMANDS) | {"verify", "compare", "summary", "export", "show"}, names - set(STAGE_COMMANDS)
 
 
 # ---------------------------------------------------------------- duplicate or null ids, empty sources

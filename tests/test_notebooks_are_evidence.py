@@ -19,6 +19,7 @@ def test_a_stage_made_again_makes_its_notebook_stale_until_the_chain_executes_it
     assert verify_run(copy.dir).ok
 
     stages.figures(copy, force=True)  # a stage re-run on its own, as `--force` from a command would
+    assert not list(copy.layout.figures_dir.glob("06_*")) and not list(copy.layout.tables_dir.glob("06_*"))  # its era's names
     report = verify_run(copy.dir)
     assert [(d.file, d.field) for d in report.differences] == [("notebooks/05_figures.ipynb", "(notebook)")]
     assert "stale: stage figures was made again" in report.differences[0].detail

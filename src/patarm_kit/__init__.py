@@ -6,7 +6,8 @@ the pipeline, each importing only the rooms before it (tests/test_package_layout
     config -> runs -> data -> judging -> training -> evaluation -> report
 
 and on top `stages` (the library stages the notebooks and the CLI call), `chain` (the notebooks
-run in order with papermill) and `cli`.
+run in order with papermill), `cli`, and `plan` (a profile's GPU memory and tokens per stage,
+by formula).
 """
 
 __version__ = "0.1.0"

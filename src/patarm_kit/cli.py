@@ -22,11 +22,13 @@ from patarm_kit.data.loading import load_sources
 from patarm_kit.data.pairs import DataError
 from patarm_kit.data.splits import count_pairs
 from patarm_kit.evaluation.downstream import downstream_frame, paired_frame
-from patarm_kit.evaluation.evaluate import evaluate
+from patarm_kit.evaluation.evaluate import evaluate, format_metrics
 from patarm_kit.evaluation.ifeval import evaluate_responses, format_ifeval
 from patarm_kit.judging.judge import EvalError
 from patarm_kit.judging.models import ModelError
 from patarm_kit.judging.rubrics import RubricError
+from patarm_kit.plan import plan_report
+from patarm_kit.report.browse import show_items
 from patarm_kit.report.export import FORMATS, export_rewardbench
 from patarm_kit.report.summary import render_summary, summary_json
 from patarm_kit.report.verify import compare_runs, verify_run
@@ -346,33 +348,6 @@ def evaluate_command(
     typer.echo(format_metrics(metrics))
 
 
-def format_metrics(metrics: dict) -> str:
-    """A short human summary of a metrics file (the JSON holds everything)."""
-    def pct(value, interval=None) -> str:
-        if value is None:
-            return "n/a"
-        text = f"{100 * value:.1f}"
-        return text + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval and interval[0] is not None else "")
-
-    lines = [f"{metrics['judge']} on {metrics['bench']} (ties={metrics['ties']}, votes={metrics['votes']}): "
-             f"accuracy {pct(metrics['acc'], metrics['ci95']['acc'])}; invalid judgments "
-             f"{metrics['invalid']['judgments']}/{metrics['invalid']['of']}"]
-    for domain, facts in metrics.get("domains", {}).items():
-        ci = facts.get("ci95", {})
-        lines.append(f"  {domain:8s} n={facts['n']:4d} easy {pct(facts['easy'], ci.get('easy'))}  normal "
-                     f"{pct(facts['normal'], ci.get('normal'))}  hard {pct(facts['hard'], ci.get('hard'))}  avg {pct(facts['avg'], ci.get('avg'))}")
-    for subset, facts in metrics.get("subsets", {}).items():
-        score = facts["acc"] if "acc" in facts else facts["score"]  # RewardBench 2's Ties is a weighted score
-        lines.append(f"  {subset:24s} n={facts['n']:4d} {'acc' if 'acc' in facts else 'score'} {pct(score, facts.get('ci95'))}")
-    for section, facts in metrics.get("sections", {}).items():
-        if facts["score"] is not None:
-            state = "complete" if facts["complete"] else f"partial, missing {len(facts['missing'])} subsets"
-            lines.append(f"  section {section}: {pct(facts['score'], facts.get('ci95'))} ({state})")
-    if "sections" in metrics:
-        lines.append(f"  RewardBench score: {pct(metrics['score'])}" + ("" if metrics["score"] is not None else " (not all four sections complete)"))
-    return "\n".join(lines)
-
-
 @app.command()
 def verify(
     run_dir: str = typer.Argument(..., help="a run folder (results/<run-name>)"),
@@ -425,6 +400,29 @@ def export(
     refuse_writing_into_run(out)
     for path in export_rewardbench(run_dir, out):
         typer.echo(path)
+
+
+@app.command("show")
+def show_command(run_dir: str = typer.Argument(..., help="a finished run folder, or a committed run's name under results/"),
+                 bench: str = typer.Option(..., help="a bench the run evaluated: rmbench, rewardbench, pairs:hh-rlhf, ..."),
+                 judge: Optional[list[str]] = typer.Option(None, help="only this judge (repeatable); default: all"),
+                 disagree: bool = typer.Option(False, "--disagree", help="only items whose judges' outcomes differ"),
+                 n: int = typer.Option(5, "--n", help="at most this many items"),
+                 data_dir: Optional[str] = typer.Option(None, callback=_absolute, help="data to rebuild pairs a run did not keep")) -> None:
+    """Read a run's items: prompt, responses, rubric, each judge's judgments and scores, and its pair outcome."""
+    typer.echo(show_items(run_dir, bench, judge, disagree, n, data_dir=data_dir))
+
+
+@app.command("plan")
+def plan_command(
+    profile: str = typer.Option("cpu", callback=absolute_profile, help="profile name in configs/ or a YAML path"),
+    gpus: int = typer.Option(8, help="GPUs, one training process each"),
+    gpu_memory: float = typer.Option(80.0, help="memory of one GPU in GiB"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
+) -> None:
+    """Per-GPU memory (DDP, ZeRO-2, ZeRO-3) and tokens of each training stage the profile runs, by formula (plan.py)."""
+
+    typer.echo(plan_report(profile, gpus, gpu_memory, parse_overrides(set_ or [])))
 
 
 def main() -> None:

@@ -372,3 +372,30 @@ def write_benchmarks_summary(config: RunConfig, layout: RunLayout, results: list
     }
     write_json(layout.benchmarks_summary, summary)
     return summary
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A short human summary of a metrics file (the JSON holds everything)."""
+    def pct(value, interval=None) -> str:
+        if value is None:
+            return "n/a"
+        text = f"{100 * value:.1f}"
+        return text + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval and interval[0] is not None else "")
+
+    lines = [f"{metrics['judge']} on {metrics['bench']} (ties={metrics['ties']}, votes={metrics['votes']}): "
+             f"accuracy {pct(metrics['acc'], metrics['ci95']['acc'])}; invalid judgments "
+             f"{metrics['invalid']['judgments']}/{metrics['invalid']['of']}"]
+    for domain, facts in metrics.get("domains", {}).items():
+        ci = facts.get("ci95", {})
+        lines.append(f"  {domain:8s} n={facts['n']:4d} easy {pct(facts['easy'], ci.get('easy'))}  normal "
+                     f"{pct(facts['normal'], ci.get('normal'))}  hard {pct(facts['hard'], ci.get('hard'))}  avg {pct(facts['avg'], ci.get('avg'))}")
+    for subset, facts in metrics.get("subsets", {}).items():
+        score = facts["acc"] if "acc" in facts else facts["score"]  # RewardBench 2's Ties is a weighted score
+        lines.append(f"  {subset:24s} n={facts['n']:4d} {'acc' if 'acc' in facts else 'score'} {pct(score, facts.get('ci95'))}")
+    for section, facts in metrics.get("sections", {}).items():
+        if facts["score"] is not None:
+            state = "complete" if facts["complete"] else f"partial, missing {len(facts['missing'])} subsets"
+            lines.append(f"  section {section}: {pct(facts['score'], facts.get('ci95'))} ({state})")
+    if "sections" in metrics:
+        lines.append(f"  RewardBench score: {pct(metrics['score'])}" + ("" if metrics["score"] is not None else " (not all four sections complete)"))
+    return "\n".join(lines)

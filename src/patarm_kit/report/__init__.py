@@ -2,7 +2,8 @@
 
 figures and training_figures (plots), tables, paper (ours beside the paper's), summary
 (SUMMARY.md and the run README block), verify and differences (every number rebuilt), show (what
-a notebook cell shows when a run has no such result), export (results in a leaderboard's layout).
+a notebook cell shows when a run has no such result), export (results in a leaderboard's layout),
+browse (a finished run's judgments item by item: `patarm-kit show`, notebook 07).
 """
 
-__all__ = ["differences", "export", "figures", "paper", "show", "summary", "tables", "training_figures", "verify"]
+__all__ = ["browse", "differences", "export", "figures", "paper", "show", "summary", "tables", "training_figures", "verify"]

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from patarm_kit.runs.notebooks import RENAMED_NOTEBOOKS
+
 RUN_PREFIX = "<run>/"
 # Outputs a run keeps on the machine that made it but does not publish (weights, rebuilt pair
 # files, checkpoints, trainer scratch): a committed run may lack them, and verify says so.
@@ -267,16 +269,20 @@ class RunLayout:
     def table(self, name: str, ext: str = "csv") -> Path:
         return self._as_made(self.tables_dir / f"{name}.{ext}")
 
-    @staticmethod
-    def _as_made(path: Path) -> Path:
+    def _as_made(self, path: Path) -> Path:
         """A file named by the notebook that makes it, under the number it had when this run was made:
         notebooks 05 (figures) and 06 (downstream) swapped places, so runs made before keep 05_<figure>,
-        06_policy_rewards and 06_downstream.json; a path is read under its earlier number where only that exists."""
+        06_policy_rewards and 06_downstream.json, and write them so when a stage is made again there."""
         earlier = RENUMBERED.get(path.name[:3])
         if earlier is None or path.exists():
             return path
         before = path.with_name(earlier + path.name[3:])
-        return before if before.exists() else path
+        return before if before.exists() or self.numbered_before else path
+
+    @property
+    def numbered_before(self) -> bool:
+        """Whether this run was made before the renumbering: its executed notebooks carry the old names."""
+        return any(self.notebook(old).exists() for old in RENAMED_NOTEBOOKS)
 
     # ------------------------------------------------------------ paths as run files record them
     def relative(self, path: str | Path) -> str:
