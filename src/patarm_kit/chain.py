@@ -15,7 +15,7 @@ from typing import Any
 
 from patarm_kit.config.loader import REPO_ROOT, load_config
 from patarm_kit.config.schema import RunConfig
-from patarm_kit.runs.env import now
+from patarm_kit.runs.env import git_commit, now
 from patarm_kit.runs.files import sha256_of
 from patarm_kit.runs.lock import writer_lock
 from patarm_kit.runs.notebooks import EXECUTING, NOTEBOOK_STAGES, current_name, shown_marks, stale_notebooks
@@ -181,5 +181,6 @@ def _execute_notebook(run: Run, name: str, parameters: dict[str, Any]) -> None:
         os.environ.pop(EXECUTING, None)
     run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1),
                                    "outputs": {run.layout.key(output): sha256_of(output)},  # verify: no edits after
-                                   "shows": shown_marks(run.manifest(), name)})  # what it displays: stale once remade
+                                   "shows": shown_marks(run.manifest(), name),  # what it displays: stale once remade
+                                   "git": git_commit()})  # the code it ran with (a resumed run spans commits)
     print(f"[chain] {name} done in {time.monotonic() - started:.0f} s", flush=True)
