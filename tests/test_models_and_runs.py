@@ -67,3 +67,25 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_text(target, 42)  # a write that fails midway
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_runs_own_outputs_do_not_make_the_code_dirty(tmp_path, monkeypatch):
+    """git_commit's `dirty` is about code: a changed file under results/ (a chain's outputs) does not count."""
+    import subprocess
+
+    from patarm_kit.runs import env
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "manifest.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(env, "REPO_ROOT", tmp_path)
+    (tmp_path / "results" / "manifest.json").write_text('{"stages": {}}')
+    assert env.git_commit()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert env.git_commit()["dirty"] is True

@@ -29,7 +29,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> dict[str, Any]:
-    """The commit the code ran at, and whether the work tree had uncommitted changes."""
+    """The commit the code ran at, and whether the work tree had uncommitted changes outside results/
+    (a chain's own outputs, and other runs, are not code)."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -37,7 +38,7 @@ def git_commit() -> dict[str, Any]:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 
