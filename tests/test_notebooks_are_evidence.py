@@ -9,6 +9,7 @@ from patarm_kit.chain import run_chain
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.report.verify import verify_run
 from patarm_kit.runs import run as runs
+from patarm_kit.runs.files import display_path
 from patarm_kit.runs.notebooks import stale_notebooks
 from patarm_kit.runs.run import Run
 
@@ -28,7 +29,7 @@ def test_a_stage_made_again_makes_its_notebook_stale_until_the_chain_executes_it
     run_chain("cpu", "reference-cpu", resume=True)  # every other notebook is done: only the stale one runs
     assert notebook.read_bytes() != before and stale_notebooks(copy.manifest()) == {}
     shown = "".join("".join(out.get("text", "")) for cell in json.loads(notebook.read_text())["cells"] for out in cell.get("outputs", []))
-    assert f"OK {copy.dir}" in shown and "FAILED" not in shown  # its own verify cell passed while it ran
+    assert f"OK {display_path(copy.dir)}:" in shown and "FAILED" not in shown  # its own verify cell passed while it ran
     record = copy.manifest()["notebooks"]["05_figures"]
     assert record["status"] == "done" and set(record["shows"]) == {"figures"}
     assert verify_run(copy.dir).ok

@@ -104,3 +104,9 @@ def bootstrap_ci_of(
     indices = _resample_indices(n_items, n_boot, seed, strata)
     replicates = np.array([statistic(row) for row in indices], dtype=float)
     return _percentile_interval(replicates, level)
+
+
+def p_text(p_value: float, n_boot: int) -> str:
+    """A bootstrap p-value as text: below the resolution of `n_boot` replicates it is "< 1/n_boot", never 0.000."""
+    floor = 1 / n_boot
+    return f"< {floor:g}" if p_value < floor else f"{p_value:.3f}"

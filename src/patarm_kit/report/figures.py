@@ -14,7 +14,7 @@ from patarm_kit.evaluation.benches import get_bench
 from patarm_kit.evaluation.evaluate import SECTIONED, read_eval_metrics, readout_field, summary_row
 from patarm_kit.judging.judge import EvalError, Judgment, read_judgments
 from patarm_kit.judging.prompts import SCORE_RANGE
-from patarm_kit.runs.files import atomic_write_text, read_json, read_jsonl
+from patarm_kit.runs.files import atomic_write_text, display_path, read_json, read_jsonl
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.training.grpo import read_metrics  # the log's reader: a torn last line is dropped with a warning
 
@@ -164,7 +164,7 @@ def plot_par_curves(run_dir: Path | str) -> Figure | None:
     data = par_curves_data(run_dir)
     if data is None:
         path = RunLayout(Path(run_dir)).par_metrics
-        return skip("PAR training curves", f"{path} not found, empty, or without any curve's key (PAR training not run)")
+        return skip("PAR training curves", f"{display_path(path)} not found, empty, or without any curve's key (PAR training not run)")
     curves = dict(tuple(data.groupby("metric", sort=False)))
     for key in PAR_CURVES.keys() - curves.keys():
         print(f"[figures] PAR curves: {key} was never logged")
@@ -239,7 +239,7 @@ def plot_benchmark_bars(run_dir: Path | str) -> Figure | None:
     the other readouts, where measured); 0.5 is chance."""
     data = benchmark_bars_data(run_dir)
     if data is None:
-        return skip("benchmark bars", f"no metrics files in {RunLayout(Path(run_dir)).eval_dir} (benchmark stage not run)")
+        return skip("benchmark bars", f"no metrics files in {display_path(RunLayout(Path(run_dir)).eval_dir)} (benchmark stage not run)")
     panels = list(data.groupby("bench", sort=False))
     fig, axes = _grid(len(panels), 3, (4.2, 3.2))
     for ax, (bench, rows) in zip(axes, panels):
@@ -296,7 +296,7 @@ def plot_rmbench_matrices(run_dir: Path | str) -> Figure | None:
 
     data = rmbench_matrices_data(run_dir)
     if data is None:
-        return skip("RM-Bench matrices", f"no eval/*__rmbench.json in {run_dir} (RM-Bench not evaluated)")
+        return skip("RM-Bench matrices", f"no eval/*__rmbench.json in {display_path(run_dir)} (RM-Bench not evaluated)")
     judges = list(dict.fromkeys(data["judge"]))
     columns = [*dict.fromkeys(d for d in data["domain"] if d != "overall"), "overall"]
     panels = dict(tuple(data.groupby(["judge", "domain"], sort=False)))
@@ -342,7 +342,7 @@ def plot_votes_curve(run_dir: Path | str) -> Figure | None:
     data = votes_curve_data(run_dir)
     if data is None:
         path = RunLayout(Path(run_dir)).benchmarks_summary
-        return skip("votes curve", f"no votes_curve rows in {path} (eval.votes_curve empty, or stage 04 not run)")
+        return skip("votes curve", f"no votes_curve rows in {display_path(path)} (eval.votes_curve empty, or stage 04 not run)")
     fig, (ax,) = _grid(1, 1, (4.5, 3.2))
     for (judge, bench), rows in data.groupby(["judge", "bench"], sort=False):
         rows = rows.sort_values("votes")

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from patarm_kit.config.loader import REPO_ROOT
+from patarm_kit.config.rules import readout_name
 from patarm_kit.evaluation.benches import get_bench
+from patarm_kit.evaluation.evaluate import readout_field, readout_key
 from patarm_kit.evaluation.ifeval import OFFICIAL
 from patarm_kit.report.figures import bench_label, suite_metrics
 from patarm_kit.report.tables import save_table
@@ -30,21 +32,60 @@ if TYPE_CHECKING:  # imported for the annotations only: importing this module st
 # prints a note and returns None: a missing result is shown as missing, never filled in.
 
 REFERENCE_FILE = REPO_ROOT / "results" / "paper" / "reference.yaml"
+COMPARABILITY = ("not comparable in size: the paper trains Qwen3-8B/14B judges on 41.7k pairs and scores the full "
+                 "benchmarks; a run here trains a far smaller judge for a few CPU steps and scores subsets. The rows say "
+                 "which quantity each cell is; read them side by side, not as a replication")
 
 # ---------------------------------------------------------------- paper versus ours
 
 
-def relative_improvement(results: Sequence[dict[str, Any]], benches: Sequence[str], trained: str = "par",
-                         base: str = "base") -> tuple[float | None, str]:
-    """(acc_trained - acc_base) / acc_base in percent, averaged over the benches both judges ran; and its source."""
-    accuracy = {(m["judge"], m["bench"]): m["acc"] for m in results}
-    present = [b for b in benches if (trained, b) in accuracy and accuracy.get((base, b))]  # a zero base cannot divide
+def stated_readout(config: Mapping[str, Any]) -> str:
+    """The readout a run states for its comparisons: its primary comparison's, else greedy (the default)."""
+    primary = config["eval"].get("primary")
+    return readout_name(primary["readout"]) if primary else "greedy"
+
+
+def undefined_base(metrics: Mapping[str, Any], readout: str) -> str | None:
+    """Why a relative improvement over this judge would be arithmetic on ties, or None: a judge whose
+    judgments are all invalid, or whose every item is a tie, sits at 50% only because ties count ½."""
+    section = metrics if readout == "greedy" else metrics.get(readout_key(readout), {})
+    if section.get("invalid", {}).get("share") == 1.0:
+        return f"every {readout} judgment of the {metrics['judge']} judge on {bench_label(metrics['bench'])} is invalid"
+    outcome = readout_field("outcome", readout)
+    if metrics["ties"] == "half" and all(item.get(outcome) == 0.5 for item in metrics["items"]):
+        return f"every item of the {metrics['judge']} judge on {bench_label(metrics['bench'])} is a tie ({readout} readout)"
+    return None
+
+
+def relative_improvement(results: Sequence[dict[str, Any]], benches: Sequence[str], readout: str = "greedy",
+                         trained: str = "par", base: str = "base") -> tuple[float | None, str]:
+    """(acc_trained - acc_base) / acc_base in percent under `readout`, averaged over the benches both judges
+    ran; and its source. Undefined (None, and why) where the base judge is all invalid or all ties."""
+    metrics = {(m["judge"], m["bench"]): m for m in results}
+    present = [b for b in benches if (trained, b) in metrics and (base, b) in metrics]
     if not present:
         return None, f"empty: no {trained} and {base} evaluations on {', '.join(map(bench_label, benches))} in this run"
+    undefined = [why for b in present if (why := undefined_base(metrics[(base, b)], readout))]
+    if undefined:
+        return None, f"undefined: {'; '.join(undefined)}, so its accuracy is 50% by the tie rule and no base to improve on"
+    accuracy = {key: _accuracy(m, readout) for key, m in metrics.items()}
     gains = [100 * (accuracy[(trained, b)] - accuracy[(base, b)]) / accuracy[(base, b)] for b in present]
     missing = [bench_label(b) for b in benches if b not in present]
-    return sum(gains) / len(gains), (f"({trained} - {base}) / {base}, mean over {', '.join(map(bench_label, present))}"
+    return sum(gains) / len(gains), (f"({trained} - {base}) / {base}, {readout} readout, mean over "
+                                     f"{', '.join(measured_label(metrics[(base, b)]) for b in present)}"
                                      + (f"; {', '.join(missing)} not in this run" if missing else ""))
+
+
+def _accuracy(metrics: Mapping[str, Any], readout: str) -> float:
+    return metrics["acc"] if readout == "greedy" else metrics[readout_key(readout)]["acc"]
+
+
+def measured_label(metrics: Mapping[str, Any]) -> str:
+    """What a metrics file measured, by name: RewardBench run on its LLMBar subsets alone is LLMBar."""
+    subsets = list(metrics.get("subsets", {}))
+    if metrics["bench"] == "rewardbench" and subsets and all(name.startswith("llmbar") for name in subsets):
+        return f"LLMBar ({len(subsets)} of RewardBench's Chat Hard subsets)"
+    return bench_label(metrics["bench"])
 
 
 def policy_relative_improvement(downstream: Mapping[str, Any] | None, trained: str = "par",
@@ -63,16 +104,19 @@ def policy_relative_improvement(downstream: Mapping[str, Any] | None, trained: s
                                      f"{', '.join(present)}; InFoBench not run (its data is not here)")
 
 
-def _our_value(claim: Mapping[str, Any], results: Sequence[dict[str, Any]],
+def _our_value(claim: Mapping[str, Any], results: Sequence[dict[str, Any]], readout: str,
                downstream: Mapping[str, Any] | None = None) -> tuple[float | None, str]:
     """Our number for the quantity a paper claim measures (see reference.yaml), with where it comes from."""
+    if claim["value"] is not None and "not stated" in claim.get("reference", "not stated"):
+        return None, "empty: the paper does not say what its number is relative to, so ours cannot be the same quantity"
     if claim["quantity"] == "judge_relative_improvement":
-        return relative_improvement(results, claim["benches"])
+        return relative_improvement(results, claim["benches"], readout)
     if claim["quantity"] == "judge_accuracy":
-        accuracy = [100 * m["acc"] for m in results if m["judge"] == "par" and m["bench"] in claim["benches"]]
-        if not accuracy:
+        measured = [m for m in results if m["judge"] == "par" and m["bench"] in claim["benches"]]
+        if not measured:
             return None, "empty: the par judge was not evaluated on this benchmark in this run"
-        return sum(accuracy) / len(accuracy), f"par accuracy on {', '.join(map(bench_label, claim['benches']))}"
+        return (sum(100 * _accuracy(m, readout) for m in measured) / len(measured),
+                f"par accuracy, {readout} readout, on {', '.join(map(measured_label, measured))}")
     if claim["quantity"] == "policy_relative_improvement":
         return policy_relative_improvement(downstream)
     raise ValueError(f"reference claim {claim['id']}: unknown quantity {claim['quantity']!r}")
@@ -110,14 +154,15 @@ def paper_frame(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> 
     manifest = run.manifest()
     downstream = read_json(run.layout.downstream_summary) if run.layout.downstream_summary.is_file() else None
     rows = []
+    readout = stated_readout(manifest["config"])
     for claim in paper["claims"]:
-        ours, our_source = _our_value(claim, results, downstream)
+        ours, our_source = _our_value(claim, results, readout, downstream)
         if claim["value"] is None:
             paper_source = f"empty: {claim['why']}"
         else:
             paper_source = f"{claim['version']}, {claim['place']}" + (f"; reference: {claim['reference']}" if claim.get("reference") else "")
         rows.append({"row": f"{claim['claim']} (%)", "paper": claim["value"], "paper source": paper_source,
-                     "ours": ours, "ours source": our_source})
+                     "ours": None if ours is None else round(ours, 1), "ours source": our_source})  # as the paper prints
     coverage = {m["bench"]: _coverage(m) for m in results}  # the files of one bench share its items
     rows += [
         {"row": "setting: judge model", "paper": ", ".join(paper["paper"]["models"]), "paper source": "paper",
@@ -127,6 +172,7 @@ def paper_frame(run_dir: Path | str, reference: Path | str = REFERENCE_FILE) -> 
         {"row": "setting: benchmarks", "paper": paper["paper"]["benches"], "paper source": "paper",
          "ours": " · ".join(coverage.values()) or None,
          "ours source": "eval/*.json" if coverage else "empty: no benchmark stage in this run"},
+        {"row": "comparability", "paper": None, "paper source": COMPARABILITY, "ours": None, "ours source": COMPARABILITY},
     ]
     return pd.DataFrame(rows)
 

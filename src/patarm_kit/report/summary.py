@@ -39,6 +39,7 @@ from patarm_kit.evaluation.evaluate import (
     stored_judgments,
     summary_row,
 )
+from patarm_kit.evaluation.stats import p_text
 from patarm_kit.judging.judge import Judgment
 from patarm_kit.report.figures import FIGURE_DATA, bench_label, suite_metrics
 from patarm_kit.report.paper import paper_frame, policy_relative_improvement
@@ -120,7 +121,7 @@ def summary_json(run_dir: Path | str) -> dict[str, Any]:
     rows = [headline_row(m, *stored_judgments(layout.eval_dir, m)) for m in results]
     paired = paired_differences(results, config["eval"]["paired"], config["eval"]["n_boot"], config["seed"])
     facts = {"run": manifest["run_name"], "profile": manifest["profile"], "config_fingerprint": manifest["config_fingerprint"],
-             "ties": config["eval"]["ties"], "rows": rows, "paired": paired}
+             "ties": config["eval"]["ties"], "n_boot": config["eval"]["n_boot"], "rows": rows, "paired": paired}
     if config["eval"].get("sampled_mean"):
         facts["sampled_mean"] = config["eval"]["sampled_mean"]  # how its judgments were sampled
     if layout.downstream_summary.is_file():
@@ -169,7 +170,7 @@ def render_summary(facts: dict[str, Any]) -> str:
         "same responses by another readout, where measured.",
     ]
     if "primary" in facts:
-        lines += ["", *_primary_lines(facts["primary"], own, len(facts["paired"]))]
+        lines += ["", *_primary_lines(facts["primary"], own, len(facts["paired"]), facts["n_boot"])]
     if not facts["rows"]:
         lines += ["", "No evaluations in this run (the eval stage has not run)."]
     for bench in dict.fromkeys(row["bench"] for row in facts["rows"]):
@@ -195,7 +196,7 @@ def render_summary(facts: dict[str, Any]) -> str:
     if facts["paired"]:
         with_readout = any("readout" in p for p in facts["paired"])  # runs with another readout than greedy
         body = [[f"`{p['a']}` − `{p['b']}`", bench_label(p["bench"]), *([p.get("readout", "greedy")] if with_readout else []),
-                 str(p["n"]), _difference(p), f"{p['p_value']:.3f}"] for p in facts["paired"]]
+                 str(p["n"]), _difference(p), p_text(p["p_value"], facts["n_boot"])] for p in facts["paired"]]
         readout_column = ["readout"] if with_readout else []
         lines += ["", "## Paired differences", "",
                   f"Accuracy of A minus accuracy of B on the items both judged, in points, with a paired bootstrap "
@@ -250,12 +251,12 @@ def _readout_table(rows: list[dict[str, Any]], readout: str, labels: list[str],
     return _table(header, body)
 
 
-def _primary_lines(primary: dict[str, Any], own: str, comparisons: int) -> list[str]:
+def _primary_lines(primary: dict[str, Any], own: str, comparisons: int, n_boot: int) -> list[str]:
     """The comparison the profile stated before the run, first, with how many others were made."""
     result = primary["result"]
     name = f"`{primary['a']}` − `{primary['b']}` on {bench_label(primary['bench'])}, {primary['readout']} readout"
     found = ("not evaluated in this run" if result is None else
-             f"**{_difference(result)}** points (paired bootstrap 95%, p {result['p_value']:.3f}, n {result['n']}, "
+             f"**{_difference(result)}** points (paired bootstrap 95%, p {p_text(result['p_value'], n_boot)}, n {result['n']}, "
              f"{TIE_LABELS[own]})")
     return ["## Primary comparison", "",
             f"Stated in the profile before the run (`eval.primary`): {name}: {found}. The other "

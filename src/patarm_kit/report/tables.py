@@ -14,7 +14,7 @@ from patarm_kit.evaluation.evaluate import SECTIONED, readout_key, summary_row
 from patarm_kit.judging.judge import read_judgments
 from patarm_kit.judging.rubrics import criteria_summary, load_rubrics
 from patarm_kit.report.figures import skip, suite_metrics
-from patarm_kit.runs.files import atomic_write_text
+from patarm_kit.runs.files import atomic_write_text, display_path
 from patarm_kit.runs.layout import RunLayout
 
 if TYPE_CHECKING:  # imported for the annotations only: importing this module stays light
@@ -108,6 +108,6 @@ def benchmark_table(run_dir: Path | str) -> pd.DataFrame | None:
     """`benchmark_frame`, saved as tables/06_benchmarks.csv and .md."""
     table = benchmark_frame(run_dir)
     if table is None:
-        return skip("benchmark table", f"no metrics files in {RunLayout(Path(run_dir)).eval_dir} (benchmark stage not run)")
+        return skip("benchmark table", f"no metrics files in {display_path(RunLayout(Path(run_dir)).eval_dir)} (benchmark stage not run)")
     save_table(table, run_dir, "06_benchmarks")
     return table

@@ -52,7 +52,7 @@ from patarm_kit.report.differences import (
 from patarm_kit.report.figures import FIGURE_DATA, suite_metrics
 from patarm_kit.report.summary import TABLES, render_summary, summary_json
 from patarm_kit.report.tables import table_files
-from patarm_kit.runs.files import read_json, read_jsonl, sha256_of
+from patarm_kit.runs.files import display_path, read_json, read_jsonl, sha256_of
 from patarm_kit.runs.layout import RUN_PREFIX
 from patarm_kit.runs.notebooks import EXECUTING, stale_notebooks
 from patarm_kit.runs.run import Run
@@ -83,7 +83,8 @@ class VerifyReport:
 
     def summary(self) -> str:
         done = ", ".join(f"{n} {what}" for what, n in self.checked.items()) or "nothing"
-        head = f"OK {self.run_dir}: checked {done}" if self.ok else f"FAILED {self.run_dir}: {len(self.differences)} differences"
+        where = display_path(self.run_dir)
+        head = f"OK {where}: checked {done}" if self.ok else f"FAILED {where}: {len(self.differences)} differences"
         return "\n".join([head, *(f"  {d}" for d in self.differences), *(f"  note: {n}" for n in self.notes)])
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from patarm_kit.config.loader import REPO_ROOT
+
 
 class RunError(ValueError):
     """A run name or run folder is unusable (bad name, no run there, unreadable manifest, other config)."""
@@ -64,3 +66,9 @@ def read_jsonl(path: Path) -> list[Any]:
     """The rows of a JSON-lines file, blank lines skipped."""
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def display_path(path: str | Path) -> str:
+    """A path as the kit's outputs show it: relative to the repository (results/<run>, ../shared/data),
+    so an executed notebook or a message says the same on every machine and names no one's home folder."""
+    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
