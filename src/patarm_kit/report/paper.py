@@ -61,14 +61,15 @@ def relative_improvement(results: Sequence[dict[str, Any]], benches: Sequence[st
                          trained: str = "par", base: str = "base") -> tuple[float | None, str]:
     """(acc_trained - acc_base) / acc_base in percent under `readout`, averaged over the benches both judges
     ran; and its source. Undefined (None, and why) where the base judge is all invalid or all ties."""
-    metrics = {(m["judge"], m["bench"]): m for m in results}
+    metrics = {(m["judge"], m["bench"]): m for m in results if readout == "greedy" or readout_key(readout) in m}
     present = [b for b in benches if (trained, b) in metrics and (base, b) in metrics]
     if not present:
-        return None, f"empty: no {trained} and {base} evaluations on {', '.join(map(bench_label, benches))} in this run"
+        return None, (f"empty: no {trained} and {base} evaluations on {', '.join(map(bench_label, benches))} "
+                      f"with the {readout} readout in this run")
     undefined = [why for b in present if (why := undefined_base(metrics[(base, b)], readout))]
     if undefined:
         return None, f"undefined: {'; '.join(undefined)}, so its accuracy is 50% by the tie rule and no base to improve on"
-    accuracy = {key: _accuracy(m, readout) for key, m in metrics.items()}
+    accuracy = {(judge, b): _accuracy(metrics[(judge, b)], readout) for judge in (trained, base) for b in present}
     gains = [100 * (accuracy[(trained, b)] - accuracy[(base, b)]) / accuracy[(base, b)] for b in present]
     missing = [bench_label(b) for b in benches if b not in present]
     return sum(gains) / len(gains), (f"({trained} - {base}) / {base}, {readout} readout, mean over "
