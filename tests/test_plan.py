@@ -131,7 +131,7 @@ def test_plan_for_qwen3_8b_on_8_gpus_of_80_gib():
     assert rows["base weights (bfloat16; ZeRO: bf16)"] == ["15.26", "15.26", "1.91"]  # 2 bytes x 8.19 B; ZeRO-3: / 8
     assert rows["vLLM rollouts (0.3 x 80 GiB)"] == ["24.00"] * 3
     assert rows["fits 80 GiB"] == ["yes", "yes", "yes"]
-    assert "LoRA trains in the top 8 of 36 layers; gradient checkpointing on (par.gradient_checkpointing)" in par[1]
+    assert "LoRA trains in all 36 layers; gradient checkpointing on (par.gradient_checkpointing)" in par[1]
     assert any("generates <= 681.6 M" in line and "41,600 pairs" in line for line in par)
 
 

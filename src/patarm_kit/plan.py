@@ -296,7 +296,7 @@ def stages_of(config: RunConfig, arch: Architecture, gpus: int, gpu_gib: float) 
     if why_off(config, "sft") is None:
         examples = sft.max_steps * gpus * sft.batch_size
         stage = Stage("sft", f"SFT warm-up, {sft.max_steps} steps (sft.*; training/sft.py)", dtype, True, arch.layers,
-                      sft.batch_size, sft.max_length, False, "off: not a setting, training/sft.py", config.lora.dropout)
+                      sft.batch_size, sft.max_length, sft.gradient_checkpointing, "sft.gradient_checkpointing", config.lora.dropout)
         stage.notes.append(f"tokens: trains on {examples:,} examples ({sft.max_steps} steps x {gpus} GPUs x "
                            f"{sft.batch_size}) of <= {sft.max_length} tokens: <= {_count(examples * sft.max_length)}; "
                            f"its checks generate <= {_count(2 * sft.n_check_pairs * 2 * sft.checks.n * sft.checks.max_new_tokens)} "
@@ -318,7 +318,7 @@ def stages_of(config: RunConfig, arch: Architecture, gpus: int, gpu_gib: float) 
     if why_off(config, "bt") is None:
         pairs = bt.max_steps * gpus * bt.batch_size
         stage = Stage("bt", f"Bradley-Terry baseline, {bt.max_steps} steps (bt.*; training/bt.py)", 4, False,
-                      arch.layers, 2 * bt.batch_size, bt.max_length, False, "off: not a setting, training/bt.py",
+                      arch.layers, 2 * bt.batch_size, bt.max_length, bt.gradient_checkpointing, "bt.gradient_checkpointing",
                       config.lora.dropout)
         stage.notes.append("weights in fp32 under DDP (bt.py loads float32, bf16 autocast); DeepSpeed's bf16 casts them to bf16")
         stage.notes.append(f"tokens: {pairs:,} pairs ({bt.max_steps} steps x {gpus} GPUs x {bt.batch_size}), 2 sequences "
@@ -408,7 +408,7 @@ def render(config: RunConfig, arch: Architecture, gpus: int, gpu_gib: float) -> 
         lines.append(f"  {'total *':38s}" + "".join(f"{table[s]['total']:9.2f}" for s in STRATEGIES))
         lines.append(f"  {'fits ' + format(gpu_gib, 'g') + ' GiB':38s}"
                      + "".join(f"{'yes' if table[s]['fits'] else 'no':>9s}" for s in STRATEGIES))
-        other = "off" if stage.checkpointing else ("on" if "not a setting" not in stage.checkpointing_key else "on (needs code)")
+        other = "off" if stage.checkpointing else "on"
         lines.append(f"  {'total, checkpointing ' + other:38s}"
                      + "".join(f"{table[s]['other']:9.2f}" for s in STRATEGIES))
         if table["ZeRO-3"]["sync"]:

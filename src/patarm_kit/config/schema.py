@@ -136,6 +136,7 @@ class SftConfig:
     warmup_steps: int = 0
     batch_size: int = 8
     max_length: int = 1024  # longer examples are dropped and counted, never cut
+    gradient_checkpointing: bool = False  # recompute activations: off on CPU (costs time), on for 8B at 4k tokens (plan.py)
     n_check_pairs: int = 16  # held-out (dev) pairs for the warm-up checks
     checks: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4, max_new_tokens=160))  # the warm-up checks
 
@@ -219,6 +220,7 @@ class BtConfig:
     learning_rate: float = 2e-4
     batch_size: int = 4  # pairs per step; each step reads twice as many sequences
     max_length: int = 512  # training drops longer pairs (counted); scoring keeps the first tokens
+    gradient_checkpointing: bool = False  # as sft.gradient_checkpointing
 
 
 @dataclass
@@ -316,7 +318,8 @@ class PolicyConfig:
 
 # Keys added after runs were committed (section.key: default): recorded only when set otherwise.
 LATER_KEYS: dict[str, Any] = {"eval.sampled_mean": None, "par.entropy_coef": None,
-                              "policy.grpo": dataclasses.asdict(GrpoSettings())}
+                              "policy.grpo": dataclasses.asdict(GrpoSettings()),
+                              "sft.gradient_checkpointing": False, "bt.gradient_checkpointing": False}
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.config.schema import DataConfig, SourceConfig
 from patarm_kit.data.pairs import (
     DataError,
@@ -76,6 +77,18 @@ def _load_hub(hub_id: str, report: SourceReport, bad_rows: str) -> list[Preferen
     return convert_rows(rows, f"hub:{hub_id}", _hub_converter(hub_id), report, bad_rows)
 
 
+def source_file(name: str) -> Path | None:
+    """The file a source's name points to, made absolute (so the manifest's hash names it wherever
+    `verify` runs): the path as given (absolute, or relative to the current directory), else relative
+    to the repository root, which is where a profile names its files from (the chain runs the
+    notebooks in notebooks/). None when neither is a file."""
+    given = Path(name).expanduser()
+    for path in (given, REPO_ROOT / given):
+        if path.is_file():
+            return path.resolve()
+    return None
+
+
 def _load_file(path: Path, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
     report.files[str(path)] = sha256_of(path)
     if path.suffix == ".parquet":
@@ -114,8 +127,8 @@ def load_source(
         pairs = verifiable_pairs(name, Path(report.data_dir), report, fractions or DataConfig().split_fractions)
     elif name.startswith("hub:") or hub_id in HUB_DATASETS:
         pairs = _load_hub(hub_id, report, spec.bad_rows)
-    elif Path(name).is_file():
-        pairs = _load_file(Path(name), report, spec.bad_rows)
+    elif (path := source_file(name)) is not None:
+        pairs = _load_file(path, report, spec.bad_rows)
     else:
         raise DataError(
             f"source {name!r} is not a built-in source ({', '.join(BUILTIN_SOURCES)}), "

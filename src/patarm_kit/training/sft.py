@@ -313,7 +313,7 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         train_sampling_strategy="group_by_length",  # batches of similar length waste little compute on padding
         max_length=config.sft.max_length,
         completion_only_loss=True,  # the loss is on the judgment, never on the prompt
-        gradient_checkpointing=False,  # no recomputation: a 135M model fits, recomputing costs CPU time
+        gradient_checkpointing=config.sft.gradient_checkpointing,  # off on CPU: a 135M model fits, recomputing costs time
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPU copies; on CPU it only warns
         bf16=False,  # no autocast: the model already has config.model.dtype, PEFT keeps LoRA weights in float32
         logging_steps=1,

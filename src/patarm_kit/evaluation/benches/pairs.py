@@ -34,7 +34,8 @@ class PairsBench(Benchmark):
         self.label = f"held-out {argument}"
 
     def load_pairs(self, config: RunConfig) -> tuple[list[PreferencePair], SourceReport]:
-        spec = next((s for s in config.data.sources if s.name == self.source_name), SourceConfig(self.source_name))
+        unlisted = SourceConfig(self.source_name, role="bench")  # not a source of the profile: judged whole
+        spec = next((s for s in config.data.sources if s.name == self.source_name), unlisted)
         pairs, report = load_source(dataclasses.replace(spec, limit=None), config.data.data_dir, config.data.split_fractions)
         if spec.role == "train":
             pairs = [p for p in pairs if split_of(p, config.data.split_fractions) == "test"]
