@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 from patarm_kit.training.par_reward import (
     DEFAULT_MARGIN_SCALE,
     format_reward,
+    grpo_advantages,
     make_par_reward_func,
     pair_accuracy,
     par_rewards,
+    rewards_behind,
     rewards_for_batch,
 )
 
@@ -144,3 +146,28 @@ def test_rewards_follow_their_completion_when_the_batch_is_shuffled(rows, rnd: r
     shuffled = rewards_for_batch(*zip(*[rows[i] for i in order]), mode=mode, format_weight=0.2)
     assert shuffled == pytest.approx([rewards[i] for i in order])
     assert all(0.0 <= r <= 1.2 + 1e-12 for r in rewards)
+
+
+def test_grpo_advantages_follow_trls_group_normalisation():
+    """Group mean removed, divided by the group's Bessel-corrected std + 1e-4 (TRL 1.16); an all-equal group gets 0."""
+    rewards = [1.1, 0.0, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1]  # notebook 03's "one invalid judgment" case, w = 0.1
+    advantages = grpo_advantages(rewards, group_size=4)
+    assert advantages[4:] == [0.0] * 4
+    assert advantages[:4] == pytest.approx([(r - 0.825) / (0.55 + 1e-4) for r in rewards[:4]])  # std of [1.1, 0, 1.1, 1.1]
+    assert grpo_advantages(rewards, 4, "none")[:2] == pytest.approx([0.275, -0.825])
+    with pytest.raises(ValueError, match="scale_rewards"):
+        grpo_advantages(rewards, 4, "sequence")
+
+
+def test_a_logged_reference_step_is_rebuilt_from_its_mean():
+    """The reference run's first step logged mean 0.225 and std 0.354 over 8 judgments: one earned 1.1, seven 0.1."""
+    import statistics
+
+    from patarm_kit.config.loader import REPO_ROOT
+    from patarm_kit.training.grpo import read_metrics
+
+    step = read_metrics(REPO_ROOT / "results" / "reference-cpu" / "par" / "metrics.jsonl")[0]
+    rebuilt = rewards_behind(step["reward"], 8, 0.1)
+    assert rebuilt == [1.1] + [0.1] * 7
+    assert statistics.fmean(rebuilt) == pytest.approx(step["reward"]) and statistics.stdev(rebuilt) == pytest.approx(step["reward_std"])
+    assert rewards_behind(0.17, 8, 0.1) is None  # no whole number of winners gives this mean

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from statistics import fmean
+from statistics import fmean, stdev
 from typing import Any
 
 from patarm_kit.config.rules import CHOICES
@@ -145,6 +145,32 @@ def rewards_for_batch(
         for index, reward in zip(by_side["chosen"] + by_side["rejected"], chosen + rejected):
             rewards[index] += reward
     return rewards
+
+
+def grpo_advantages(rewards: Sequence[float], group_size: int, scale_rewards: str = "group") -> list[float]:
+    """Each completion's advantage as TRL 1.16's GRPOTrainer computes it (_generate_and_score_completions):
+    its reward minus its group's mean, divided by the group's standard deviation ("group"; Bessel-corrected,
+    plus 1e-4), by the whole batch's ("batch"), or by nothing ("none"). A group (the `group_size` rollouts
+    of one prompt) whose rewards are all equal gets advantage 0: it teaches nothing. For notebook 03."""
+    if scale_rewards not in ("group", "batch", "none"):
+        raise ValueError(f"scale_rewards must be group, batch or none, not {scale_rewards!r}")
+    groups = [list(rewards[i:i + group_size]) for i in range(0, len(rewards), group_size)]
+    batch_std = stdev(rewards) if len(rewards) > 1 else 0.0
+    advantages = []
+    for group in groups:
+        mean, std = fmean(group), (stdev(group) if len(group) > 1 else 0.0)
+        scale = {"group": std + 1e-4, "batch": batch_std + 1e-4, "none": 1.0}[scale_rewards]
+        advantages += [(r - mean) / scale for r in group]
+    return advantages
+
+
+def rewards_behind(logged_mean: float, n: int, format_weight: float) -> list[float] | None:
+    """The rewards behind a logged binary-PAR step whose every judgment parsed: k judgments earned
+    1 + w and the other n - k earned w, with k read off the logged mean; None when no k fits it."""
+    k = round((logged_mean - format_weight) * n)
+    if not 0 <= k <= n or abs(k / n + format_weight - logged_mean) > 1e-4:
+        return None
+    return [1 + format_weight] * k + [format_weight] * (n - k)
 
 
 def completion_text(completion: str | list[dict[str, Any]]) -> str:
