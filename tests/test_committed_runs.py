@@ -128,3 +128,15 @@ def test_force_can_only_remove_a_stages_own_files(name):
             writers.setdefault(key, []).append(stage)
         assert not set(entry.get("inputs", {})) & set(entry.get("outputs", {})), f"{name}: {stage} wrote what it read"
     assert not {key: who for key, who in writers.items() if len(who) > 1}, f"{name}: a file with two writers"
+
+
+def test_start_here_links_every_committed_run_and_its_notebooks():
+    """README's Start here names each committed run with its README's title and links each executed notebook."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    start = readme[readme.index("## Start here"):readme.index("## Quick start")]
+    for name in COMMITTED:
+        folder = REPO_ROOT / "results" / name
+        row = next(line for line in start.splitlines() if line.startswith(f"| [`{name}`](results/{name}/)"))
+        assert (folder / "README.md").read_text().splitlines()[0].lstrip("# ").strip() in row, name
+        for notebook in sorted(folder.glob("notebooks/*.ipynb")):
+            assert f"(results/{name}/notebooks/{notebook.name})" in row, (name, notebook.name)
