@@ -209,3 +209,13 @@ def test_the_figures_notebook_on_a_run_without_training_says_what_is_absent_in_o
     assert "no learning curve in this run (par.learning_curve_pairs unset, or PAR not trained)" in texts
     assert not [cell for cell in json.loads(out.read_text())["cells"] if cell["cell_type"] == "code"
                 and "show(" in "".join(cell["source"]) and not cell.get("outputs")], "a section showed nothing"
+
+
+def test_the_template_share_counts_the_format_warmups_sentences():
+    """The reference run's warm-up and PAR judges write one of the `format` warm-up's three sentences almost
+    always; the untrained judge never does; a hand-written evaluation is not a template."""
+    from patarm_kit.training.sft import is_format_template
+
+    assert is_format_template("Handles rat pellets well; good accuracy.") and not is_format_template("Mentions the cage.")
+    shares = tables.template_frame(REPO_ROOT / "results" / "reference-cpu").set_index("judge")["template share (%)"]
+    assert shares["base"] == 0.0 and shares["sft"] == 98.9 and shares["par"] == 99.3

@@ -34,6 +34,7 @@ from patarm_kit.judging.judge import PAIRWISE_ORDERS, EvalError, Judgment, voted
 from patarm_kit.judging.registry import parse_judge
 from patarm_kit.judging.rubrics import RubricError, load_rubrics, render_rubric
 from patarm_kit.report.figures import suite_metrics
+from patarm_kit.runs.files import display_path
 from patarm_kit.runs.run import Run
 
 OUTCOMES = ("chosen preferred", "rejected preferred", "tie", "invalid", "mixed")
@@ -177,7 +178,7 @@ def judged_pairs(run: Run, config: RunConfig, bench: str, ids: Iterable[str],
         except (DataError, OSError) as err:
             return {}, (f"prompts and responses not shown: the run keeps no {kept} (a committed run leaves the pair files out) "
                         f"and its data could not be read ({' '.join(str(err).split())}); point --data-dir (data_dir in notebook 07) at it")
-        where = f"prompts and responses: rebuilt from the data in {root} (the run keeps no {kept})"
+        where = f"prompts and responses: rebuilt from the data in {display_path(root)} (the run keeps no {kept})"
     found = {p.id: p for p in pairs if p.id in wanted}
     if len(found) < len(wanted):
         where += f"; {len(wanted) - len(found)} of {len(wanted)} judged pairs are not among them (shown without)"

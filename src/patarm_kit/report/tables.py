@@ -1,5 +1,5 @@
 """Tables drawn from a run's metrics: Markdown and CSV writers, the benchmark table, readouts side
-by side, judgment examples and the criteria a rubric gives. Notebooks show them; verify rebuilds them.
+by side, judgment examples, the criteria a rubric gives and how much of it is a warm-up template. Notebooks show them; verify rebuilds them.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from patarm_kit.evaluation.benches import get_bench
 from patarm_kit.evaluation.evaluate import SECTIONED, readout_key, summary_row
 from patarm_kit.judging.judge import read_judgments
+from patarm_kit.judging.prompts import evaluation_text
 from patarm_kit.judging.rubrics import criteria_summary, load_rubrics
 from patarm_kit.report.figures import skip, suite_metrics
 from patarm_kit.runs.files import atomic_write_text, display_path
 from patarm_kit.runs.layout import RunLayout
+from patarm_kit.training.sft import is_format_template
 
 if TYPE_CHECKING:  # imported for the annotations only: importing this module stays light
     import pandas as pd
@@ -102,6 +104,22 @@ def criteria_frame(run_dir: Path | str, bench: str, rubric_file: str | None = No
     rows = {m["judge"]: criteria_summary(read_judgments(RunLayout(Path(run_dir)).eval_dir / m["judgments_file"]), rubrics)
             for m in suite_metrics(run_dir) if m["bench"] == bench and "expected" in m}
     return pd.DataFrame(rows).T if rows else None
+
+
+def template_frame(run_dir: Path | str) -> pd.DataFrame | None:
+    """Per generative judge, over every bench it judged: the share of its evaluations that are one of the
+    `format` warm-up's three template sentences (training/sft.py), i.e. written without reading the response."""
+    import pandas as pd
+
+    counts: dict[str, list[int]] = {}
+    for metrics in suite_metrics(run_dir):
+        texts = [j.text for j in read_judgments(RunLayout(Path(run_dir)).eval_dir / metrics["judgments_file"]) if j.text]
+        if texts:
+            total = counts.setdefault(metrics["judge"], [0, 0])
+            total[0] += sum(is_format_template(evaluation_text(t)) for t in texts)
+            total[1] += len(texts)
+    rows = [{"judge": judge, "judgments": n, "template share (%)": round(100 * k / n, 1)} for judge, (k, n) in counts.items()]
+    return pd.DataFrame(rows) if rows else None
 
 
 def benchmark_table(run_dir: Path | str) -> pd.DataFrame | None:

@@ -75,6 +75,16 @@ _EVALUATIONS = {  # one short sentence per score band, so the evaluation agrees 
 }
 
 
+_TEMPLATES = [re.compile("^" + re.escape(t).replace(re.escape("{topic}"), ".+").replace(re.escape("{criterion}"), ".+") + "$")
+              for t in _EVALUATIONS.values()]
+
+
+def is_format_template(evaluation: str | None) -> bool:
+    """Whether an evaluation is one of the `format` warm-up's three sentences with words pasted in:
+    what a judge warmed up on them writes instead of reading the response (notebook 04 counts it)."""
+    return evaluation is not None and any(template.match(evaluation) for template in _TEMPLATES)
+
+
 def topic_words(prompt: Sequence[Mapping[str, str]], limit: int = 2) -> str:
     """A few content words of the last user turn: what instance-specific criteria talk about."""
     user_turns = [m["content"] for m in prompt if m["role"] == "user"] or [prompt[-1]["content"]]
