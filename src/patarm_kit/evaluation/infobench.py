@@ -24,6 +24,7 @@ from typing import Any
 from patarm_kit.config.schema import SamplingConfig
 from patarm_kit.data.pairs import DataError, read_json_rows, resolve_data_dir
 from patarm_kit.judging.prompts import render_chat
+from patarm_kit.runs.files import display_path
 
 HUB_ID = "kqsong/InFoBench"
 # The evaluator's instructions: the benchmark's own rules for a YES, in our words.
@@ -74,7 +75,7 @@ def load_infobench(data_dir: str | os.PathLike | None = None) -> tuple[list[Info
         items = [_item(row, f"{path}: row {number}") for path in files for number, row in read_json_rows(path)]
         return items, f"{folder} ({', '.join(p.name for p in files)})"
     if os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        raise InfoBenchMissing(f"no InFoBench data: {folder} has no *.jsonl and the hub is off (HF_DATASETS_OFFLINE=1)")
+        raise InfoBenchMissing(f"no InFoBench data: {display_path(folder)} has no *.jsonl and the hub is off (HF_DATASETS_OFFLINE=1)")
     from datasets import load_dataset
 
     rows = load_dataset(HUB_ID, split="train")
