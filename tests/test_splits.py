@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from patarm_kit import stages
-from patarm_kit.config.loader import PROFILE_DIR, load_config
+from patarm_kit.config.loader import PROFILE_DIR, REPO_ROOT, load_config
 from patarm_kit.data.loading import BUILT_SOURCES, BUILTIN_SOURCES, load_source
 from patarm_kit.data.pairs import PreferencePair, read_pairs
 from patarm_kit.data.splits import prompt_keys, split_of, split_of_key
@@ -19,7 +19,8 @@ YAML_ORDER = {"train": 0.8, "dev": 0.1, "test": 0.1}
 MANIFEST_ORDER = {"dev": 0.1, "test": 0.1, "train": 0.8}  # a manifest's keys are sorted
 LOCAL = set(BUILTIN_SOURCES) | set(BUILT_SOURCES)
 PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-LOCAL_PROFILES = [p for p in PROFILES if all(s.name in LOCAL for s in load_config(p).data.sources)]
+LOCAL_PROFILES = [p for p in PROFILES  # built-in sources, or a pairs file in the repository (example-own-data)
+                  if all(s.name in LOCAL or (REPO_ROOT / s.name).is_file() for s in load_config(p).data.sources)]
 
 
 def test_a_split_does_not_depend_on_the_order_of_the_fractions():
