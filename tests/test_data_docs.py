@@ -92,3 +92,15 @@ def test_every_file_the_loaders_name_is_in_the_files_table(tmp_path, monkeypatch
     assert "`infobench/*.jsonl`" in text and f"`{infobench.HUB_ID}`" in text  # InFoBench reads any *.jsonl there
     for name in [*BUILT_SOURCES, *(f"`{hub_id}`" for hub_id in HUB_DATASETS)]:
         assert name in text, f"data/README.md does not mention {name}"
+
+
+def test_the_gpu_set_keeps_the_kits_own_pins():
+    """requirements-gpu.txt is the kit's pins (requirements-base.txt) resolved with vLLM's CUDA build and DeepSpeed:
+    every base pin but torch appears at the same version, so the GPU path runs the library versions the tests run."""
+    def pins(name):
+        lines = (REPO_ROOT / name).read_text().splitlines()
+        return dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith(("#", "-")))
+
+    base, gpu = pins("requirements-base.txt"), pins("requirements-gpu.txt")
+    assert {k: v for k, v in base.items() if k != "torch" and gpu.get(k.lower()) != v} == {}
+    assert gpu["vllm"] == "0.33.0" and gpu["deepspeed"] == "0.19.8" and gpu["torch"] == "2.14.0"
