@@ -136,9 +136,10 @@ def run_chain(
     if profile.endswith((".yaml", ".yml")):
         profile = str(Path(profile).resolve())
     config = load_config(profile, overrides)
-    if Run(run_folder(run_name)).manifest_path.is_file():  # an existing run: its own notebooks' names
-        Run.open(run_folder(run_name)).check_config(config)
-        config = Run.open(run_folder(run_name)).config()
+    existing = Run(run_folder(run_name))
+    if existing.manifest_path.is_file():  # an existing run: its own notebooks' names
+        existing.check_config(config)
+        config = existing.config()
     names = select_notebooks(config, only, start_from)
     with writer_lock(run_folder(run_name)):  # one writer per run, from before it exists to its last notebook
         run = Run.create(run_name, config, resume=resume or bool(only or start_from), must_exist=resume)

@@ -145,34 +145,32 @@ def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]], 
         raise RunError("--run-dir is empty: give the run folder (results/<run-name>)")
     folder = Path(run_dir).resolve()
     overrides = parse_overrides(set_ or [])
-    exists = RunLayout(folder).manifest.exists()
-    if not exists and launched_processes() > 1:  # every process would make the folder and write a manifest at once
+    existing = Run.open(folder) if RunLayout(folder).manifest.exists() else None
+    if existing is None and launched_processes() > 1:  # every process would make the folder and write a manifest at once
         raise RunError(f"{folder}: no run here, and {launched_processes()} processes cannot create one together; "
                        "create it first in one process (patarm-kit run --profile P --run-name N --only 01_data_pairing)")
     # Every input is checked before the lock file is made: bad input leaves nothing behind. An existing
     # run keeps its own config; a profile or --set given for it is loaded only to be compared.
     config = None
-    if not exists or profile or overrides:
-        config = load_config(profile or (Run.open(folder).manifest()["profile"] if exists else "cpu"), overrides)
-    why = stage and why_off(Run.open(folder).config() if exists else config, stage)
+    if existing is None or profile or overrides:
+        config = load_config(profile or (existing.manifest()["profile"] if existing else "cpu"), overrides)
+    if existing is not None and config is not None:
+        existing.check_config(config)
+    why = stage and why_off(existing.config() if existing else config, stage)
     if why:
-        typer.echo(f"nothing to do: {why} in {'run ' + folder.name if exists else 'this config'}; nothing written")
+        typer.echo(f"nothing to do: {why} in {'run ' + folder.name if existing else 'this config'}; nothing written")
         raise typer.Exit(0)
     with writer_lock(folder):
-        if not exists:
-            run = Run.create(folder.name, config, folder.parent)
-            try:
-                yield run
-            except BaseException:
-                if not run.manifest()["stages"]:  # refused before any stage began: no empty run is left behind
-                    shutil.rmtree(run.dir)
-                raise
+        if existing is not None:
+            yield existing
             return
-        run = Run.open(folder)
-        if config is not None:
-            run.check_config(config)
-        yield run
-
+        run = Run.create(folder.name, config, folder.parent)
+        try:
+            yield run
+        except BaseException:
+            if not run.manifest()["stages"]:  # refused before any stage began: no empty run is left behind
+                shutil.rmtree(run.dir)
+            raise
 
 RUN_DIR = typer.Option(..., help="the run folder (results/<run-name>); a new folder starts a new run")
 PROFILE = typer.Option(None, callback=absolute_profile, help="profile of a new run (default cpu); an existing run keeps its own")

@@ -48,8 +48,7 @@ def stated_readout(config: Mapping[str, Any]) -> str:
 def undefined_base(metrics: Mapping[str, Any], readout: str) -> str | None:
     """Why a relative improvement over this judge would be arithmetic on ties, or None: a judge whose
     judgments are all invalid, or whose every item is a tie, sits at 50% only because ties count ½."""
-    section = metrics if readout == "greedy" else metrics.get(readout_key(readout), {})
-    if section.get("invalid", {}).get("share") == 1.0:
+    if _section(metrics, readout).get("invalid", {}).get("share") == 1.0:
         return f"every {readout} judgment of the {metrics['judge']} judge on {bench_label(metrics['bench'])} is invalid"
     outcome = readout_field("outcome", readout)
     if metrics["ties"] == "half" and all(item.get(outcome) == 0.5 for item in metrics["items"]):
@@ -61,7 +60,7 @@ def relative_improvement(results: Sequence[dict[str, Any]], benches: Sequence[st
                          trained: str = "par", base: str = "base") -> tuple[float | None, str]:
     """(acc_trained - acc_base) / acc_base in percent under `readout`, averaged over the benches both judges
     ran; and its source. Undefined (None, and why) where the base judge is all invalid or all ties."""
-    metrics = {(m["judge"], m["bench"]): m for m in results if readout == "greedy" or readout_key(readout) in m}
+    metrics = {(m["judge"], m["bench"]): m for m in results if _section(m, readout)}
     present = [b for b in benches if (trained, b) in metrics and (base, b) in metrics]
     if not present:
         return None, (f"empty: no {trained} and {base} evaluations on {', '.join(map(bench_label, benches))} "
@@ -77,8 +76,13 @@ def relative_improvement(results: Sequence[dict[str, Any]], benches: Sequence[st
                                      + (f"; {', '.join(missing)} not in this run" if missing else ""))
 
 
+def _section(metrics: Mapping[str, Any], readout: str) -> Mapping[str, Any]:
+    """A metrics file's numbers under one readout (greedy's are the file's top level)."""
+    return metrics if readout == "greedy" else metrics.get(readout_key(readout), {})
+
+
 def _accuracy(metrics: Mapping[str, Any], readout: str) -> float:
-    return metrics["acc"] if readout == "greedy" else metrics[readout_key(readout)]["acc"]
+    return _section(metrics, readout)["acc"]
 
 
 def measured_label(metrics: Mapping[str, Any]) -> str:

@@ -124,9 +124,9 @@ class Run:
 
     def check_config(self, config: RunConfig) -> None:
         """Refuse to work on this run with another config (checked before anything runs or is written)."""
-        recorded = self.manifest()["config_fingerprint"]
-        renamed = dataclasses.replace(self.config(), notebooks=[current_name(n) for n in self.config().notebooks])
-        if config.fingerprint() not in (recorded, renamed.fingerprint()):  # a run made before the renumbering
+        own = self.config()
+        renamed = dataclasses.replace(own, notebooks=[current_name(n) for n in own.notebooks])  # made before the renumbering
+        if config.fingerprint() not in (self.manifest()["config_fingerprint"], renamed.fingerprint()):
             ours, theirs = config.to_dict(), self.manifest()["config"]
             changed = sorted(_changed_keys(ours, theirs))
             raise RunError(f"{self.dir}: the run was made with another config (differs in {', '.join(changed[:5]) or 'its fingerprint'}); "
