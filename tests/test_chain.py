@@ -173,3 +173,24 @@ def test_a_run_made_before_the_renumbering_keeps_its_file_names(tmp_path):
     assert old.figure("05_policy_rewards").name == "06_policy_rewards.png"
     assert old.downstream_summary.name == "06_downstream.json"
     assert new.figure("06_benchmark_bars").name == "06_benchmark_bars.png" and new.downstream_summary.name == "05_downstream.json"
+
+
+def test_an_executed_notebook_keeps_final_text_bars_and_no_library_bars(monkeypatch, capsys):
+    """A saved notebook keeps a widget bar at "0%" for good: under the chain the kit's own bars are text
+    whose last frame says 100%, and the libraries' bars for sub-second steps are off in the kernel."""
+    import os
+    import subprocess
+    import sys
+
+    from patarm_kit.chain import KERNEL_ENVIRONMENT
+    from patarm_kit.runs.notebooks import EXECUTING, progress
+
+    monkeypatch.setenv(EXECUTING, "03_par_training")
+    assert list(progress(range(3), desc="sft targets", unit="example")) == [0, 1, 2]
+    shown = capsys.readouterr().out
+    assert shown.rsplit("\r", 1)[-1].startswith("sft targets: 100%|") and "3/3" in shown
+    probe = ("import datasets, huggingface_hub.utils as hub; from transformers.utils import logging; "
+             "print(datasets.is_progress_bar_enabled(), hub.are_progress_bars_disabled(), logging.is_progress_bar_enabled())")
+    kernel = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **KERNEL_ENVIRONMENT},
+                            capture_output=True, text=True, check=True)
+    assert kernel.stdout.split() == ["False", "True", "False"], kernel.stdout + kernel.stderr

@@ -26,6 +26,15 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)
 LOCAL_KERNEL_MANAGER = "patarm_kit.kernel.LocalKernelManager"  # IPC sockets, no TCP ports (kernel.py)
 PATH_KEYS = ("data.data_dir", "judge.rubric_file")  # config values that name files, resolved against the caller
+# What an executed notebook's kernel inherits on top of the chain's environment, so that the saved file
+# shows the work and not the libraries' chatter. Their bars for sub-second steps (transformers' "Loading
+# weights", the datasets map bars TRL draws) would each stay a widget at "0%" in the file; the kit's own
+# bars of long work stay (runs.notebooks.progress). vLLM's and torch's C++ log levels are read once, when
+# the kernel first imports them (judging.engine.engine_environment says what they print).
+KERNEL_ENVIRONMENT = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR",
+}
 
 
 class ChainError(RuntimeError):
@@ -160,6 +169,8 @@ def _execute_notebook(run: Run, name: str, parameters: dict[str, Any]) -> None:
     print(f"[chain] {name} -> {output}", flush=True)
     started = time.monotonic()
     run.update("notebooks", name, {"status": "running", "started": now()})
+    before = {key: os.environ.get(key) for key in (EXECUTING, *KERNEL_ENVIRONMENT)}
+    os.environ.update(KERNEL_ENVIRONMENT)
     os.environ[EXECUTING] = name  # its kernel inherits it: a notebook that verifies its own run knows it is running
     try:
         papermill.execute_notebook(
@@ -179,7 +190,11 @@ def _execute_notebook(run: Run, name: str, parameters: dict[str, Any]) -> None:
             f"the executed notebook is {output}"
         ) from None
     finally:
-        os.environ.pop(EXECUTING, None)
+        for key, value in before.items():  # the chain's own environment as it was
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1),
                                    "outputs": {run.layout.key(output): sha256_of(output)},  # verify: no edits after
                                    "shows": shown_marks(run.manifest(), name),  # what it displays: stale once remade

@@ -18,6 +18,7 @@ from patarm_kit.judging.models import (
     configure_torch,
     resolve_model_path,
 )
+from patarm_kit.runs.notebooks import progress
 
 
 def classifier_tokenizer(model_path: str) -> Any:
@@ -75,13 +76,12 @@ class BTScorer:
     def score(self, requests: Sequence[JudgeRequest], batch_size: int = 16) -> list[float]:
         """The reward of each request, in order. Batches hold similar lengths, so little is padded."""
         import torch
-        from tqdm.auto import tqdm
 
         ids = [conversation_ids(self.tokenizer, *self.view.fit_inputs(r.prompt, r.response)[:2], self.max_length)
                for r in requests]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         scores = [0.0] * len(ids)
-        for start in tqdm(range(0, len(order), batch_size), desc="BT scoring", unit="batch"):
+        for start in progress(range(0, len(order), batch_size), desc="BT scoring", unit="batch"):
             batch = order[start:start + batch_size]
             inputs = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
             with torch.no_grad():

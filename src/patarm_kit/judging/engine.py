@@ -263,6 +263,7 @@ class VLLMEngine:
             model=self.model_path, dtype=dtype, seed=seed, max_model_len=max_model_len,
             enable_prefix_caching=True, enable_chunked_prefill=False, enforce_eager=enforce_eager,
             kv_cache_memory_bytes=kv_cache_gib << 30,
+            use_tqdm_on_load=False,  # its shard bar, redrawn at every adapter reload, would fill notebook outputs
         )
         self.startup_seconds = time.perf_counter() - started
         self.tokenizer = self.llm.get_tokenizer()

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+Item = TypeVar("Item")
 
 # The library stages each chain notebook runs (the chain will not re-run a done one without --force).
 NOTEBOOK_STAGES = {
@@ -27,6 +31,22 @@ NOTEBOOK_STAGES = {
 
 # The environment variable naming the notebook the chain is executing (its kernel inherits it).
 EXECUTING = "PATARM_EXECUTING_NOTEBOOK"
+
+
+def progress(items: Iterable[Item], desc: str, unit: str) -> Iterable[Item]:
+    """The kit's progress bar for long work.
+
+    In Jupyter a widget. In a notebook the chain executes, a text bar on stdout, redrawn at most
+    every 30 s: the saved notebook keeps a widget at its first frame ("0%") whatever happened after,
+    and a text bar's last frame (100%, the time taken) instead.
+    """
+    if os.environ.get(EXECUTING):
+        from tqdm.std import tqdm
+
+        return tqdm(items, desc=desc, unit=unit, file=sys.stdout, mininterval=30)
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=unit)
 
 # Notebooks 05 and 06 swapped places (figures last, so the file order is the run order). Runs made
 # before name them as they were; the chain runs today's notebook for an old name, into the old file.

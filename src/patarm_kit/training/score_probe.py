@@ -27,6 +27,7 @@ from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.pairs import PreferencePair
 from patarm_kit.judging.judge import prompt_judge, score_digit_ids
 from patarm_kit.judging.models import load_model, lora_config
+from patarm_kit.runs.notebooks import progress
 from patarm_kit.training.grpo import train_top_layers_only
 from patarm_kit.training.par_reward import par_rewards
 from patarm_kit.training.sft import pair_examples
@@ -102,7 +103,6 @@ def probe_curve(config: RunConfig, train_pairs: Sequence[PreferencePair], dev_pa
     the dev readout every `read_every` steps."""
     import torch
     from peft import get_peft_model
-    from tqdm.auto import tqdm
 
     model, tokenizer = load_model(config.model, adapter=start_adapter, trainable=True)
     train_sides = verdict_prefixes(config, train_pairs, tokenizer)
@@ -118,7 +118,7 @@ def probe_curve(config: RunConfig, train_pairs: Sequence[PreferencePair], dev_pa
     n, per_step = config.par.rollouts.n, config.par.pairs_per_step
     curve = [{"step": 0, **read_dev(model, tokenizer, dev_sides, digits)}]
     reach = "every layer" if trainable_layers is None else f"top {trainable_layers} layers"
-    for step in tqdm(range(1, steps + 1), desc=f"score probe, LoRA in the {reach}", unit="step"):
+    for step in progress(range(1, steps + 1), desc=f"score probe, LoRA in the {reach}", unit="step"):
         loss = torch.zeros(())
         for index in order.sample(range(len(train_sides) // 2), per_step):
             chosen, rejected = train_sides[2 * index], train_sides[2 * index + 1]

@@ -44,6 +44,7 @@ from patarm_kit.judging.models import adapter_card, load_model, load_tokenizer, 
 from patarm_kit.judging.prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
 from patarm_kit.judging.rubrics import Rubric
 from patarm_kit.runs.files import read_json, write_json, write_jsonl
+from patarm_kit.runs.notebooks import progress
 from patarm_kit.runs.run import Run
 from patarm_kit.training import facts
 
@@ -198,12 +199,11 @@ class SftExample:
 
 def pair_examples(pairs: Iterable[PreferencePair], judge: Judge, targets: str, seed: int) -> list[SftExample]:
     """Both sides of every pair, each with its drawn judgment."""
-    from tqdm.auto import tqdm
 
     pairs = list(pairs)
     instructions = {p.id: p.instructions for p in pairs}
     examples = []
-    for request in tqdm(requests_for_pairs(pairs), desc="sft targets", unit="example"):
+    for request in progress(requests_for_pairs(pairs), desc="sft targets", unit="example"):
         completion, score = judgment_target(request, judge.rubrics[request.task], targets, seed, instructions[request.pair_id])
         examples.append(SftExample(request.pair_id, request.side, judge.prompt_text(request)[0], completion, score))
     return examples
@@ -211,10 +211,9 @@ def pair_examples(pairs: Iterable[PreferencePair], judge: Judge, targets: str, s
 
 def paper_examples(rows: Sequence[Mapping[str, Any]], tokenizer: Any, enable_thinking: bool | None) -> list[SftExample]:
     """The paper's prompts rendered with the chat template, its judgments as written."""
-    from tqdm.auto import tqdm
 
     examples = []
-    for number, row in enumerate(tqdm(rows, desc="paper targets", unit="row"), start=1):
+    for number, row in enumerate(progress(rows, desc="paper targets", unit="row"), start=1):
         messages, judgment = paper_example(row)
         prompt = render_chat(tokenizer, messages, enable_thinking)
         examples.append(SftExample(f"paper/{number}", "", prompt, judgment, parse_judgment(judgment).score))
