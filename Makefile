@@ -59,14 +59,19 @@ reproduce: venv
 smoke:
 	$(MAKE) reproduce PROFILE=smoke
 
-PYTEST := PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest notebooks tests --nbval-lax --nbval-kernel-name python3 \
-	--nbval-cell-timeout 1800 -p no:cacheprovider --durations=10
+# The notebooks run first and in order (each reads the run the ones before it made, in one fresh
+# $PATARM_RESULTS_DIR), then the tests on two workers, a test file at a time per worker (a file's
+# module fixtures are made once). Each worker's torch uses one thread: two workers of two threads on
+# two cores would fight over them.
+PYTEST := $(PY) -m pytest -p no:cacheprovider --durations=10
+NOTEBOOKS := notebooks --nbval-lax --nbval-kernel-name python3 --nbval-cell-timeout 1800
+TESTS := tests -n 2 --dist loadfile
 
 test: venv
-	$(PYTEST) -m "not slow"
+	export PATARM_RESULTS_DIR=$$(mktemp -d) && $(PYTEST) $(NOTEBOOKS) -m "not slow" && $(PYTEST) $(TESTS) -m "not slow"
 
 test-all: venv
-	$(PYTEST)
+	export PATARM_RESULTS_DIR=$$(mktemp -d) && $(PYTEST) $(NOTEBOOKS) && $(PYTEST) $(TESTS)
 
 lab: venv
 	$(VENV)/bin/jupyter lab notebooks/

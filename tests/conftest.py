@@ -10,6 +10,24 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist (`make test`: two workers), each worker's torch and vLLM get their share of
+    the cores, set before either loads: two workers each spinning a thread per core would fight over
+    them and run slower than one worker alone. The processes a test starts inherit the share."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // workers)
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) % workers
+    mine = cores[index * share:(index + 1) * share] or cores[:1]
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(mine)))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, mine)))  # vLLM's CPU build pins its threads
+
+
+_share_the_cores()
+
 from patarm_kit.data.pairs import resolve_data_dir  # noqa: E402
 
 
