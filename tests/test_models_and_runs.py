@@ -89,3 +89,26 @@ def test_a_runs_own_outputs_do_not_make_the_code_dirty(tmp_path, monkeypatch):
     assert env.git_commit()["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert env.git_commit()["dirty"] is True
+
+
+def test_a_hub_model_is_read_at_its_pinned_commit_from_one_folder(tmp_path, monkeypatch):
+    """Every reader gets the folder of `model.revision`'s files (offline: from the hub's cache); a
+    branch name is refused, and a commit the cache does not hold is one clear error."""
+    import huggingface_hub.constants
+
+    from patarm_kit.config.rules import ConfigError
+    from patarm_kit.judging.models import resolve_model_path
+
+    commit, other = "a" * 40, "b" * 40
+    snapshot = tmp_path / "models--org--tiny" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert resolve_model_path(ModelConfig(name="org/tiny", revision=commit)) == str(snapshot)
+    with pytest.raises(ModelError, match=f"cannot load model 'org/tiny' at commit {other}"):
+        resolve_model_path(ModelConfig(name="org/tiny", revision=other))
+    with pytest.raises(ConfigError, match="model.revision: expected a hub commit"):
+        load_config("smoke", {"model.revision": "main"})
+    assert "revision" not in load_config("smoke").to_dict()["model"], "unset, old runs keep their fingerprints"

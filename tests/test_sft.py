@@ -151,6 +151,17 @@ def test_paper_targets_offline_fail_with_a_clear_error():
         sft.load_paper_rows()
 
 
+def test_a_local_copy_of_the_paper_file_is_read_and_named_with_its_hash(tmp_path):
+    from patarm_kit.runs.files import sha256_of
+
+    copy = tmp_path / "sft_train_35.6k.jsonl"
+    copy.write_text(json.dumps({"prompt": "Rate this.", "response": JUDGMENT}) + "\n")
+    rows, origin = sft.load_paper_rows(local_file=str(copy))
+    assert rows == [{"prompt": "Rate this.", "response": JUDGMENT}] and origin == f"{copy} (sha256 {sha256_of(copy)})"
+    with pytest.raises(sft.SftError, match=r"sft.paper_file: .*missing.jsonl is not a file"):
+        sft.load_paper_rows(local_file=str(tmp_path / "missing.jsonl"))
+
+
 # ---------------------------------------------------------------- the checks' numbers
 
 

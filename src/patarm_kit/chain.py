@@ -25,7 +25,7 @@ from patarm_kit.stages import enabled, why_off
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)
 LOCAL_KERNEL_MANAGER = "patarm_kit.kernel.LocalKernelManager"  # IPC sockets, no TCP ports (kernel.py)
-PATH_KEYS = ("data.data_dir", "judge.rubric_file")  # config values that name files, resolved against the caller
+PATH_KEYS = ("data.data_dir", "judge.rubric_file", "sft.paper_file")  # config values that name files, resolved against the caller
 # What an executed notebook's kernel inherits on top of the chain's environment, so that the saved file
 # shows the work and not the libraries' chatter. Their bars for sub-second steps (transformers' "Loading
 # weights", the datasets map bars TRL draws) would each stay a widget at "0%" in the file; the kit's own

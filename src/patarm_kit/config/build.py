@@ -14,6 +14,7 @@ from patarm_kit.config.rules import (
     MINIMUM,
     ConfigError,
     _at_least,
+    _hub_revision,
     _judge_pairs,
     _primary,
     _rewarders,
@@ -33,7 +34,8 @@ def _par_variants(variants: dict[str, dict[str, Any]], key: str) -> None:
 
 
 SPECIAL_RULES = {"data.split_fractions": _split_fractions, "eval.paired": _judge_pairs, "par.variants": _par_variants,
-                 "eval.primary": _primary, "policy.paired": _judge_pairs, "policy.rewarders": _rewarders}
+                 "eval.primary": _primary, "policy.paired": _judge_pairs, "policy.rewarders": _rewarders,
+                 "model.revision": _hub_revision, "data.sources.revision": _hub_revision, "sft.paper_revision": _hub_revision}
 
 
 def _check_rules(value: Any, key: str) -> None:

@@ -128,3 +128,9 @@ def _rewarders(rewarders: list[str], key: str) -> None:
     for index, name in enumerate(rewarders):
         if not re.fullmatch(r"checker|base|sft|par(-[a-z0-9][a-z0-9-]*)?", name):
             raise ConfigError(f"{key}[{index}]: expected checker, base, sft, par or par-<variant>, got {name!r}")
+
+
+def _hub_revision(revision: str | None, key: str) -> None:
+    """A hub revision is a commit: a branch or a tag can move between a run's stages."""
+    if revision is not None and not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ConfigError(f"{key}: expected a hub commit (40 lower-case hex digits), got {revision!r}")

@@ -29,6 +29,7 @@ class SourceConfig:
     limit: int | None = None
     bad_rows: str = "error"  # "error" stops the load; "skip" drops and reports the row
     subsets: list[str] | None = None  # keep only pairs of these subsets (e.g. one instruction type); None: all
+    revision: str | None = None  # a hub dataset's commit (40 hex digits), recorded with its data; None: the hub's main
 
 
 @dataclass
@@ -47,6 +48,9 @@ class ModelConfig:
     cache_dir: str = ".cache/models"
     enable_thinking: bool | None = None  # Qwen3 templates only; None leaves the template alone
     torch_threads: int | None = None
+    # A hub model's commit (40 hex digits): every reader (transformers, vLLM, TRL's vLLM, BT) reads the files of
+    # that commit (judging.models.resolve_model_path). None: the hub's main as it is when a stage loads it.
+    revision: str | None = None
 
 
 @dataclass
@@ -137,6 +141,10 @@ class SftConfig:
     batch_size: int = 8
     max_length: int = 1024  # longer examples are dropped and counted, never cut
     gradient_checkpointing: bool = False  # recompute activations: off on CPU (costs time), on for 8B at 4k tokens (plan.py)
+    # targets "paper": the paper's judgments, AIJian/PaTaRM's sft_train_35.6k.jsonl on the hub at paper_revision
+    # (a commit; None: main), or a local copy of that file (paper_file, .jsonl in any layout training/sft.py reads)
+    paper_revision: str | None = None
+    paper_file: str | None = None
     n_check_pairs: int = 16  # held-out (dev) pairs for the warm-up checks
     checks: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4, max_new_tokens=160))  # the warm-up checks
 
@@ -319,7 +327,8 @@ class PolicyConfig:
 # Keys added after runs were committed (section.key: default): recorded only when set otherwise.
 LATER_KEYS: dict[str, Any] = {"eval.sampled_mean": None, "par.entropy_coef": None,
                               "policy.grpo": dataclasses.asdict(GrpoSettings()),
-                              "sft.gradient_checkpointing": False, "bt.gradient_checkpointing": False}
+                              "sft.gradient_checkpointing": False, "bt.gradient_checkpointing": False,
+                              "model.revision": None, "sft.paper_revision": None, "sft.paper_file": None}
 
 
 @dataclass
@@ -352,8 +361,9 @@ class RunConfig:
             if section in values and values[section][name] == default:
                 del values[section][name]
         for source in values["data"]["sources"]:
-            if source["subsets"] is None:  # data.sources[].subsets, unset
-                del source["subsets"]
+            for key in ("subsets", "revision"):  # data.sources[].subsets and .revision, unset
+                if source[key] is None:
+                    del source[key]
         return values
 
     def fingerprint(self) -> str:

@@ -64,15 +64,18 @@ def _hub_converter(hub_id: str) -> Callable[[Any, int], PreferencePair]:
     return converters.get(hub_id, lambda row, number: generic_pair(row, hub_id, number))
 
 
-def _load_hub(hub_id: str, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
+def _load_hub(hub_id: str, revision: str | None, report: SourceReport, bad_rows: str) -> list[PreferencePair]:
+    """A hub dataset at `revision` (data.sources[].revision, a commit; None: the hub's main), recorded as
+    hub:<id>@<commit> with the fingerprint of what was read."""
     import datasets  # imported here: loading local files needs no Arrow
 
     kwargs = HUB_DATASETS.get(hub_id, {"split": "train"})
     try:
-        dataset = datasets.load_dataset(hub_id, **kwargs)
+        dataset = datasets.load_dataset(hub_id, revision=revision, **kwargs)
     except Exception as err:  # the hub raises many kinds; one clear line is what the user needs
-        raise DataError(f"hub dataset {hub_id}: cannot be loaded ({type(err).__name__}: {err})") from None
-    report.files[f"hub:{hub_id}"] = getattr(dataset, "_fingerprint", "")
+        at = f" at commit {revision}" if revision else ""
+        raise DataError(f"hub dataset {hub_id}{at}: cannot be loaded ({type(err).__name__}: {err})") from None
+    report.files[f"hub:{hub_id}@{revision or 'main'}"] = getattr(dataset, "_fingerprint", "")
     rows = enumerate(dataset, start=1)
     return convert_rows(rows, f"hub:{hub_id}", _hub_converter(hub_id), report, bad_rows)
 
@@ -126,7 +129,7 @@ def load_source(
         report.data_dir = str(resolve_data_dir(data_dir))
         pairs = verifiable_pairs(name, Path(report.data_dir), report, fractions or DataConfig().split_fractions)
     elif name.startswith("hub:") or hub_id in HUB_DATASETS:
-        pairs = _load_hub(hub_id, report, spec.bad_rows)
+        pairs = _load_hub(hub_id, spec.revision, report, spec.bad_rows)
     elif (path := source_file(name)) is not None:
         pairs = _load_file(path, report, spec.bad_rows)
     else:

@@ -152,15 +152,35 @@ def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
 
 
 def resolve_model_path(config: ModelConfig) -> str:
-    """The folder or hub id that `from_pretrained` should read; a local folder must hold safetensors only."""
+    """The folder every reader of the model (transformers, vLLM, TRL's vLLM, the BT scorer) loads: a
+    bundled model made into safetensors, a local folder, or a hub model's files at `model.revision`
+    in the hub's cache. A folder must hold safetensors only."""
     if config.name in BUNDLED_MODELS:
         path = materialize_bundled(config.name, config.cache_dir)
     elif Path(config.name).is_dir():
         path = Path(config.name)
     else:
-        return config.name  # a hub id: from_pretrained(use_safetensors=True) refuses pickled weights
+        path = hub_snapshot(config.name, config.revision)
     check_safetensors_only(path, "*.safetensors")
     return str(path)
+
+
+# What the kit's readers load from a hub model's repository: config, tokenizer, chat template and
+# safetensors weights (never pickled weights, nor a repository's other files).
+HUB_MODEL_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja")
+
+
+def hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    """A hub model's files at one commit (None: the hub's main), downloaded once into the hub's cache.
+    Its folder is named by the commit, so one folder serves every stage of a run the same files."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(HUB_MODEL_FILES)))
+    except Exception as err:  # the hub raises many kinds (offline, unknown id, unknown commit); one line says which
+        at = f" at commit {revision}" if revision else ""
+        raise ModelError(f"cannot load model {repo_id!r}{at}: not a bundled model, a local folder or a hub model "
+                         f"this machine can read ({type(err).__name__}: {err})") from None
 
 
 def load_tokenizer(config: ModelConfig) -> Any:

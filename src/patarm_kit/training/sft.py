@@ -38,12 +38,12 @@ from typing import Any
 
 from patarm_kit.config.rules import CHOICES
 from patarm_kit.config.schema import RunConfig
-from patarm_kit.data.pairs import PreferencePair, read_pairs
+from patarm_kit.data.pairs import PreferencePair, read_json_rows, read_pairs
 from patarm_kit.judging.judge import Judge, JudgeRequest, prompt_judge, requests_for_pairs
 from patarm_kit.judging.models import adapter_card, load_model, load_tokenizer, lora_config, lora_summary, save_adapter
 from patarm_kit.judging.prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
 from patarm_kit.judging.rubrics import Rubric
-from patarm_kit.runs.files import read_json, write_json, write_jsonl
+from patarm_kit.runs.files import read_json, sha256_of, write_json, write_jsonl
 from patarm_kit.runs.notebooks import progress
 from patarm_kit.runs.run import Run
 from patarm_kit.training import facts
@@ -169,18 +169,26 @@ def paper_example(row: Mapping[str, Any]) -> tuple[list[dict[str, str]], str]:
     raise SftError(f"paper SFT file: unknown layout with columns {sorted(row)}; accepted layouts: {accepted}")
 
 
-def load_paper_rows() -> list[dict[str, Any]]:
-    """The rows of the paper's SFT file from the hub; offline this is a clear error."""
+def load_paper_rows(revision: str | None = None, local_file: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """The rows of the paper's SFT file and where they came from: a local copy (`sft.paper_file`), else
+    the hub at `revision` (`sft.paper_revision`); offline, the hub is a clear error."""
+    if local_file is not None:
+        path = Path(local_file)
+        if not path.is_file():
+            raise SftError(f"sft.paper_file: {path} is not a file")
+        rows = [row for _, row in read_json_rows(path)]
+        return rows, f"{path} (sha256 {sha256_of(path)})"
     try:
         import datasets
 
-        rows = datasets.load_dataset(PAPER_REPO, data_files=PAPER_SFT_FILE, split="train")
+        rows = datasets.load_dataset(PAPER_REPO, data_files=PAPER_SFT_FILE, split="train", revision=revision)
     except Exception as err:  # the hub raises many kinds; one clear line is what the user needs
         raise SftError(
             f"the paper's SFT file {PAPER_SFT_FILE} (hub repo {PAPER_REPO}) cannot be loaded "
-            f"({type(err).__name__}: {err}); it needs a hub connection. Offline, use sft.targets=format."
+            f"({type(err).__name__}: {err}); it needs a hub connection or a local copy (sft.paper_file). "
+            "Offline, use sft.targets=format."
         ) from None
-    return list(rows)
+    return list(rows), f"hub:{PAPER_REPO}@{revision or 'main'}/{PAPER_SFT_FILE}"
 
 
 # ---------------------------------------------------------------- training examples
@@ -238,11 +246,10 @@ def build_examples(config: RunConfig, run: Run, tokenizer: Any) -> tuple[list[Sf
     if targets not in CHOICES["sft.targets"]:
         raise SftError(f"sft.targets must be one of {', '.join(CHOICES['sft.targets'])}, not {targets!r}")
     if targets == "paper":
-        rows = load_paper_rows()
+        rows, origin = load_paper_rows(config.sft.paper_revision, config.sft.paper_file)
         if config.sft.n_pairs is not None and config.sft.n_pairs < len(rows):
             rows = random.Random(config.seed).sample(rows, config.sft.n_pairs)
         examples = paper_examples(rows, tokenizer, config.model.enable_thinking)
-        origin = f"hub:{PAPER_REPO}/{PAPER_SFT_FILE}"
     else:
         pairs, origin = stage_pairs(config, run, "train", config.sft.n_pairs, config.seed)
         examples = pair_examples(pairs, prompt_judge(config, tokenizer), targets, config.seed)
