@@ -37,7 +37,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv reproduce smoke test test-all lab clean-venv
+.PHONY: venv venv-paper reproduce smoke test test-all test-paper lab clean-venv
 
 venv: $(STAMP)
 
@@ -70,8 +70,18 @@ TESTS := tests -n 2 --dist loadfile
 test: venv
 	export PATARM_RESULTS_DIR=$$(mktemp -d) && $(PYTEST) $(NOTEBOOKS) -m "not slow" && $(PYTEST) $(TESTS) -m "not slow"
 
-test-all: venv
+test-all: venv-paper
 	export PATARM_RESULTS_DIR=$$(mktemp -d) && $(PYTEST) $(NOTEBOOKS) && $(PYTEST) $(TESTS)
+
+# The paper-path tier alone (tests/test_paper_path.py): qwen3-8b's settings on stand-ins, trained by
+# accelerate with 2 processes, DeepSpeed ZeRO-2/3 included. One launch at a time: no xdist.
+test-paper: venv-paper
+	PATARM_RESULTS_DIR=$$(mktemp -d) $(PYTEST) tests -m paper
+
+venv-paper: $(VENV)/.patarm-kit-paper
+$(VENV)/.patarm-kit-paper: $(STAMP) requirements-paper.txt
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -r requirements-paper.txt
+	touch $@
 
 lab: venv
 	$(VENV)/bin/jupyter lab notebooks/

