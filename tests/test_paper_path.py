@@ -163,3 +163,123 @@ def test_a_zero3_training_killed_after_a_checkpoint_resumes_to_the_same_adapter(
                         "resumed from a ZeRO-3 checkpoint")
     steps = [json.loads(line)["step"] for line in (killed / "par" / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 4
+
+
+# ---------------------------------------------------------------- the README's GPU block, end to end
+
+STAND_IN_HUB = Path(__file__).parent / "stand_in_hub"
+README_BLOCK = "## The paper's scale on GPUs"
+
+
+def readme_gpu_commands() -> list[str]:
+    """The command lines of the README's GPU block, continuation lines joined, comments left out."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text[text.index(README_BLOCK):]
+    block = block[block.index("```bash") + len("```bash"):]
+    block = block[:block.index("```")]
+    joined = block.replace("\\\n", " ")
+    lines = [line.split(" # ")[0] for line in joined.splitlines() if not line.lstrip().startswith("#")]  # comments out
+    return [" ".join(line.split()) for line in lines if line.strip()]
+
+
+# What the tier runs of the block, and why it leaves the rest: installing, the hub, and a vLLM
+# server on GPU 0 beside training on GPUs 1-7 have no CPU stand-in.
+NOT_ON_CPU = ("pip install", "unset HF_", "R=", "CUDA_VISIBLE_DEVICES=", "--run-name qwen3-8b-server")
+
+
+def hub_rows() -> list[tuple[str, dict, list[dict]]]:
+    """Each hub dataset the qwen3 profiles read: its id, the arguments the kit passes, and rows in its own layout."""
+    from patarm_kit.judging.prompts import format_judgment
+
+    answers = [("How do I brew tea?", "Heat water to 80 C, steep the leaves three minutes, then pour.", "Tea is a drink."),
+               ("Name a prime number.", "Seven is prime: its only divisors are one and seven.", "Nine."),
+               ("Translate 'bonjour'.", "'Bonjour' means 'hello' (or 'good day') in French.", "It is a word.")]
+    rl = [{"prompt": [{"role": "user", "content": f"{q} ({n})"}], "chosen": good, "rejected": bad, "id": f"rl-{n}"}
+          for n, (q, good, bad) in enumerate(answers * 4)]
+    sft = [{"messages": [{"role": "user", "content": f"Judge this answer to: {q}"},
+                         {"role": "assistant", "content": format_judgment([("Correct", "states a true fact")],
+                                                                          "It answers the question.", 8 - n % 3)}]}
+           for n, (q, _, _) in enumerate(answers * 2)]
+    reward_bench = [{"prompt": q, "chosen": good, "rejected": bad, "chosen_model": "a", "rejected_model": "b",
+                     "subset": subset, "id": n}
+                    for n, ((q, good, bad), subset) in enumerate(zip(answers, ["alpacaeval-easy", "mt-bench-med", "llmbar-natural"]))]
+    rm_bench = [{"id": n, "prompt": q, "chosen": [good, good + " Indeed.", good + " Sure."],
+                 "rejected": [bad, bad + " Maybe.", bad + " Hm."], "domain": domain}
+                for n, ((q, good, bad), domain) in enumerate(zip(answers, ["chat", "code", "safety-refuse"]))]
+    reward_bench_2 = [{"id": n, "prompt": q, "chosen": [good], "rejected": [bad, bad + " No.", bad + " Eh."],
+                       "num_correct": 1, "total_completions": 4, "subset": subset}
+                      for n, ((q, good, bad), subset) in enumerate(zip(answers, ["Factuality", "Focus", "Math"]))]
+    return [
+        ("AIJian/PaTaRM", {"data_files": "rl_train_mix_41.7k.jsonl", "split": "train"}, rl),
+        ("AIJian/PaTaRM", {"data_files": "sft_train_35.6k.jsonl", "split": "train"}, sft),
+        ("allenai/reward-bench", {"split": "filtered"}, reward_bench),
+        ("THU-KEG/RM-Bench", {"split": "train"}, rm_bench),
+        ("allenai/reward-bench-2", {"split": "test"}, reward_bench_2),
+    ]
+
+
+def stand_in_hub(folder: Path) -> str:
+    """$PATARM_STAND_IN_HUB for tests/stand_in_hub/sitecustomize.py: each dataset's rows in a file of its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for number, (path, expects, rows) in enumerate(hub_rows()):
+        file = folder / f"{number}-{path.replace('/', '--')}.jsonl"
+        file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        entries.append({"path": path, "expects": expects, "file": str(file)})
+    return json.dumps(entries)
+
+
+def chain_settings(stand_ins: dict[str, Path]) -> list[str]:
+    """`--set` keys for the README's run-making lines: the model stand-in (the data stand-ins are the
+    hub's, above) and sizes a CPU runs in minutes. Every other setting is the profile's own."""
+    settings = {
+        "model.name": str(stand_ins["model"]),
+        "judge.kv_cache_gib": "1", "judge.batch_size": "4", "judge.preview_pairs": "2",
+        "judge.preview": "{n: 2, max_new_tokens: 16}",
+        "sft.n_pairs": "4", "sft.max_steps": "2", "sft.batch_size": "2", "sft.n_check_pairs": "2",
+        "sft.checks": "{n: 2, max_new_tokens: 16}",
+        "par.n_pairs": "4", "par.max_steps": "2", "par.pairs_per_step": "2", "par.save_steps": "1",
+        "par.rollouts": "{n: 2, max_new_tokens: 16}", "par.gradient_accumulation_steps": "1",
+        "bt.n_pairs": "4", "bt.max_steps": "2", "bt.batch_size": "2", "bt.max_length": "512",
+        "eval.limit": "2", "eval.n_boot": "50", "eval.sampling": "{max_new_tokens: 16}",
+        "eval.pairwise_sampling": "{max_new_tokens: 16}", "eval.votes_curve": "[1, 2]",
+        "eval.votes_curve_sampling": "{n: 2, max_new_tokens: 16}", "eval.votes_curve_limit": "2",
+        "policy.n_prompts": "4", "policy.max_steps": "1", "policy.prompts_per_step": "2",
+        "policy.rollouts": "{n: 2, max_new_tokens: 16}", "policy.gradient_accumulation_steps": "1",
+        "policy.judge_sampling": "{n: 1, temperature: 0.0, max_new_tokens: 16}",
+        "policy.ifeval": "{n: 1, temperature: 0.0, max_new_tokens: 16}", "policy.ifeval_limit": "4",
+    }
+    return [f"--set '{key}={value}'" for key, value in settings.items()]
+
+
+def test_the_readme_gpu_block_runs_on_stand_ins(stand_ins, tmp_path):
+    """Every command of the README's GPU block that a CPU can run, as written there, but for 2
+    processes instead of 8 and the stand-ins: data, SFT on the paper's file, PAR (DDP, and ZeRO-3 for
+    14B), BT, the benchmarks, the policies, downstream, figures, and `verify`."""
+    from test_train import free_port
+
+    results = tmp_path / "results"
+    commands = []
+    for line in readme_gpu_commands():
+        if any(marker in line for marker in NOT_ON_CPU):
+            continue
+        line = line.replace("$R", f"{results}/qwen3-8b").replace(" results/", f" {results}/")
+        line = line.replace("--num_processes 8", f"--num_processes 2 --main_process_port {free_port()}")
+        if "--only 01_data_pairing" in line:
+            line += " " + " ".join(chain_settings(stand_ins))
+        commands.append(line)
+    ran = " ".join(commands)
+    for step in ("01_data_pairing", "cli sft", "cli train ", "deepspeed_zero3", "cli train-bt", "04_benchmark_eval",
+                 "cli policies", "patarm-kit downstream", "06_figures", "patarm-kit verify"):
+        assert step in ran, f"the README's GPU block no longer has {step!r}"
+    env = {**environment(stand_ins), "PATARM_RESULTS_DIR": str(results), "PYTHONPATH": str(STAND_IN_HUB),
+           "PATARM_STAND_IN_HUB": stand_in_hub(tmp_path / "hub"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for command in commands:
+        done = subprocess.run(command, shell=True, executable="/bin/bash", cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=1800)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    manifest = json.loads((results / "qwen3-8b" / "manifest.json").read_text())
+    assert manifest["profile"] == "qwen3-8b" and manifest["config"]["model"]["name"] == str(stand_ins["model"])
+    for key in ("sft", "par", "bt"):
+        assert manifest["training"][key]["num_processes"] == 2, key
+    assert manifest["training"]["sft"]["source"].startswith("hub:AIJian/PaTaRM@main/sft_train_35.6k.jsonl")

@@ -2,14 +2,13 @@
 
 Each stage reads the config saved in its run, writes its outputs through the run's layout and
 records itself in the manifest (`Run.stage`: inputs' and outputs' sha256, config, status, facts).
-It refuses to replace a finished output unless asked (`force=True`, the CLI's `--force`), so a
-file a reader sees has one writer a test can call. A stage its config switches off (`why_off`)
-says so in one line and does nothing.
+It refuses to replace a finished output unless asked (`force=True`, the CLI's `--force`), so a file
+a reader sees has one writer a test can call. A switched-off stage (`why_off`) says so and does nothing.
 
 `resume=True` (the chain's `--resume`): a stage recorded done returns what it recorded, read
 back from its files (`_recorded`); one that stopped half-way continues where it can (PAR from
-its last checkpoint, the evaluation from its finished metrics files), else starts over. A
-multi-hour run is made across sessions this way, one `patarm-kit run ... --resume` at a time.
+its last checkpoint, the evaluation from its finished metrics files), else starts over: a
+multi-hour run is made across sessions, one `patarm-kit run ... --resume` at a time.
 
     data -> preview -> sft -> par -> bt -> evaluate -> policies -> downstream -> figures
     (01)     (02)      (03)   (03)   (03)    (04)        (05)         (05)        (06)
@@ -206,8 +205,9 @@ def sft(run: Run, force: bool = False, checks: bool = True, resume: bool = False
     with run.stage("sft", config, inputs=inputs, outputs=outputs, force=force or resume) as record:
         result = run_sft(config, run)
         record.facts.update(result.facts)
-        _save(plot_sft_loss(result.losses), layout.figure("03_sft_loss"))
-        report = warmup_checks(config, run, result.adapter_dir) if checks else None
+        if is_main_process():  # under accelerate the other processes are done once the adapter is saved
+            _save(plot_sft_loss(result.losses), layout.figure("03_sft_loss"))
+        report = warmup_checks(config, run, result.adapter_dir) if checks and is_main_process() else None
     return SftStage(result, report)
 
 

@@ -269,7 +269,7 @@ def make_stand_in_qwen3(folder: Path, seed: int, tokenizer_dir: Path | None = No
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else load_tokenizer(ModelConfig())
     config = Qwen3Config(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=8192,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=8192,  # 32: a head size vLLM's CPU attention has
         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
