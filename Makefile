@@ -59,24 +59,22 @@ reproduce: venv
 smoke:
 	$(MAKE) reproduce PROFILE=smoke
 
-# The notebooks run first and in order (each reads the run the ones before it made, in one fresh
-# $PATARM_RESULTS_DIR), then the tests on two workers, a test file at a time per worker (a file's
-# module fixtures are made once). Each worker's torch uses one thread: two workers of two threads on
-# two cores would fight over them.
-PYTEST := $(PY) -m pytest -p no:cacheprovider --durations=10
-NOTEBOOKS := notebooks --nbval-lax --nbval-kernel-name python3 --nbval-cell-timeout 1800
-TESTS := tests -n 2 --dist loadfile
+# The notebooks and the tests run at once on two pytest-xdist workers, in one fresh $PATARM_RESULTS_DIR:
+# the notebooks in order on one worker, each test file on whichever worker is free (tests/conftest.py
+# groups them). Each worker's torch and vLLM threads get half the cores (tests/conftest.py).
+PYTEST := PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest notebooks tests --nbval-lax --nbval-kernel-name python3 \
+	--nbval-cell-timeout 1800 -p no:cacheprovider --durations=10 -n 2 --dist loadgroup
 
 test: venv
-	export PATARM_RESULTS_DIR=$$(mktemp -d) && $(PYTEST) $(NOTEBOOKS) -m "not slow" && $(PYTEST) $(TESTS) -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: venv-paper
-	export PATARM_RESULTS_DIR=$$(mktemp -d) && $(PYTEST) $(NOTEBOOKS) && $(PYTEST) $(TESTS)
+	$(PYTEST)
 
 # The paper-path tier alone (tests/test_paper_path.py): qwen3-8b's settings on stand-ins, trained by
 # accelerate with 2 processes, DeepSpeed ZeRO-2/3 included. One launch at a time: no xdist.
 test-paper: venv-paper
-	PATARM_RESULTS_DIR=$$(mktemp -d) $(PYTEST) tests -m paper
+	PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest tests -m paper -p no:cacheprovider --durations=10
 
 venv-paper: $(VENV)/.patarm-kit-paper
 $(VENV)/.patarm-kit-paper: $(STAMP) requirements-paper.txt

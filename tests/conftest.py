@@ -28,6 +28,21 @@ def _share_the_cores() -> None:
 
 _share_the_cores()
 
+# Test files that read the smoke run the notebooks made (test_determinism.nbval_smoke_run).
+REUSE_THE_NOTEBOOKS_RUN = {"test_policy.py", "test_determinism.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the notebooks and the tests at once on two workers (`-n 2 --dist loadgroup`):
+    the notebooks in order on one worker (each reads the run the ones before it made), then there the
+    tests that reuse that run; every other test file is a group of its own, so its module fixtures are
+    made once. The notebooks mostly wait on one core (kernels starting, small generation steps), so
+    the other worker's tests use the core they leave."""
+    for item in items:
+        notebooks = item.path.suffix == ".ipynb" or item.path.name in REUSE_THE_NOTEBOOKS_RUN
+        item.add_marker(pytest.mark.xdist_group("notebooks" if notebooks else item.path.stem))
+
 from patarm_kit.data.pairs import resolve_data_dir  # noqa: E402
 
 

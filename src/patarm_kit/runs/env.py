@@ -83,3 +83,10 @@ def is_main_process() -> bool:
 def launched_processes() -> int:
     """How many processes this launch has (WORLD_SIZE, which accelerate, torchrun and deepspeed set); 1 alone."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def deepspeed_bf16() -> bool:
+    """Whether `accelerate launch` started this process under DeepSpeed with bf16 (the shipped ZeRO configs).
+    A trainer must then ask for bf16 too: DeepSpeed refuses to start when the two disagree."""
+    return (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+            and os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16")

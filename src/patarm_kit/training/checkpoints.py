@@ -53,7 +53,8 @@ def checkpoint_marker() -> Any:
     class MarkComplete(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            complete_sharded_adapter(kwargs["model"], folder, state.is_world_process_zero)
+            if kwargs.get("model") is not None:  # the trainer passes the model it saved
+                complete_sharded_adapter(kwargs["model"], folder, state.is_world_process_zero)
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()  # sharded (DeepSpeed) checkpoints: every process has written its part
             if not state.is_world_process_zero:

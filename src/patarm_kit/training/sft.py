@@ -43,6 +43,7 @@ from patarm_kit.judging.judge import Judge, JudgeRequest, prompt_judge, requests
 from patarm_kit.judging.models import adapter_card, load_model, load_tokenizer, lora_config, lora_summary, save_adapter
 from patarm_kit.judging.prompts import SCORE_RANGE, format_judgment, parse_judgment, render_chat
 from patarm_kit.judging.rubrics import Rubric
+from patarm_kit.runs.env import deepspeed_bf16
 from patarm_kit.runs.files import read_json, sha256_of, write_json, write_jsonl
 from patarm_kit.runs.notebooks import progress
 from patarm_kit.runs.run import Run
@@ -331,7 +332,10 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         completion_only_loss=True,  # the loss is on the judgment, never on the prompt
         gradient_checkpointing=config.sft.gradient_checkpointing,  # off on CPU: a 135M model fits, recomputing costs time
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPU copies; on CPU it only warns
-        bf16=False,  # no autocast: the model already has config.model.dtype, PEFT keeps LoRA weights in float32
+        # No autocast: the model already has config.model.dtype, PEFT keeps LoRA weights in float32. Under
+        # DeepSpeed's bf16 configs DeepSpeed holds the weights in bf16 itself and needs the trainer to agree.
+        bf16=deepspeed_bf16(),
+        use_cpu=not torch.accelerator.is_available(),  # DeepSpeed on CPU: without it each process trains alone
         logging_steps=1,
         save_strategy="no",
         report_to="none",
