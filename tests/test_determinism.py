@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from patarm_kit.chain import NOTEBOOK_STAGES, run_chain
+from patarm_kit.chain import notebook_stages, run_chain
 from patarm_kit.config.loader import load_config
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
@@ -68,7 +68,7 @@ def nbval_smoke_run() -> Path | None:
     if not (folder / "manifest.json").exists():
         return None
     config, manifest = load_config("smoke"), Run.open(folder).manifest()
-    stages = [stage for notebook in config.notebooks for stage in NOTEBOOK_STAGES[notebook]]
+    stages = [stage for notebook in config.notebooks for stage in notebook_stages(config, notebook)]  # those switched on
     done = all(manifest["stages"].get(stage, {}).get("status") == "done" for stage in stages)
     return folder if done and manifest["config_fingerprint"] == config.fingerprint() else None
 
@@ -102,7 +102,7 @@ def test_the_nbval_run_is_reused_only_when_every_stage_is_done(tmp_path, monkeyp
     monkeypatch.setenv("PATARM_RESULTS_DIR", str(tmp_path))
     config = load_config("smoke")
     run = Run.create("interactive-smoke", config, results_dir=tmp_path)
-    stages = [stage for notebook in config.notebooks for stage in NOTEBOOK_STAGES[notebook]]
+    stages = [stage for notebook in config.notebooks for stage in notebook_stages(config, notebook)]  # those switched on
     for stage in stages[:-1]:
         run.update("stages", stage, {"status": "done"})
     assert nbval_smoke_run() is None  # a chain stopped before its last stage is not reused

@@ -141,8 +141,7 @@ def test_vllm_reloads_merged_adapter_in_place_and_restores_the_base(vllm, hf_gre
 
 
 def test_one_vllm_engine_per_process_serves_every_judge(vllm, model_path, hf_greedy, adapter, data_dir):
-    config = load_config("smoke", {"model.dtype": "float32", "judge.max_model_len": 1024, "judge.compile": False,
-                                   "judge.engine": "vllm"})  # the smoke profile judges with transformers
+    config = load_config("smoke", {"model.dtype": "float32", "judge.max_model_len": 1024, "judge.compile": False})
     assert shared_vllm_engine(model_path, **VLLM_SETTINGS) is vllm and judge_engine(config) is vllm
     base, tuned = (build_judge(spec, config, GREEDY) for spec in ("base", f"adapter:{adapter}"))
     assert base.engine is tuned.engine is vllm

@@ -167,7 +167,7 @@ def test_the_vllm_engine_never_falls_back_silently(config, monkeypatch):
         build_judge("base", config, SamplingConfig())
 
 
-@pytest.mark.slow  # its own vLLM engine start (~20 s); test_engine's one-engine test goes through the same factory
+@pytest.mark.slow  # its own vLLM engine start (~20 s); notebook 04 in `make test` goes through the same factory
 @pytest.mark.model
 def test_the_factory_builds_model_judges_on_one_engine_that_metrics_record(tmp_path):
     config = load_config("cpu", {"eval.n_boot": 50, "judge.compile": False})  # eager vLLM: starts in ~20 s
