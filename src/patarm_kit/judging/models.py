@@ -24,6 +24,7 @@ from typing import Any
 
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.config.schema import LoraConfig, ModelConfig
+from patarm_kit.runs.env import is_main_process
 from patarm_kit.runs.files import atomic_write_text
 
 BUNDLED_MODELS = {
@@ -89,13 +90,42 @@ def adapter_card(title: str, made_by: str, facts: Sequence[str], use: str) -> st
 
 
 def save_adapter(model: Any, tokenizer: Any, target: Path, card: str) -> Path:
-    """Save a trained PEFT adapter, its tokenizer and its card (README.md) to `target`, whole or not at all."""
-    staged = adapter_staging(Path(target))
-    shutil.rmtree(staged, ignore_errors=True)  # left by a save that was stopped
-    model.save_pretrained(staged, safe_serialization=True)
-    tokenizer.save_pretrained(staged)
-    atomic_write_text(staged / "README.md", card)  # replaces PEFT's template card
-    return publish_adapter(staged, Path(target))
+    """Save a trained PEFT adapter, its tokenizer and its card (README.md) to `target`, whole or not at all.
+
+    Under `accelerate launch` every process calls it: a ZeRO-3 model's adapter is gathered from all of
+    them (`gathered_adapter_state`), the main process alone writes and publishes, and the others wait for
+    it, so no two processes write one folder."""
+    state = gathered_adapter_state(model)
+    if is_main_process():
+        staged = adapter_staging(Path(target))
+        shutil.rmtree(staged, ignore_errors=True)  # left by a save that was stopped
+        model.save_pretrained(staged, safe_serialization=True, state_dict=state)
+        tokenizer.save_pretrained(staged)
+        atomic_write_text(staged / "README.md", card)  # replaces PEFT's template card
+        publish_adapter(staged, Path(target))
+    _wait_for_every_process()
+    return Path(target)
+
+
+def gathered_adapter_state(model: Any) -> dict[str, Any] | None:
+    """Every tensor of a PEFT model's adapter, whole, where DeepSpeed ZeRO-3 has partitioned them over the
+    processes (a collective: every process calls it); None elsewhere, where `save_pretrained` reads them."""
+    import torch
+
+    tensors = {name: param for name, param in model.named_parameters() if ".lora_" in name or "modules_to_save" in name}
+    if not any(hasattr(param, "ds_id") for param in tensors.values()):  # not partitioned by ZeRO-3
+        return None
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(tensors.values())), torch.no_grad():
+        return {name: param.detach().cpu().clone() for name, param in tensors.items()}
+
+
+def _wait_for_every_process() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _bundled_gguf(name: str) -> Path:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from patarm_kit.judging.models import adapter_leftovers, adapter_staging, publish_adapter
+from patarm_kit.judging.models import adapter_leftovers, adapter_staging, gathered_adapter_state, publish_adapter
 from patarm_kit.runs.env import now
 from patarm_kit.runs.files import atomic_write_text, read_json, write_json
 from patarm_kit.runs.layout import RunLayout
@@ -98,16 +98,8 @@ def complete_sharded_adapter(model: Any, folder: Path, is_main_process: bool) ->
     this) and saving them through PEFT gives the adapter a run without ZeRO-3 saves. Elsewhere
     (no partitioned parameter) nothing is done.
     """
-    import torch
-
-    tensors = {name: param for name, param in model.named_parameters() if ".lora_" in name or "modules_to_save" in name}
-    if not any(hasattr(param, "ds_id") for param in tensors.values()):  # not partitioned by ZeRO-3
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(list(tensors.values())), torch.no_grad():
-        state = {name: param.detach().cpu().clone() for name, param in tensors.items()}
-    if is_main_process:
+    state = gathered_adapter_state(model)
+    if state is not None and is_main_process:
         model.save_pretrained(str(folder), state_dict=state, safe_serialization=True)
 
 

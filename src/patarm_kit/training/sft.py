@@ -349,6 +349,11 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
     adapter_dir = run.layout.sft_adapter
     result = SftResult(adapter_dir, config.model.name, facts, trainer.state.global_step, losses, time.monotonic() - started)
     save_adapter(trainer.model, tokenizer, adapter_dir, _adapter_card(config, result))
+    if trainer.accelerator.num_processes > 1:  # the warm-up checks run on the main process alone, as one process
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # else ZeRO-3 would partition the models the checks load, across processes gone
+        trainer.accelerator.state.destroy_process_group()
     write_json(run.layout.sft_train_log, trainer.state.log_history)
     result.facts = {  # recorded by the sft stage (stages.sft) in the manifest
         "base_model": result.base_model,
