@@ -194,3 +194,7 @@ def test_an_executed_notebook_keeps_final_text_bars_and_no_library_bars(monkeypa
     kernel = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **KERNEL_ENVIRONMENT},
                             capture_output=True, text=True, check=True)
     assert kernel.stdout.split() == ["False", "True", "False"], kernel.stdout + kernel.stderr
+    warn = "import warnings; warnings.warn('`torch.distributed.reduce_op` is deprecated, please use ReduceOp', FutureWarning)"
+    quiet = subprocess.run([sys.executable, "-c", warn], env={**os.environ, **KERNEL_ENVIRONMENT}, capture_output=True, text=True)
+    loud = subprocess.run([sys.executable, "-c", warn], env={**os.environ, "PYTHONWARNINGS": ""}, capture_output=True, text=True)
+    assert quiet.stderr == "" and "FutureWarning" in loud.stderr

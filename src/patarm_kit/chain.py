@@ -34,6 +34,8 @@ PATH_KEYS = ("data.data_dir", "judge.rubric_file", "sft.paper_file")  # config v
 KERNEL_ENVIRONMENT = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR",
+    # vLLM's import reads a torch name torch deprecated; nothing a reader can act on (as in pyproject's pytest filters)
+    "PYTHONWARNINGS": "ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning",
 }
 
 
