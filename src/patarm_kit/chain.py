@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from patarm_kit.config.loader import REPO_ROOT, load_config
 from patarm_kit.config.schema import RunConfig
@@ -171,32 +172,26 @@ def _execute_notebook(run: Run, name: str, parameters: dict[str, Any]) -> None:
     print(f"[chain] {name} -> {output}", flush=True)
     started = time.monotonic()
     run.update("notebooks", name, {"status": "running", "started": now()})
-    before = {key: os.environ.get(key) for key in (EXECUTING, *KERNEL_ENVIRONMENT)}
-    os.environ.update(KERNEL_ENVIRONMENT)
-    os.environ[EXECUTING] = name  # its kernel inherits it: a notebook that verifies its own run knows it is running
-    try:
-        papermill.execute_notebook(
-            str(source),
-            str(output),
-            parameters=parameters,
-            kernel_name=KERNEL_NAME,
-            cwd=str(NOTEBOOK_DIR),
-            progress_bar=False,
-            log_output=False,
-            kernel_manager_class=LOCAL_KERNEL_MANAGER,
-        )
-    except PapermillExecutionError as err:
-        run.update("notebooks", name, {"status": "failed", "cell": err.exec_count, "error": f"{err.ename}: {err.evalue}"})
-        raise ChainError(
-            f"notebook {name} failed at cell {err.exec_count} ({err.ename}: {err.evalue}); "
-            f"the executed notebook is {output}"
-        ) from None
-    finally:
-        for key, value in before.items():  # the chain's own environment as it was
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    # The kernel inherits these (EXECUTING: a notebook that verifies its own run knows it is running);
+    # the chain's own environment is restored after.
+    with mock.patch.dict(os.environ, {**KERNEL_ENVIRONMENT, EXECUTING: name}):
+        try:
+            papermill.execute_notebook(
+                str(source),
+                str(output),
+                parameters=parameters,
+                kernel_name=KERNEL_NAME,
+                cwd=str(NOTEBOOK_DIR),
+                progress_bar=False,
+                log_output=False,
+                kernel_manager_class=LOCAL_KERNEL_MANAGER,
+            )
+        except PapermillExecutionError as err:
+            run.update("notebooks", name, {"status": "failed", "cell": err.exec_count, "error": f"{err.ename}: {err.evalue}"})
+            raise ChainError(
+                f"notebook {name} failed at cell {err.exec_count} ({err.ename}: {err.evalue}); "
+                f"the executed notebook is {output}"
+            ) from None
     run.update("notebooks", name, {"status": "done", "finished": now(), "seconds": round(time.monotonic() - started, 1),
                                    "outputs": {run.layout.key(output): sha256_of(output)},  # verify: no edits after
                                    "shows": shown_marks(run.manifest(), name),  # what it displays: stale once remade

@@ -24,7 +24,7 @@ from typing import Any
 
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.config.schema import LoraConfig, ModelConfig
-from patarm_kit.runs.env import is_main_process
+from patarm_kit.runs.env import is_main_process, wait_for_every_process
 from patarm_kit.runs.files import atomic_write_text
 
 BUNDLED_MODELS = {
@@ -103,7 +103,7 @@ def save_adapter(model: Any, tokenizer: Any, target: Path, card: str) -> Path:
         tokenizer.save_pretrained(staged)
         atomic_write_text(staged / "README.md", card)  # replaces PEFT's template card
         publish_adapter(staged, Path(target))
-    _wait_for_every_process()
+    wait_for_every_process()
     return Path(target)
 
 
@@ -119,13 +119,6 @@ def gathered_adapter_state(model: Any) -> dict[str, Any] | None:
 
     with deepspeed.zero.GatheredParameters(list(tensors.values())), torch.no_grad():
         return {name: param.detach().cpu().clone() for name, param in tensors.items()}
-
-
-def _wait_for_every_process() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _bundled_gguf(name: str) -> Path:

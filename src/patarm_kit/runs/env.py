@@ -90,3 +90,11 @@ def deepspeed_bf16() -> bool:
     A trainer must then ask for bf16 too: DeepSpeed refuses to start when the two disagree."""
     return (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
             and os.environ.get("ACCELERATE_MIXED_PRECISION") == "bf16")
+
+
+def wait_for_every_process() -> None:
+    """A barrier across the processes of a launch; nothing in one process alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

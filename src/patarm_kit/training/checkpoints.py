@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from patarm_kit.judging.models import adapter_leftovers, adapter_staging, gathered_adapter_state, publish_adapter
-from patarm_kit.runs.env import now
+from patarm_kit.runs.env import now, wait_for_every_process
 from patarm_kit.runs.files import atomic_write_text, read_json, write_json
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
@@ -47,7 +47,6 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
 
 def checkpoint_marker() -> Any:
     """A TrainerCallback that writes CHECKPOINT_COMPLETE into each checkpoint once every process has saved its part."""
-    import torch.distributed as dist
     from transformers import TrainerCallback
 
     class MarkComplete(TrainerCallback):
@@ -55,8 +54,7 @@ def checkpoint_marker() -> Any:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if kwargs.get("model") is not None:  # the trainer passes the model it saved
                 complete_sharded_adapter(kwargs["model"], folder, state.is_world_process_zero)
-            if dist.is_available() and dist.is_initialized():
-                dist.barrier()  # sharded (DeepSpeed) checkpoints: every process has written its part
+            wait_for_every_process()  # sharded (DeepSpeed) checkpoints: every process has written its part
             if not state.is_world_process_zero:
                 return
             files = {p.relative_to(folder).as_posix(): p.stat().st_size

@@ -208,7 +208,6 @@ class SftExample:
 
 def pair_examples(pairs: Iterable[PreferencePair], judge: Judge, targets: str, seed: int) -> list[SftExample]:
     """Both sides of every pair, each with its drawn judgment."""
-
     pairs = list(pairs)
     instructions = {p.id: p.instructions for p in pairs}
     examples = []
@@ -220,7 +219,6 @@ def pair_examples(pairs: Iterable[PreferencePair], judge: Judge, targets: str, s
 
 def paper_examples(rows: Sequence[Mapping[str, Any]], tokenizer: Any, enable_thinking: bool | None) -> list[SftExample]:
     """The paper's prompts rendered with the chat template, its judgments as written."""
-
     examples = []
     for number, row in enumerate(progress(rows, desc="paper targets", unit="row"), start=1):
         messages, judgment = paper_example(row)
