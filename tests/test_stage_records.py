@@ -4,11 +4,14 @@ and nothing finished is replaced without being asked."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from patarm_kit import stages
 from patarm_kit.chain import ChainError, notebook_path, run_chain, select_notebooks
-from patarm_kit.config.loader import load_config
+from patarm_kit.config.loader import REPO_ROOT, load_config
+from patarm_kit.runs import run as results
 from patarm_kit.runs.files import RunError, sha256_of
 from patarm_kit.runs.run import OutputExistsError, Run, validate_run_name
 
@@ -109,7 +112,6 @@ def test_profiles_may_only_name_notebooks_in_the_notebooks_folder(tmp_path):
 
 
 def test_the_chain_refuses_a_finished_notebook_before_running_anything(tmp_path, monkeypatch):
-    from patarm_kit.runs import run as results  # RESULTS_DIR lives there
 
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
     run = Run.create("done", load_config("smoke"), results_dir=tmp_path)
@@ -162,7 +164,6 @@ def test_a_resumed_evaluation_judges_only_what_was_not_finished(run_copy, monkey
     """A killed eval stage (status running, one metrics file never written, a stray judgments file
     beside it): --resume judges that one evaluation again, reads the others back, and records the
     stage done with the same numbers; a second --resume reads the whole stage back."""
-    from patarm_kit import stages
     from patarm_kit.evaluation import evaluate as evaluation
     from patarm_kit.runs.files import read_json
     from patarm_kit.runs.layout import RunLayout
@@ -189,3 +190,46 @@ def test_a_resumed_evaluation_judges_only_what_was_not_finished(run_copy, monkey
     again = stages.evaluate(run, resume=True)  # recorded done: nothing judged, the stage record kept
     assert judged == [lost] and again.table == done["table"] and again.paired == done["paired"]
     assert run.manifest()["stages"]["eval"] == record
+
+
+# ---------------------------------------------------------------- a finished stage 01 on resume
+
+
+def finished_data_stage(name: str) -> tuple[Run, dict]:
+    """A run whose stage 01 today's kit made (smoke profile), its pair files then left out as a committed run leaves them."""
+    run = Run.create(name, load_config("smoke"))
+    stages.data(run)
+    shutil.rmtree(run.layout.pairs_dir)
+    return run, run.manifest()["stages"]["data"]
+
+
+def test_a_resumed_data_stage_brings_back_the_left_out_pair_files_as_recorded():
+    """Resume makes stage 01's files again in a scratch folder and checks each against the sha256 the run
+    recorded; the missing ones are put in place and the stage's record is not touched."""
+    run, before = finished_data_stage("left-out")
+    made = stages.data(run, resume=True)
+    assert run.manifest()["stages"]["data"] == before
+    assert sorted(made.written) == sorted(k.removeprefix("pairs/") for k in before["outputs"] if k.startswith("pairs/"))
+    assert all(sha256_of(path) == before["outputs"][f"pairs/{name}"] for name, path in made.written.items())
+    assert not list(run.dir.glob(".rebuilt-*")), "the scratch folder is gone"
+
+
+def test_a_run_whose_pairs_todays_kit_makes_otherwise_is_not_resumed():
+    """reference-cpu was made before stage 01 decontaminated against the benches: today's kit writes
+    other pair files, so resuming it would mix two kits; it refuses and changes nothing."""
+    shutil.copytree(REPO_ROOT / "results" / "reference-cpu", results.RESULTS_DIR / "reference-cpu")
+    run = Run.open(results.RESULTS_DIR / "reference-cpu")
+    manifest = run.manifest_path.read_bytes()
+    with pytest.raises(RunError, match="stage data makes pairs/.* other than it recorded .*nothing was changed"):
+        stages.data(run, resume=True)
+    assert run.manifest_path.read_bytes() == manifest and not run.layout.pairs_dir.exists()
+
+
+def test_a_tampered_record_of_stage_01_is_caught_on_resume():
+    run, _ = finished_data_stage("tampered")
+    manifest = run.manifest()
+    manifest["stages"]["data"]["outputs"]["pairs/dev.jsonl"] = "0" * 64
+    run.manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="pairs/dev.jsonl other than it recorded"):
+        stages.data(run, resume=True)
+    assert not run.layout.pairs_dir.exists()

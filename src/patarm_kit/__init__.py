@@ -12,6 +12,7 @@ by formula).
 
 __version__ = "0.1.0"
 
+import logging as _logging
 import warnings as _warnings
 
 # Warnings from code that is not ours and says nothing a reader can act on, silenced by their
@@ -21,3 +22,9 @@ import warnings as _warnings
 # - vLLM 0.32's triton dispatcher reads torch's deprecated `reduce_op` when it starts an engine.
 _warnings.filterwarnings("ignore", message=r"TRL currently supports vLLM versions", category=UserWarning)
 _warnings.filterwarnings("ignore", message=r"`torch\.distributed\.reduce_op` is deprecated", category=FutureWarning)
+
+# - vLLM's CPU build finds the `triton` wheel torch brings, without Triton's CPU backend, and says
+#   "Triton is installed, but doesn't include CPU backend. Disabling Triton." at its first engine
+#   import, before vLLM has set up its logging (so VLLM_LOGGING_LEVEL cannot quiet it): the CPU
+#   engine runs without Triton by design (eager mode, ../shared/ENGINE.md).
+_logging.getLogger("vllm.triton_utils.importing").setLevel(_logging.ERROR)

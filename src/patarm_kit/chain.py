@@ -21,7 +21,7 @@ from patarm_kit.runs.files import sha256_of
 from patarm_kit.runs.lock import writer_lock
 from patarm_kit.runs.notebooks import EXECUTING, NOTEBOOK_STAGES, current_name, shown_marks, stale_notebooks
 from patarm_kit.runs.run import OutputExistsError, Run, run_folder
-from patarm_kit.stages import enabled, why_off
+from patarm_kit.stages import enabled
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "python3"  # the kernel of the interpreter that runs the chain (the kit's venv)
@@ -82,7 +82,7 @@ def select_notebooks(config: RunConfig, only: list[str] | None, start_from: str 
         notebook_path(name)  # a profile may only name notebooks in notebooks/
         stages = NOTEBOOK_STAGES.get(current_name(name), ())
         if stages and not notebook_stages(config, name):
-            reasons = sorted({why_off(config, stage) for stage in stages})
+            reasons = sorted({config.why_off(stage) for stage in stages})
             raise ChainError(f"notebook {name} has nothing to do under this config ({'; '.join(reasons)}): "
                              "drop it from `notebooks` or switch one of its stages on")
     today = [current_name(n) for n in chain]  # a run made before the renumbering is asked by today's names too
@@ -105,16 +105,25 @@ def notebook_done(run: Run, name: str) -> bool:
             and name not in stale_notebooks(run.manifest()))
 
 
-def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool) -> list[str]:
+def plan_notebooks(run: Run, names: list[str], force: bool, resume: bool, refresh: bool = False) -> list[str]:
     """The notebooks to execute, decided before any runs: finished ones are skipped on --resume
-    and refused otherwise (unless --force), so no finished result is overwritten by accident."""
+    and refused otherwise (unless --force), so no finished result is overwritten by accident.
+    With `refresh` every selected notebook executes again, and each must be finished: its stages
+    are read back from their files, so an older kit's notebook shows today's outputs (quiet bars,
+    relative paths) and nothing is trained or judged again."""
     todo = []
     for name in names:
         started = run.layout.notebook(name).exists() or any(s in run.manifest()["stages"] for s in NOTEBOOK_STAGES.get(current_name(name), ()))
-        if resume and not force and notebook_done(run, name):
+        if refresh:
+            unfinished = [s for s in notebook_stages(run.config(), name) if not run.stage_done(s)]
+            if unfinished or not run.layout.notebook(name).is_file():
+                raise ChainError(f"--refresh {name}: not finished in {run.dir} ({', '.join(unfinished) or 'no executed notebook'}); "
+                                 "finish it with --resume first")
+            print(f"[chain] {name}: executed again from its recorded stages (--refresh)", flush=True)
+        elif resume and not force and notebook_done(run, name):
             print(f"[chain] {name}: done, skipped (--resume)", flush=True)
             continue
-        if resume and name in (stale := stale_notebooks(run.manifest())):
+        elif resume and name in (stale := stale_notebooks(run.manifest())):
             print(f"[chain] {name}: stale ({stale[name]}): executed again", flush=True)
         if started and not (force or resume):
             raise OutputExistsError(f"{run.layout.notebook(name)}: notebook {name} already ran in {run.dir}; "
@@ -132,12 +141,17 @@ def run_chain(
     start_from: str | None = None,
     resume: bool = False,
     force: bool = False,
+    refresh: bool = False,
 ) -> Run:
     """Execute the profile's notebooks (or a selection) into results/<run_name>.
 
     Everything that could refuse is checked first: the run name, the notebooks, the config of
     an existing run, and outputs that already exist; only then does a notebook execute.
+    `refresh` executes a finished run's notebooks again from its recorded stages (plan_notebooks).
     """
+    if refresh and force:
+        raise ChainError("--refresh reads every stage back and --force makes them again: pass one of them")
+    resume = resume or refresh
     overrides = dict(overrides or {})
     if data_dir:
         overrides["data.data_dir"] = data_dir
@@ -150,12 +164,15 @@ def run_chain(
     config = load_config(profile, overrides)
     existing = Run(run_folder(run_name))
     if existing.manifest_path.is_file():  # an existing run: its own notebooks' names
-        existing.check_config(config)
+        if refresh:  # a refresh computes nothing: the run's recorded config and profile are the ones shown
+            profile = existing.manifest()["profile"]
+        else:
+            existing.check_config(config)
         config = existing.config()
     names = select_notebooks(config, only, start_from)
     with writer_lock(run_folder(run_name)):  # one writer per run, from before it exists to its last notebook
         run = Run.create(run_name, config, resume=resume or bool(only or start_from), must_exist=resume)
-        for name in plan_notebooks(run, names, force, resume):
+        for name in plan_notebooks(run, names, force, resume, refresh):
             _execute_notebook(run, name, {"profile": profile, "run_dir": str(run.dir), "data_dir": data_dir,
                                           "overrides": overrides, "force": force, "resume": resume})
         run.finish()

@@ -37,7 +37,6 @@ from patarm_kit.runs.files import RunError
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.lock import writer_lock
 from patarm_kit.runs.run import Run, refuse_writing_into_run
-from patarm_kit.stages import why_off
 from patarm_kit.training.sft import SftError
 
 # Bad input, not a bug: the kit's own error classes (each message names the file, row or key)
@@ -89,11 +88,12 @@ def run(
     data_dir: Optional[str] = typer.Option(None, callback=_absolute, help="data directory (default: $PATARM_DATA_DIR or ../shared/data)"),
     resume: bool = typer.Option(False, help="continue an existing run: finished notebooks are skipped"),
     force: bool = typer.Option(False, "--force", help="run the selected notebooks again, replacing their outputs"),
+    refresh: bool = typer.Option(False, "--refresh", help="execute a finished run's notebooks again from its recorded stages (nothing is retrained)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: section.key=value"),
 ) -> None:
     """Run the profile's notebooks in order with papermill."""
 
-    done = run_chain(profile, run_name, parse_overrides(set_ or []), data_dir, only, start_from, resume, force)
+    done = run_chain(profile, run_name, parse_overrides(set_ or []), data_dir, only, start_from, resume, force, refresh)
     typer.echo(f"run complete: {done.dir}")
 
 
@@ -156,7 +156,7 @@ def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]], 
         config = load_config(profile or (existing.manifest()["profile"] if existing else "cpu"), overrides)
     if existing is not None and config is not None:
         existing.check_config(config)
-    why = stage and why_off(existing.config() if existing else config, stage)
+    why = stage and (existing.config() if existing else config).why_off(stage)
     if why:
         typer.echo(f"nothing to do: {why} in {'run ' + folder.name if existing else 'this config'}; nothing written")
         raise typer.Exit(0)

@@ -23,7 +23,6 @@ from patarm_kit.config.loader import REPO_ROOT, load_config
 from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import LoraConfig, ModelConfig, RunConfig
 from patarm_kit.judging.models import BUNDLED_MODELS, ModelError
-from patarm_kit.stages import why_off
 
 GIB = 1 << 30
 STRATEGIES = ("DDP", "ZeRO-2", "ZeRO-3")
@@ -289,11 +288,11 @@ def _vllm_lines(arch: Architecture, share: float, rollouts_per_gpu: int, max_len
 
 
 def stages_of(config: RunConfig, arch: Architecture, gpus: int, gpu_gib: float) -> list[Stage]:
-    """The training stages the profile runs (stages.why_off), each as the kit's trainer is set up for it."""
+    """The training stages the profile runs (RunConfig.why_off), each as the kit's trainer is set up for it."""
     found: list[Stage] = []
     dtype = DTYPE_BYTES[config.model.dtype]
     sft, par, bt, policy, judge = config.sft, config.par, config.bt, config.policy, config.judge
-    if why_off(config, "sft") is None:
+    if config.why_off("sft") is None:
         examples = sft.max_steps * gpus * sft.batch_size
         stage = Stage("sft", f"SFT warm-up, {sft.max_steps} steps (sft.*; training/sft.py)", dtype, True, arch.layers,
                       sft.batch_size, sft.max_length, sft.gradient_checkpointing, "sft.gradient_checkpointing", config.lora.dropout)
@@ -302,7 +301,7 @@ def stages_of(config: RunConfig, arch: Architecture, gpus: int, gpu_gib: float) 
                            f"its checks generate <= {_count(2 * sft.n_check_pairs * 2 * sft.checks.n * sft.checks.max_new_tokens)} "
                            f"(base and warmed-up judge, {sft.n_check_pairs} dev pairs x 2 sides x {sft.checks.n})")
         found.append(stage)
-    if why_off(config, "par") is None:
+    if config.why_off("par") is None:
         completions = 2 * par.pairs_per_step * par.rollouts.n
         found.append(_grpo_stage(
             "par", f"PAR with GRPO, {par.max_steps} steps (par.*; training/grpo.py)", config, arch, gpus, gpu_gib,
@@ -315,7 +314,7 @@ def stages_of(config: RunConfig, arch: Architecture, gpus: int, gpu_gib: float) 
             f"{par.n_pairs or 'all'}) x 2 sides x {par.rollouts.n} rollouts = {pairs * 2 * par.rollouts.n:,} judgments: "
             f"generates <= {_count(pairs * 2 * par.rollouts.n * par.rollouts.max_new_tokens)}, trains on "
             f"<= {_count(pairs * 2 * par.rollouts.n * judge.max_model_len)} (prompt + judgment <= judge.max_model_len)")
-    if why_off(config, "bt") is None:
+    if config.why_off("bt") is None:
         pairs = bt.max_steps * gpus * bt.batch_size
         stage = Stage("bt", f"Bradley-Terry baseline, {bt.max_steps} steps (bt.*; training/bt.py)", 4, False,
                       arch.layers, 2 * bt.batch_size, bt.max_length, bt.gradient_checkpointing, "bt.gradient_checkpointing",
@@ -324,7 +323,7 @@ def stages_of(config: RunConfig, arch: Architecture, gpus: int, gpu_gib: float) 
         stage.notes.append(f"tokens: {pairs:,} pairs ({bt.max_steps} steps x {gpus} GPUs x {bt.batch_size}), 2 sequences "
                            f"each of <= {bt.max_length} tokens: trains on <= {_count(2 * pairs * bt.max_length)}")
         found.append(stage)
-    if why_off(config, "policies") is None:
+    if config.why_off("policies") is None:
         judges = [r for r in policy.rewarders if r != "checker"]
         # the kit's judging engine, in the same process as the policy (judging/engine.py: kv_cache_memory_bytes)
         judge_share = (dtype * arch.params() + judge.kv_cache_gib * GIB) if judges else 0.0

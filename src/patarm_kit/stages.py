@@ -3,7 +3,7 @@
 Each stage reads the config saved in its run, writes its outputs through the run's layout and
 records itself in the manifest (`Run.stage`: inputs' and outputs' sha256, config, status, facts).
 It refuses to replace a finished output unless asked (`force=True`, the CLI's `--force`), so a file
-a reader sees has one writer a test can call. A switched-off stage (`why_off`) says so and does nothing.
+a reader sees has one writer a test can call. A switched-off stage (`RunConfig.why_off`) says so and does nothing.
 
 `resume=True` (the chain's `--resume`): a stage recorded done returns what it recorded, read
 back from its files (`_recorded`); one that stopped half-way continues where it can (PAR from
@@ -34,7 +34,8 @@ from patarm_kit.evaluation import evaluate as evaluation
 from patarm_kit.evaluation.benches import bench_files, bench_pairs
 from patarm_kit.evaluation.downstream import downstream_summary, evaluate_policy, infobench, policy_names
 from patarm_kit.evaluation.warmup_checks import warmup_checks
-from patarm_kit.judging.judge import judging_summary, requests_for_pairs, save_judgments
+from patarm_kit.judging.judge import judging_summary, prompt_judge, read_judgments, requests_for_pairs, save_judgments
+from patarm_kit.judging.models import load_tokenizer
 from patarm_kit.judging.registry import build_judge
 from patarm_kit.judging.rubrics import criteria_summary, load_rubrics
 from patarm_kit.report.figures import (
@@ -55,7 +56,7 @@ from patarm_kit.report.tables import benchmark_table
 from patarm_kit.report.training_figures import plot_par_steps, plot_policy_rewards, plot_sft_loss
 from patarm_kit.runs.env import is_main_process
 from patarm_kit.runs.files import read_json, write_json
-from patarm_kit.runs.layout import is_trained_judge
+from patarm_kit.runs.layout import RunLayout, is_trained_judge
 from patarm_kit.runs.run import Run
 from patarm_kit.training.bt import recorded_bt, train_bt
 from patarm_kit.training.par import recorded_par, train_par, training_done
@@ -64,31 +65,14 @@ from patarm_kit.training.score_probe import probe_curve
 from patarm_kit.training.sft import recorded_result, run_sft
 
 
-def why_off(config: RunConfig, stage: str) -> str | None:
-    """Why this config switches library stage `stage` off, or None when it runs: notebooks, the chain, the CLI
-    and the stage functions themselves ask this, so the rule lives here once."""
-    par_off = None if config.par.enabled else "par.enabled is false"
-    no_rewarders = None if config.policy.rewarders else "policy.rewarders is empty"
-    reasons = {
-        "sft": None if config.sft.enabled else "sft.enabled is false",
-        "par": par_off,
-        "par-variants": par_off or (None if config.par.variants else "par.variants is empty"),
-        "learning-curve": par_off or (None if config.par.learning_curve_pairs else "par.learning_curve_pairs is 0"),
-        "bt": None if "bt" in config.eval.judges else "bt is not one of eval.judges",
-        "policies": no_rewarders,
-        "downstream": no_rewarders,
-    }
-    return reasons.get(stage)
-
-
 def enabled(config: RunConfig, stage: str) -> bool:
-    """Whether this config runs library stage `stage` (see `why_off`)."""
-    return why_off(config, stage) is None
+    """Whether this config runs library stage `stage` (see `RunConfig.why_off`)."""
+    return config.why_off(stage) is None
 
 
 def _switched_off(config: RunConfig, stage: str) -> bool:
     """A switched-off stage says so in one line and does nothing: no record, no file."""
-    why = why_off(config, stage)
+    why = config.why_off(stage)
     if why:
         print(f"[{stage}] nothing to do: {why}", flush=True)
     return why is not None
@@ -121,26 +105,38 @@ class DataStage:
 
 
 def data(run: Run, force: bool = False, resume: bool = False) -> DataStage:
-    """Every source validated, then the pair files (splits, one per bench) and the length figure (resume: again)."""
-
+    """Every source validated, then the pair files (splits, one per bench) and the length figure.
+    On resume a finished stage is made again in a scratch folder and must match its record
+    (`Run.restore_outputs`): pair files a committed run left out come back, nothing is re-recorded."""
     config, layout = run.config(), run.layout
     figure_path = layout.figure("01_length_distributions")
-    force = force or resume
-    run.check_stage("data", config, [layout.pairs_dir, figure_path], force)
+    recorded = not force and _recorded(run, "data", resume)
+    if not recorded:
+        run.check_stage("data", config, [layout.pairs_dir, figure_path], force or resume)
     fractions = config.data.split_fractions
     loaded = load_sources(config.data.sources, config.data.data_dir, fractions)  # every row validated first
     benches = bench_pairs(config)
-    with run.stage("data", config, outputs=[layout.pairs_dir, figure_path], force=force) as record:
+    if recorded:
+        decontaminate(loaded, benches, fractions)
+        restored = run.restore_outputs("data", lambda scratch: _write_pairs(config, loaded, benches, RunLayout(scratch)).values())
+        figure = plot_length_distributions({s.spec.name: s.pairs for s in loaded})
+        plt.close(figure)
+        return DataStage(loaded, {path.name: path for path in restored}, figure)
+    with run.stage("data", config, outputs=[layout.pairs_dir, figure_path], force=force or resume) as record:
         record.facts["decontaminated"] = decontaminate(loaded, benches, fractions)
-        judged = {layout.bench_pairs(spec).name: pairs for spec, pairs in bench_files(config, loaded, benches).items()}
-        written = write_stage_pairs(loaded, fractions, layout.pairs_dir, judged)
-        written.update(write_policy_prompts(config, layout.policy_prompts))
+        written = _write_pairs(config, loaded, benches, layout)
         for source in loaded:
             run.update("data", source.spec.name, vars(source.report))
-        figure = plot_length_distributions({s.spec.name: s.pairs for s in loaded})
-        _save(figure, figure_path)
+        figure = _save(plot_length_distributions({s.spec.name: s.pairs for s in loaded}), figure_path)
         record.facts["pairs"] = {name: sum(1 for _ in open(path, encoding="utf-8")) for name, path in written.items()}
     return DataStage(loaded, written, figure)
+
+
+def _write_pairs(config: RunConfig, loaded: list[Any], benches: dict[str, Any], layout: RunLayout) -> dict[str, Path]:
+    """Stage 01's files into `layout`: the splits, one file per bench, the policies' prompts."""
+    judged = {layout.bench_pairs(spec).name: pairs for spec, pairs in bench_files(config, loaded, benches).items()}
+    return {**write_stage_pairs(loaded, config.data.split_fractions, layout.pairs_dir, judged),
+            **write_policy_prompts(config, layout.policy_prompts)}
 
 
 # ---------------------------------------------------------------- 02 preview: the untrained judge
@@ -156,24 +152,26 @@ class PreviewStage:
 
 
 def preview(run: Run, force: bool = False, resume: bool = False) -> PreviewStage:
-    """The base judge on a few training pairs: parse rate, criteria and scores before training (resume: again)."""
-
+    """The base judge on a few training pairs: parse rate, criteria and scores before training."""
     config, layout = run.config(), run.layout
     figure_path = layout.figure("02_base_score_distributions")
     outputs = [layout.preview_judgments, layout.preview_metrics, figure_path]
-    force = force or resume
-    run.check_stage("preview", config, outputs, force)
-    train_pairs = read_pairs(layout.pairs("train"))  # bad input stops here, before the stage is recorded
-    with run.stage("preview", config, inputs=[layout.pairs("train")], outputs=outputs, force=force) as record:
-        sample = subsample(train_pairs, config.judge.preview_pairs)
-        requests = requests_for_pairs(sample)
+    requests = requests_for_pairs(subsample(read_pairs(layout.pairs("train")), config.judge.preview_pairs))  # bad input stops here
+    if not force and _recorded(run, "preview", resume):  # the prompt rendered again by the tokenizer alone
+        metrics, judgments = read_json(layout.preview_metrics), read_judgments(layout.preview_judgments)
+        prompt = prompt_judge(config, load_tokenizer(config.model)).prompt_text(requests[0])[0]
+        figure = plot_score_distributions({"base judge": judgments}, title="scores before training")
+        plt.close(figure)
+        return PreviewStage(prompt, judgments, metrics["judging"], metrics["criteria"], figure)
+    run.check_stage("preview", config, outputs, force or resume)
+    with run.stage("preview", config, inputs=[layout.pairs("train")], outputs=outputs, force=force or resume) as record:
         base_judge = build_judge("base", config, config.judge.preview)
         prompt = base_judge.prompt_text(requests[0])[0]
         judgments = base_judge.judge(requests)
         save_judgments(judgments, layout.preview_judgments)
         summary = judging_summary(judgments)
         criteria = criteria_summary(judgments, load_rubrics(config.judge.rubric_file))
-        write_json(layout.preview_metrics, {"judging": summary, "criteria": criteria, "pairs": len(sample),
+        write_json(layout.preview_metrics, {"judging": summary, "criteria": criteria, "pairs": len(requests) // 2,
                                             "engine": base_judge.engine_settings()})
         figure = _save(plot_score_distributions({"base judge": judgments}, title="scores before training"), figure_path)
         record.facts.update(parse_rate=summary["parse_rate"], judgments=len(judgments))
@@ -191,7 +189,6 @@ class SftStage:
 
 def sft(run: Run, force: bool = False, checks: bool = True, resume: bool = False) -> SftStage:
     """The format warm-up (LoRA SFT) and, with `checks`, base vs warmed-up judge on dev pairs."""
-
     config, layout = run.config(), run.layout
     if _switched_off(config, "sft"):
         return None
@@ -213,7 +210,6 @@ def sft(run: Run, force: bool = False, checks: bool = True, resume: bool = False
 
 def par(run: Run, force: bool = False, resume: bool = False) -> Any:
     """PAR training (GRPO + LoRA) from the warm-up adapter when SFT is enabled; `resume` continues it."""
-
     config, layout = run.config(), run.layout
     if _switched_off(config, "par"):
         return None
@@ -235,7 +231,6 @@ def par_variants(run: Run, force: bool = False, resume: bool = False) -> dict[st
 
     On resume, a variant whose training is recorded done is read back and the others continue
     from their last checkpoint: each is as long as PAR itself."""
-
     config, layout = run.config(), run.layout
     if _switched_off(config, "par-variants"):
         return {}
@@ -263,7 +258,6 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None, re
 
     `n_pairs` defaults to par.learning_curve_pairs; a run made without a curve can be given one.
     """
-
     config, layout = run.config(), run.layout
     if not (n_pairs and config.par.enabled) and _switched_off(config, "learning-curve"):
         return None
@@ -309,7 +303,6 @@ def score_probe(run: Run, layers: list[int | None], steps: int, learning_rate: f
 
 def bt(run: Run, force: bool = False, resume: bool = False) -> Any:
     """The scalar Bradley-Terry baseline on the run's training pairs (on resume: read back when done, else again)."""
-
     config, layout = run.config(), run.layout
     if _switched_off(config, "bt"):
         return None
@@ -340,7 +333,6 @@ def evaluate(run: Run, force: bool = False, resume: bool = False) -> EvalStage:
 
     On resume, an evaluation whose metrics file is written (the last thing `evaluate` writes) is
     read back, and the others are judged; recorded done, the whole stage is read back."""
-
     config, layout = run.config(), run.layout
     plan = evaluation.suite_plan(config, layout)
     if not force and _recorded(run, "eval", resume):
@@ -363,7 +355,6 @@ def evaluate(run: Run, force: bool = False, resume: bool = False) -> EvalStage:
 
 def figures(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
     """Figures (with their data as CSV), tables and SUMMARY.md from the run's result files (resume: drawn again)."""
-
     config, layout = run.config(), run.layout
     outputs = [*_figure_files(layout), layout.tables_dir, layout.summary]
     with run.stage("figures", config, inputs=_result_files(run), outputs=outputs, force=force or resume) as record:
@@ -402,7 +393,6 @@ def _result_files(run: Run) -> list[Path]:
 
 def policies(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
     """One GRPO + LoRA policy per rewarder (policy.rewarders) into <run>/policy/ (resume: read back when done)."""
-
     config, layout = run.config(), run.layout
     rewarders = config.policy.rewarders
     if _switched_off(config, "policies"):
@@ -426,7 +416,6 @@ def policies(run: Run, force: bool = False, resume: bool = False) -> dict[str, A
 
 def downstream(run: Run, force: bool = False, resume: bool = False) -> dict[str, Any]:
     """IFEval on the untrained and every trained policy, and their paired differences (resume: read back when done)."""
-
     config, layout = run.config(), run.layout
     if _switched_off(config, "downstream"):
         return None

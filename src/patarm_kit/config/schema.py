@@ -346,6 +346,22 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
+    def why_off(self, stage: str) -> str | None:
+        """Why this config switches library stage `stage` off, or None when it runs: notebooks, the chain, the CLI
+        and the stage functions themselves ask this (`stages.enabled`), so the rule lives here once."""
+        par_off = None if self.par.enabled else "par.enabled is false"
+        no_rewarders = None if self.policy.rewarders else "policy.rewarders is empty"
+        reasons = {
+            "sft": None if self.sft.enabled else "sft.enabled is false",
+            "par": par_off,
+            "par-variants": par_off or (None if self.par.variants else "par.variants is empty"),
+            "learning-curve": par_off or (None if self.par.learning_curve_pairs else "par.learning_curve_pairs is 0"),
+            "bt": None if "bt" in self.eval.judges else "bt is not one of eval.judges",
+            "policies": no_rewarders,
+            "downstream": no_rewarders,
+        }
+        return reasons.get(stage)
+
     def to_dict(self) -> dict[str, Any]:
         """The config as recorded in manifests and metrics files (and hashed by `fingerprint`).
 

@@ -407,7 +407,7 @@ def render_item(view: Browse, item: Item, number: int, total: int, max_chars: in
 
 def render(view: Browse, items: Sequence[Item], max_chars: int = CUT) -> str:
     """The header (run, bench, judges, tie rule, where the pairs came from) and each item."""
-    head = [f"{view.run} · {view.label} ({view.bench}) · {len(view.items)} items judged by {', '.join(view.judges)}",
+    head = [f"{display_path(view.run)} · {view.label} ({view.bench}) · {len(view.items)} items judged by {', '.join(view.judges)}",
             f"outcomes: the greedy readout under {TIE_WORDS.get(view.ties, view.ties)} (the run's eval.ties)",
             *view.notes, f"showing {len(items)} item{'s' * (len(items) != 1)}"]
     return "\n\n".join(["\n".join(head), *(render_item(view, item, k, len(items), max_chars)

@@ -13,7 +13,8 @@ import dataclasses
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,25 @@ class Run:
     def stage_done(self, name: str) -> bool:
         """Whether the manifest records library stage `name` as done."""
         return self.manifest()["stages"].get(name, {}).get("status") == "done"
+
+    def restore_outputs(self, name: str, build: Callable[[Path], Iterable[Path]]) -> list[Path]:
+        """A finished stage's files made again by `build` in a scratch run folder, each checked against
+        the sha256 its record holds; those missing here (a committed run leaves its pair files out) are
+        put in place, and the record is not touched. Refuses, changing nothing, when a file comes out
+        other than recorded: the run was made by an older kit, and resuming it would mix two. Returns
+        the files' paths in the run."""
+        recorded = self.manifest()["stages"][name].get("outputs")
+        with tempfile.TemporaryDirectory(dir=self.dir, prefix=".rebuilt-") as scratch:
+            built = {Path(path).relative_to(scratch).as_posix(): Path(path) for path in build(Path(scratch))}
+            for relative, path in sorted(built.items()):
+                if not isinstance(recorded, dict) or recorded.get(relative) != sha256_of(path):
+                    raise RunError(f"{self.dir}: stage {name} makes {relative} other than it recorded (made by an "
+                                   "older kit): it cannot be resumed or refreshed with this one; nothing was changed")
+            for relative, path in built.items():
+                if not (self.dir / relative).exists():
+                    (self.dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(path, self.dir / relative)
+        return [self.dir / relative for relative in built]
 
     def update(self, section: str, key: str, value: Any) -> None:
         """Set manifest[section][key] = value (e.g. the data hashes of a source, a stage's status)."""
