@@ -19,6 +19,8 @@ from patarm_kit.judging.models import ModelError, adapter_staging, load_model, p
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.training.checkpoints import (
     CHECKPOINT_COMPLETE,
+    carry_checkpoints,
+    checkpoint_is_complete,
     checkpoint_marker,
     latest_checkpoint,
     remove_partial_saves,
@@ -84,6 +86,30 @@ def save_checkpoint(checkpoints: Path, step: int, marked: bool = True) -> Path:
         state = SimpleNamespace(global_step=step, is_world_process_zero=True)
         checkpoint_marker().on_save(SimpleNamespace(output_dir=str(checkpoints)), state, None)
     return folder
+
+
+@pytest.mark.parametrize("keep_adapters", [True, False])
+def test_a_carried_run_keeps_its_latest_checkpoint_whole_and_older_adapters_complete(tmp_path, keep_adapters):
+    """Carried across sessions (results/in-progress): the latest checkpoint resumes as before; older
+    ones keep their adapter for the learning curve and still count as complete, or go."""
+    checkpoints = RunLayout(tmp_path / "run").par_checkpoints
+    older, latest = save_checkpoint(checkpoints, 32), save_checkpoint(checkpoints, 64)
+    (older / "rng_state.pth").write_bytes(b"r" * 10)  # trainer state beside the optimizer's: it goes too
+    older_marker = json.loads((older / CHECKPOINT_COMPLETE).read_text())
+    save_checkpoint(checkpoints, 96, marked=False)  # killed before its marker
+    whole = {p.name: p.read_bytes() for p in latest.iterdir()}
+
+    carry_checkpoints(checkpoints, keep_adapters)
+    assert {p.name: p.read_bytes() for p in latest.iterdir()} == whole and latest_checkpoint(checkpoints) == latest
+    if keep_adapters:
+        assert [p.name for p in sorted(checkpoints.iterdir())] == ["checkpoint-32", "checkpoint-64"]
+        assert sorted(p.name for p in older.iterdir()) == sorted([CHECKPOINT_COMPLETE, "adapter_model.safetensors", "trainer_state.json"])
+        assert checkpoint_is_complete(older), "the curve would skip it and a resume would delete it"
+        marker = json.loads((older / CHECKPOINT_COMPLETE).read_text())
+        assert marker["step"] == 32 and set(marker["files"]) == {"adapter_model.safetensors", "trainer_state.json"}
+        assert marker["carried"] and set(older_marker["files"]) > set(marker["files"])
+    else:
+        assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-64"]
 
 
 def test_resume_takes_the_last_complete_checkpoint_and_removes_half_saved_ones(tmp_path):

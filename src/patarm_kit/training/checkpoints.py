@@ -10,7 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from patarm_kit.judging.models import adapter_leftovers, adapter_staging, gathered_adapter_state, publish_adapter
+from patarm_kit.judging.models import (
+    ADAPTER_WEIGHTS,
+    adapter_leftovers,
+    adapter_staging,
+    gathered_adapter_state,
+    publish_adapter,
+)
 from patarm_kit.runs.env import now, wait_for_every_process
 from patarm_kit.runs.files import atomic_write_text, read_json, write_json
 from patarm_kit.runs.layout import RunLayout
@@ -43,6 +49,34 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     """The complete checkpoint of the latest step (what training resumes from); half-saved ones never count."""
     complete = [folder for folder in checkpoint_folders(checkpoints) if checkpoint_is_complete(folder)]
     return complete[-1] if complete else None
+
+
+def carry_checkpoints(checkpoints: Path, keep_adapters: bool) -> list[Path]:
+    """Make a training's checkpoints small enough to commit, for a run made across working sessions
+    on machines that keep only the repository (results/in-progress/README.md).
+
+    The latest complete checkpoint stays whole: `--resume` continues from it bit for bit. Older ones
+    keep their adapter and trainer log where `keep_adapters` (the learning curve judges every PAR
+    checkpoint), with a marker that lists what they keep, so they still count as complete; else they
+    go. Half-saved checkpoints go too (a resume would delete them). Returns what it deleted."""
+    latest = latest_checkpoint(checkpoints)
+    deleted = []
+    for folder in checkpoint_folders(checkpoints):
+        if folder == latest:
+            continue
+        if not (keep_adapters and checkpoint_is_complete(folder)):
+            shutil.rmtree(folder)
+            deleted.append(folder)
+            continue
+        kept = {"adapter_config.json", ADAPTER_WEIGHTS, "trainer_state.json", CHECKPOINT_COMPLETE}
+        for path in sorted(folder.iterdir()):
+            if path.name not in kept:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                deleted.append(path)
+        marker = read_json(folder / CHECKPOINT_COMPLETE)
+        files = {name: size for name, size in marker["files"].items() if (folder / name).is_file()}
+        write_json(folder / CHECKPOINT_COMPLETE, {**marker, "files": files, "carried": "optimizer state dropped"})
+    return deleted
 
 
 def checkpoint_marker() -> Any:
