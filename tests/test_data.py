@@ -110,6 +110,27 @@ def test_generic_file_with_chat_messages(tmp_path):
     assert pair.chosen == "hello!" and pair.rejected == "go away" and pair.source == "mine"
 
 
+PROMPT_LAYOUTS = {"text": "How do I brew tea?", "messages": [{"role": "user", "content": "How do I brew tea?"}]}
+RESPONSE_LAYOUTS = {"text": lambda answer: answer,
+                    "transcript": lambda answer: [{"role": "user", "content": "How do I brew tea?"},
+                                                  {"role": "assistant", "content": answer}]}
+
+
+@pytest.mark.parametrize("prompt_layout", sorted(PROMPT_LAYOUTS))
+@pytest.mark.parametrize("response_layout", sorted(RESPONSE_LAYOUTS))
+def test_every_layout_the_generic_converter_accepts_gives_the_same_pair(tmp_path, prompt_layout, response_layout):
+    """The paper's RL file (AIJian/PaTaRM rl_train_mix_41.7k.jsonl) is read by the generic converter, whose
+    layouts no real row has shown here: each it accepts, as a JSON-lines file, gives the same pair."""
+    respond = RESPONSE_LAYOUTS[response_layout]
+    row = {"id": "rl-7", "prompt": PROMPT_LAYOUTS[prompt_layout], "chosen": respond("Steep the leaves three minutes."),
+           "rejected": respond("Tea is a drink.")}
+    path = tmp_path / "rl_train_mix.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (pair,), report = load_source(str(path))
+    assert (pair.id, pair.task, pair.chosen, pair.rejected) == ("rl_train_mix/rl-7", "chat", "Steep the leaves three minutes.", "Tea is a drink.")
+    assert list(pair.prompt) == [{"role": "user", "content": "How do I brew tea?"}] and report.pairs == 1
+
+
 def test_pairs_round_trip_through_jsonl(tmp_path, data_dir):
     loaded = load_sources([SourceConfig("llmbar", role="bench")], data_dir)
     written = write_stage_pairs(loaded, FRACTIONS, tmp_path, {"bench-rewardbench.jsonl": loaded[0].pairs})
