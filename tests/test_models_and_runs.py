@@ -35,6 +35,21 @@ def test_materialized_checkpoint_is_plain_safetensors():
     assert load_tokenizer(ModelConfig()).padding_side == "left"
 
 
+@pytest.mark.model
+def test_the_bundled_model_converts_quietly_to_the_same_weights(tmp_path, capfd):
+    """A new machine converts the bundled GGUF once, in the first notebook it runs: no notes, no bars,
+    and the same bytes as the kit's cache (made before the notes were silenced, or by another process)."""
+    import hashlib
+
+    cached = materialize_bundled("smollm2-135m-instruct", ModelConfig().cache_dir)
+    capfd.readouterr()
+    fresh = materialize_bundled("smollm2-135m-instruct", tmp_path)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    digest = [hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() for folder in (cached, fresh)]
+    assert digest[0] == digest[1]
+
+
 def test_unknown_model_gives_a_clear_error():
     from patarm_kit.judging.models import load_model
 

@@ -35,6 +35,8 @@ def test_noise_counts_what_a_reader_sees(tmp_path):
     widget_bar = {"output_type": "display_data", "metadata": {},
                   "data": {"text/plain": ["  0%|          | 0/3 [00:00<?, ?it/s]"], "application/vnd.jupyter.widget-view+json": {}}}
     text_bar = {"output_type": "stream", "name": "stdout", "text": ["sft:   0%| 0/3\rsft: 100%| 3/3 [00:02]\n"]}
+    first_frame = {"output_type": "stream", "name": "stdout", "text": ["warm-up:   0%| 0/3"]}  # then its last frame
+    last_frame = {"output_type": "stream", "name": "stdout", "text": ["\rwarm-up: 100%| 3/3 [00:02]\n"]}
     stderr = {"output_type": "stream", "name": "stderr",
               "text": ["/work/main/.venv/lib/x.py:1: FutureWarning: old name\n", "UserWarning: again\n"]}
     result = {"output_type": "execute_result", "execution_count": 1, "metadata": {},
@@ -42,7 +44,8 @@ def test_noise_counts_what_a_reader_sees(tmp_path):
     noisy = write_notebook(tmp_path / "noisy.ipynb", [widget_bar, text_bar, stderr, result])
     # the widget stays at 0% for good; the text bar's last frame is 100%; prose is the kit's own
     assert notebook_noise(noisy) == Noise(stderr_outputs=1, warning_lines=2, zero_bars=1, absolute_paths=1)
-    assert notebook_noise(write_notebook(tmp_path / "quiet.ipynb", [text_bar, result])) == Noise()
+    assert notebook_noise(write_notebook(tmp_path / "quiet.ipynb", [text_bar, first_frame, last_frame, result])) == Noise()
+    assert notebook_noise(write_notebook(tmp_path / "stopped.ipynb", [first_frame])) == Noise(zero_bars=1)
 
 
 # Every committed run's notebooks were executed by an older kit, whose stage 01 wrote other pair files

@@ -146,6 +146,7 @@ def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
     """Convert a bundled GGUF model into a plain safetensors checkpoint once; return its folder."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     cache = Path(cache_dir)
     if not cache.is_absolute():
@@ -154,8 +155,18 @@ def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     gguf = _bundled_gguf(name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The one-time conversion's notes (loading packed weights is faster in float32; a bar over the 272
+    # tensors) say nothing a reader can act on, and would sit in the first notebook a new machine runs.
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     # Clear the GGUF quantizer marks: the weights are already de-quantized, and the marks
     # would make save_pretrained and PEFT refuse the model.
     model.hf_quantizer = None

@@ -41,10 +41,23 @@ def output_texts(output: dict) -> list[str]:
     return ["".join(plain)] if plain else []
 
 
+def shown_outputs(cell: dict) -> list[dict]:
+    """A code cell's outputs as a reader sees them: consecutive pieces of one stream are one text
+    (a bar's first frame and its "\r"-led last frame may arrive as two messages)."""
+    shown: list[dict] = []
+    for output in cell.get("outputs", []):
+        previous = shown[-1] if shown else {}
+        if output["output_type"] == "stream" and previous.get("output_type") == "stream" and previous["name"] == output["name"]:
+            shown[-1] = {**previous, "text": "".join(previous["text"]) + "".join(output["text"])}
+        else:
+            shown.append(output)
+    return shown
+
+
 def notebook_noise(path: Path) -> Noise:
     """The four counts of one executed notebook; code cells' outputs only (its prose is the kit's)."""
     cells = json.loads(path.read_text())["cells"]
-    outputs = [output for cell in cells if cell["cell_type"] == "code" for output in cell.get("outputs", [])]
+    outputs = [output for cell in cells if cell["cell_type"] == "code" for output in shown_outputs(cell)]
     stderr = sum(1 for output in outputs if output.get("name") == "stderr")
     texts = [text for output in outputs for text in output_texts(output)]
     lines = [line for text in texts for line in text.splitlines()]
