@@ -98,6 +98,19 @@ def test_two_smoke_runs_give_identical_metrics_files():
         assert digests[0] == digests[1], f"{weights[0]}: training is not repeatable"
 
 
+@pytest.mark.model
+def test_the_smoke_chains_par_moves_its_adapter_so_its_determinism_means_something():
+    """The smoke chain's PAR rewards nothing (its judgments are cut before their scores), so its adapter
+    moves only by TRL's entropy bonus (configs/smoke.yaml); without it PAR's adapter was the warm-up's,
+    and the test above compared the warm-up with itself. Reads the smoke run the notebooks made."""
+    run = nbval_smoke_run() or run_chain("smoke", "par-moves").dir
+    layout = RunLayout(run)
+    metrics = [json.loads(line) for line in layout.par_metrics.read_text().splitlines() if line.strip()]
+    assert any(m["grad_norm"] > 0 for m in metrics), "no step of PAR had a gradient"
+    weights = [layout.adapter(name) / "adapter_model.safetensors" for name in ("sft", "par")]
+    assert len({hashlib.sha256(path.read_bytes()).hexdigest() for path in weights}) == 2, "PAR left the warm-up unchanged"
+
+
 def test_the_nbval_run_is_reused_only_when_every_stage_is_done(tmp_path, monkeypatch):
     monkeypatch.setenv("PATARM_RESULTS_DIR", str(tmp_path))
     config = load_config("smoke")
