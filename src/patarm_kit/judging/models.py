@@ -14,6 +14,7 @@ leaves the old adapter, the new one or none, never half of one.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -21,6 +22,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.config.schema import LoraConfig, ModelConfig
@@ -145,7 +147,7 @@ def _torch_dtype(name: str) -> Any:
 def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
     """Convert a bundled GGUF model into a plain safetensors checkpoint once; return its folder."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
     cache = Path(cache_dir)
@@ -155,18 +157,28 @@ def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     gguf = _bundled_gguf(name)
-    # The one-time conversion's notes (loading packed weights is faster in float32; a bar over the 272
-    # tensors) say nothing a reader can act on, and would sit in the first notebook a new machine runs.
+    # The one-time conversion's notes (loading packed weights is faster in float32; bars over the 272
+    # tensors, one of them transformers' own tqdm that no switch reaches) say nothing a reader can act
+    # on, and would sit in the first notebook a new machine runs.
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+        with mock.patch.object(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)):
+            _convert(gguf, name, target, torch.bfloat16)
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+    return target
+
+
+def _convert(gguf: Path, name: str, target: Path, dtype: Any) -> None:
+    """The bundled GGUF de-quantized into `target` (written under a private name, then renamed)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
     # Clear the GGUF quantizer marks: the weights are already de-quantized, and the marks
     # would make save_pretrained and PEFT refuse the model.
     model.hf_quantizer = None
@@ -177,12 +189,9 @@ def materialize_bundled(name: str, cache_dir: str | Path) -> Path:
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     if target.exists():  # another process finished first; keep its copy
-        import shutil
-
         shutil.rmtree(partial)
     else:
         partial.replace(target)
-    return target
 
 
 def resolve_model_path(config: ModelConfig) -> str:
