@@ -92,14 +92,18 @@ def save_checkpoint(checkpoints: Path, step: int, marked: bool = True) -> Path:
 def test_a_carried_run_keeps_its_latest_checkpoint_whole_and_older_adapters_complete(tmp_path, keep_adapters):
     """Carried across sessions (results/in-progress): the latest checkpoint resumes as before; older
     ones keep their adapter for the learning curve and still count as complete, or go."""
-    checkpoints = RunLayout(tmp_path / "run").par_checkpoints
+    layout = RunLayout(tmp_path / "run").for_par("par-shuffled")  # a variant's checkpoints, as a carry meets them
+    checkpoints = layout.par_checkpoints
     older, latest = save_checkpoint(checkpoints, 32), save_checkpoint(checkpoints, 64)
     (older / "rng_state.pth").write_bytes(b"r" * 10)  # trainer state beside the optimizer's: it goes too
     older_marker = json.loads((older / CHECKPOINT_COMPLETE).read_text())
     save_checkpoint(checkpoints, 96, marked=False)  # killed before its marker
+    staging = adapter_staging(layout.par_adapter)  # killed while publishing its adapter
+    staging.mkdir(parents=True)
     whole = {p.name: p.read_bytes() for p in latest.iterdir()}
 
-    carry_checkpoints(checkpoints, keep_adapters)
+    carry_checkpoints(layout, keep_adapters)
+    assert not staging.exists() and not list(layout.par_dir.glob(".*")), "half-written files are not carried"
     assert {p.name: p.read_bytes() for p in latest.iterdir()} == whole and latest_checkpoint(checkpoints) == latest
     if keep_adapters:
         assert [p.name for p in sorted(checkpoints.iterdir())] == ["checkpoint-32", "checkpoint-64"]

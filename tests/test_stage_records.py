@@ -207,11 +207,13 @@ def test_a_resumed_data_stage_brings_back_the_left_out_pair_files_as_recorded():
     """Resume makes stage 01's files again in a scratch folder and checks each against the sha256 the run
     recorded; the missing ones are put in place and the stage's record is not touched."""
     run, before = finished_data_stage("left-out")
+    killed = run.dir / ".rebuilt-killed" / "pairs"  # what a restore killed midway leaves behind
+    killed.mkdir(parents=True)
     made = stages.data(run, resume=True)
     assert run.manifest()["stages"]["data"] == before
     assert sorted(made.written) == sorted(k.removeprefix("pairs/") for k in before["outputs"] if k.startswith("pairs/"))
     assert all(sha256_of(path) == before["outputs"][f"pairs/{name}"] for name, path in made.written.items())
-    assert not list(run.dir.glob(".rebuilt-*")), "the scratch folder is gone"
+    assert not list(run.dir.glob(".rebuilt-*")), "the scratch folder is gone, and an earlier one left by a kill"
 
 
 def test_a_run_whose_pairs_todays_kit_makes_otherwise_is_not_resumed():

@@ -90,6 +90,11 @@ def _save(fig: Any, path: Path) -> Any:
     """Save a figure and close it: the notebook shows the returned figure once, where it wants."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    return _closed(fig)
+
+
+def _closed(fig: Any) -> Any:
+    """A figure drawn for the notebook to show (a recorded stage read back), closed so that it shows once."""
     plt.close(fig)
     return fig
 
@@ -116,18 +121,17 @@ def data(run: Run, force: bool = False, resume: bool = False) -> DataStage:
     fractions = config.data.split_fractions
     loaded = load_sources(config.data.sources, config.data.data_dir, fractions)  # every row validated first
     benches = bench_pairs(config)
+    decontaminated = decontaminate(loaded, benches, fractions)
+    figure = plot_length_distributions({s.spec.name: s.pairs for s in loaded})
     if recorded:
-        decontaminate(loaded, benches, fractions)
         restored = run.restore_outputs("data", lambda scratch: _write_pairs(config, loaded, benches, RunLayout(scratch)).values())
-        figure = plot_length_distributions({s.spec.name: s.pairs for s in loaded})
-        plt.close(figure)
-        return DataStage(loaded, {path.name: path for path in restored}, figure)
+        return DataStage(loaded, {path.name: path for path in restored}, _closed(figure))
     with run.stage("data", config, outputs=[layout.pairs_dir, figure_path], force=force or resume) as record:
-        record.facts["decontaminated"] = decontaminate(loaded, benches, fractions)
+        record.facts["decontaminated"] = decontaminated
         written = _write_pairs(config, loaded, benches, layout)
         for source in loaded:
             run.update("data", source.spec.name, vars(source.report))
-        figure = _save(plot_length_distributions({s.spec.name: s.pairs for s in loaded}), figure_path)
+        _save(figure, figure_path)
         record.facts["pairs"] = {name: sum(1 for _ in open(path, encoding="utf-8")) for name, path in written.items()}
     return DataStage(loaded, written, figure)
 
@@ -160,8 +164,7 @@ def preview(run: Run, force: bool = False, resume: bool = False) -> PreviewStage
     if not force and _recorded(run, "preview", resume):  # the prompt rendered again by the tokenizer alone
         metrics, judgments = read_json(layout.preview_metrics), read_judgments(layout.preview_judgments)
         prompt = prompt_judge(config, load_tokenizer(config.model)).prompt_text(requests[0])[0]
-        figure = plot_score_distributions({"base judge": judgments}, title="scores before training")
-        plt.close(figure)
+        figure = _closed(plot_score_distributions({"base judge": judgments}, title="scores before training"))
         return PreviewStage(prompt, judgments, metrics["judging"], metrics["criteria"], figure)
     run.check_stage("preview", config, outputs, force or resume)
     with run.stage("preview", config, inputs=[layout.pairs("train")], outputs=outputs, force=force or resume) as record:
@@ -265,9 +268,7 @@ def learning_curve(run: Run, force: bool = False, n_pairs: int | None = None, re
     figure_path = layout.figure("03_learning_curve")
     if not force and _recorded(run, "learning-curve", resume):
         rows = learning_curves.recorded_curve(layout)
-        figure = plot_learning_curve(rows)
-        plt.close(figure)
-        return rows, figure
+        return rows, _closed(plot_learning_curve(rows))
     inputs = [layout.pairs("dev"), *(adapter for _, adapter in learning_curves.curve_points(config, layout) if adapter)]
     with run.stage("learning-curve", config, inputs=inputs, outputs=[layout.par_curve, figure_path], force=force or resume) as record:
         rows = learning_curves.learning_curve(config, layout, n_pairs)

@@ -40,6 +40,7 @@ class OutputExistsError(FileExistsError):
 
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+_SCRATCH = ".rebuilt-"  # restore_outputs builds a stage again in <run>/.rebuilt-*
 
 
 def validate_run_name(name: str) -> str:
@@ -207,9 +208,11 @@ class Run:
         the sha256 its record holds; those missing here (a committed run leaves its pair files out) are
         put in place, and the record is not touched. Refuses, changing nothing, when a file comes out
         other than recorded: the run was made by an older kit, and resuming it would mix two. Returns
-        the files' paths in the run."""
+        the files' paths in the run. A scratch folder a killed restore left behind is removed first."""
         recorded = self.manifest()["stages"][name].get("outputs")
-        with tempfile.TemporaryDirectory(dir=self.dir, prefix=".rebuilt-") as scratch:
+        for leftover in self.dir.glob(f"{_SCRATCH}*"):
+            shutil.rmtree(leftover)
+        with tempfile.TemporaryDirectory(dir=self.dir, prefix=_SCRATCH) as scratch:
             built = {Path(path).relative_to(scratch).as_posix(): Path(path) for path in build(Path(scratch))}
             for relative, path in sorted(built.items()):
                 if not isinstance(recorded, dict) or recorded.get(relative) != sha256_of(path):

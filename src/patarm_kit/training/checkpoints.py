@@ -51,24 +51,26 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def carry_checkpoints(checkpoints: Path, keep_adapters: bool) -> list[Path]:
+def carry_checkpoints(layout: RunLayout, keep_adapters: bool) -> list[Path]:
     """Make a training's checkpoints small enough to commit, for a run made across working sessions
-    on machines that keep only the repository (results/in-progress/README.md).
+    on machines that keep only the repository (results/in-progress/README.md). `layout` is the
+    training's own (`RunLayout.for_par`).
 
-    The latest complete checkpoint stays whole: `--resume` continues from it bit for bit. Older ones
-    keep their adapter and trainer log where `keep_adapters` (the learning curve judges every PAR
-    checkpoint), with a marker that lists what they keep, so they still count as complete; else they
-    go. Half-saved checkpoints go too (a resume would delete them). Returns what it deleted."""
-    latest = latest_checkpoint(checkpoints)
-    deleted = []
-    for folder in checkpoint_folders(checkpoints):
+    What a stopped training left half-written goes first, as a resume would remove it. The latest
+    complete checkpoint stays whole: `--resume` continues from it bit for bit. Older ones keep their
+    adapter and trainer log where `keep_adapters` (the learning curve judges every PAR checkpoint),
+    with a marker that lists what they keep, so they still count as complete; else they go. Returns
+    what it deleted."""
+    deleted = remove_partial_saves(layout)
+    latest = latest_checkpoint(layout.par_checkpoints)
+    kept = {"adapter_config.json", ADAPTER_WEIGHTS, "trainer_state.json", CHECKPOINT_COMPLETE}
+    for folder in checkpoint_folders(layout.par_checkpoints):
         if folder == latest:
             continue
-        if not (keep_adapters and checkpoint_is_complete(folder)):
+        if not keep_adapters:
             shutil.rmtree(folder)
             deleted.append(folder)
             continue
-        kept = {"adapter_config.json", ADAPTER_WEIGHTS, "trainer_state.json", CHECKPOINT_COMPLETE}
         for path in sorted(folder.iterdir()):
             if path.name not in kept:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
