@@ -116,6 +116,17 @@ def plain_run(stand_ins) -> Path:
     return run_dir
 
 
+def test_deepspeed_on_this_cpu_says_nothing_into_the_kits_output():
+    """DeepSpeed logs "Setting accelerator to CPU ..." on stdout at import where it finds no GPU (a notebook
+    cell would show it); the kit drops that one line, and DeepSpeed still takes its CPU accelerator."""
+    code = "import {}deepspeed; from deepspeed.accelerator import get_accelerator; print(get_accelerator()._name)"
+    env = {key: value for key, value in os.environ.items() if key != "DS_ACCELERATOR"}  # detected, as a user's shell has it
+    alone, with_kit = (subprocess.run([sys.executable, "-c", code.format(first)], capture_output=True, text=True,
+                                      env=env, check=True) for first in ("", "patarm_kit, "))
+    assert "Setting accelerator to CPU" in alone.stdout, "DeepSpeed no longer says it: drop the filter in patarm_kit/__init__"
+    assert with_kit.stdout == "cpu\n" and "Setting accelerator" not in with_kit.stderr
+
+
 @pytest.mark.parametrize("stage", ["deepspeed_zero2", "deepspeed_zero3"])
 def test_zero_stages_save_the_adapter_a_plain_multi_process_run_saves(stand_ins, plain_run, stage):
     run_dir = new_run(stand_ins, stage)

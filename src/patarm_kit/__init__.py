@@ -28,3 +28,9 @@ _warnings.filterwarnings("ignore", message=r"`torch\.distributed\.reduce_op` is 
 #   import, before vLLM has set up its logging (so VLLM_LOGGING_LEVEL cannot quiet it): the CPU
 #   engine runs without Triton by design (eager mode, ../shared/ENGINE.md).
 _logging.getLogger("vllm.triton_utils.importing").setLevel(_logging.ERROR)
+
+# - DeepSpeed (the paper path's extra) logs "Setting accelerator to CPU. If you have GPU or other
+#   accelerator, we were unable to detect it." on stdout at import on a machine without a GPU: true
+#   and expected on CPU, where its CPU accelerator is what the kit uses (the manifest records the
+#   device). Dropped by a filter on its logger, which DeepSpeed configures again at its own import.
+_logging.getLogger("DeepSpeed").addFilter(lambda record: not record.getMessage().startswith("Setting accelerator to CPU"))
