@@ -209,6 +209,7 @@ def test_score_histogram_counts_valid_scores_of_one_side():
 def test_a_short_real_sft_run_lowers_the_loss_and_its_adapter_reloads(tmp_path):
     from peft import PeftModel
 
+    from patarm_kit import stages
     from patarm_kit.judging.models import load_model
     from patarm_kit.runs.files import read_json
     from patarm_kit.runs.run import Run
@@ -219,6 +220,7 @@ def test_a_short_real_sft_run_lowers_the_loss_and_its_adapter_reloads(tmp_path):
         "sft.n_check_pairs": 1, "sft.checks.n": 2, "sft.checks.max_new_tokens": 12,
     })
     run = Run.create("sft-test", config, results_dir=tmp_path)
+    stages.data(run)  # the warm-up reads stage 01's pairs/train.jsonl, and nothing else
     result = sft.run_sft(config, run)
     assert result.steps == 4 and result.final_loss < result.losses[0]
     adapter = result.adapter_dir
