@@ -294,6 +294,16 @@ def test_length_scores_are_checked_against_the_stored_responses(run_copy):
     assert ("eval/length__rmbench.judgments.jsonl", f"line 1 ({rows[0]['pair_id']}, {rows[0]['side']}, sample 0).score") in fields
 
 
+def test_a_split_left_empty_holds_no_responses_and_stops_nothing(run_copy):
+    """data.split_fractions can leave a split empty (the paper profile on the stand-ins' few pairs): stage 01
+    writes an empty file, and verify reads no responses from it instead of refusing it as bad data."""
+    test_split = run_copy / "pairs" / "test.jsonl"
+    test_split.write_text("")
+    report = verify_run(run_copy)
+    assert report.checked["judgments re-scored"] > 0
+    assert {d.file for d in report.differences} == {"pairs/test.jsonl"}, "only the emptied file differs from its record"
+
+
 def test_table_differences_name_row_and_column():
     stored = "judge,acc\nlength,0.5\nrandom,0.25\n"
     assert table_differences("t.csv", stored, stored) == []

@@ -37,6 +37,7 @@ from patarm_kit.runs.files import RunError
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.lock import writer_lock
 from patarm_kit.runs.run import Run, refuse_writing_into_run
+from patarm_kit.training.checkpoints import leave_process_group
 from patarm_kit.training.sft import SftError
 
 # Bad input, not a bug: the kit's own error classes (each message names the file, row or key)
@@ -163,14 +164,15 @@ def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]], 
     with writer_lock(folder):
         if existing is not None:
             yield existing
-            return
-        run = Run.create(folder.name, config, folder.parent)
-        try:
-            yield run
-        except BaseException:
-            if not run.manifest()["stages"]:  # refused before any stage began: no empty run is left behind
-                shutil.rmtree(run.dir)
-            raise
+        else:
+            run = Run.create(folder.name, config, folder.parent)
+            try:
+                yield run
+            except BaseException:
+                if not run.manifest()["stages"]:  # refused before any stage began: no empty run is left behind
+                    shutil.rmtree(run.dir)
+                raise
+    leave_process_group()  # launched as several processes: all leave their group together
 
 RUN_DIR = typer.Option(..., help="the run folder (results/<run-name>); a new folder starts a new run")
 PROFILE = typer.Option(None, callback=absolute_profile, help="profile of a new run (default cpu); an existing run keeps its own")

@@ -34,7 +34,13 @@ from typing import Any, Protocol
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import RunConfig, SamplingConfig
-from patarm_kit.judging.models import ADAPTER_WEIGHTS, check_safetensors_only, load_model, resolve_model_path
+from patarm_kit.judging.models import (
+    ADAPTER_WEIGHTS,
+    check_safetensors_only,
+    load_model,
+    resolve_model_path,
+    write_weights,
+)
 
 ENGINE_CACHE = REPO_ROOT / ".cache" / "vllm"  # compile caches; git-ignored
 SEED_STRIDE = 1 << 20  # a vLLM call holds fewer than this many samples, so request seeds never collide
@@ -317,7 +323,7 @@ class VLLMEngine:
 
         model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype), use_safetensors=True)
         shutil.rmtree(self._merged_dir, ignore_errors=True)
-        merge_adapter(model, adapter).save_pretrained(self._merged_dir, safe_serialization=True)
+        write_weights(merge_adapter(model, adapter), self._merged_dir)
         return self._merged_dir
 
     def settings(self) -> dict[str, Any]:

@@ -109,6 +109,24 @@ def save_adapter(model: Any, tokenizer: Any, target: Path, card: str) -> Path:
     return Path(target)
 
 
+def write_weights(model: Any, folder: Path) -> None:
+    """The model's weights as one safetensors checkpoint in `folder`, written by this process whatever its rank.
+
+    transformers' `save_pretrained` writes on rank 0 alone once a process group exists, so under
+    `accelerate launch` every other rank's judge engine (a policy's rewarder) found its private
+    folder empty. A tied tensor (the output head that is the input embedding) is written once,
+    under its first name, as `save_pretrained` writes it; vLLM ties it again from the model's config."""
+    from safetensors.torch import save_file
+
+    tensors, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            tensors[name] = tensor.contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
 def gathered_adapter_state(model: Any) -> dict[str, Any] | None:
     """Every tensor of a PEFT model's adapter, whole, where DeepSpeed ZeRO-3 has partitioned them over the
     processes (a collective: every process calls it); None elsewhere, where `save_pretrained` reads them."""

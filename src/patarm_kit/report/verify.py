@@ -268,8 +268,8 @@ def _judgment_files(run: Run) -> Iterator[tuple[Path, str | None]]:
 
 
 def _stored_responses(run: Run) -> dict[tuple[str, str], str]:
-    """(pair id, side) -> response, from the pair files the run keeps (none if it keeps none)."""
-    pairs = [pair for path in run.layout.pair_files() for pair in read_pairs(path)]
+    """(pair id, side) -> response, from the pair files the run keeps (a split left empty keeps none)."""
+    pairs = [pair for path in run.layout.pair_files() if path.stat().st_size for pair in read_pairs(path)]
     return {(r.pair_id, r.side): r.response for r in [*requests_for_pairs(pairs), *requests_for_style_variants(pairs)]}
 
 

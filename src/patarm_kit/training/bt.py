@@ -48,6 +48,7 @@ class BTResult:
     train_accuracy: float  # share of pairs ordered correctly over the last pass through the data
     seconds: float  # the whole call up to saving the adapter, model loading included
     seconds_per_step: float  # training loop only
+    num_processes: int = 1  # launched processes that trained it (accelerate); older manifests: one
 
     @property
     def final_loss(self) -> float:
@@ -143,6 +144,7 @@ def train_bt(config: RunConfig, pairs: list[PreferencePair], out_dir: Path) -> B
         train_accuracy=sum(e["accuracy"] for e in last_pass) / len(last_pass),
         seconds=time.monotonic() - started,
         seconds_per_step=output.metrics["train_runtime"] / max(trainer.state.global_step, 1),
+        num_processes=trainer.accelerator.num_processes,
     )
     save_adapter(trainer.model, tokenizer, out_dir, _card(config, result))
     return result

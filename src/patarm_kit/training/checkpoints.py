@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from patarm_kit.judging.engine import close_shared_engines
 from patarm_kit.judging.models import (
     ADAPTER_WEIGHTS,
     adapter_leftovers,
@@ -144,9 +145,9 @@ def finish_training(trainer: Any, run: Run, adapter_dir: Path, metrics_path: Pat
     Every process saves its part of the adapter (a sharded model is gathered from all of them);
     the main process alone then drops the pickled training arguments (the manifest holds them as
     JSON), completes the run's training record under `key`, writes the adapter's card and
-    publishes it; every process waits, and a multi-process group is torn down while all ranks are
-    still here (a rank that exits with gloo connections open can abort another: "terminate called
-    without an active exception"). Returns the metrics log."""
+    publishes it; every process waits. The process group stays: a stage may train again in it (the
+    policies, one per rewarder; PAR's variants); the command leaves it (`leave_process_group`).
+    Returns the metrics log."""
     staged = adapter_staging(adapter_dir)
     save_trained_adapter(trainer, staged)
     metrics = read_metrics(metrics_path)
@@ -158,6 +159,20 @@ def finish_training(trainer: Any, run: Run, adapter_dir: Path, metrics_path: Pat
         publish_adapter(staged, adapter_dir)
         run.update("training", key, record)
     trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.num_processes > 1:
-        trainer.accelerator.state.destroy_process_group()
     return metrics
+
+
+def leave_process_group() -> None:
+    """The end of a command launched as several processes (`accelerate launch`): each process stops
+    its judging engines, then all leave the process group together, while every rank is present (a
+    rank that exits with gloo connections open can abort another: "terminate called without an
+    active exception"). A judge's in-process vLLM engine (a policy's rewarder) made its groups
+    inside this one and tears them down at its stop, so it stops first. One process: nothing to do."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    wait_for_every_process()
+    close_shared_engines()
+    if dist.is_initialized():  # vLLM's teardown may have left it already
+        dist.destroy_process_group()

@@ -358,6 +358,7 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         "targets": config.sft.targets,
         "data": facts,
         "steps": result.steps,
+        "num_processes": trainer.accelerator.num_processes,
         "first_loss": losses[0],
         "final_loss": result.final_loss,
         "seconds": round(result.seconds, 1),
