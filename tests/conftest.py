@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,14 @@ def _isolated_results(tmp_path, monkeypatch):
     from patarm_kit.runs import run as results  # RESULTS_DIR lives there
 
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
+
+
+@pytest.fixture(autouse=True)
+def _figures_closed():
+    """Figures a test draws are closed after it: plot functions return theirs open, for a notebook to show."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture(scope="session")
