@@ -48,6 +48,7 @@ from patarm_kit.runs.files import read_json, sha256_of, write_json, write_jsonl
 from patarm_kit.runs.notebooks import progress
 from patarm_kit.runs.run import Run
 from patarm_kit.training import facts
+from patarm_kit.training.checkpoints import leave_process_group
 
 PAPER_REPO = "AIJian/PaTaRM"
 PAPER_SFT_FILE = "sft_train_35.6k.jsonl"
@@ -351,7 +352,7 @@ def run_sft(config: RunConfig, run: Run) -> SftResult:
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()  # else ZeRO-3 would partition the models the checks load, across processes gone
-        trainer.accelerator.state.destroy_process_group()
+        leave_process_group()
     write_json(run.layout.sft_train_log, trainer.state.log_history)
     result.facts = {  # recorded by the sft stage (stages.sft) in the manifest
         "base_model": result.base_model,
