@@ -1,5 +1,6 @@
 """Checkpoints that a killed run can trust: a marker written last into each complete checkpoint,
-partial saves removed on resume, and the trained adapter published with its card.
+partial saves removed on resume, checkpoints carried across sessions; and the end of a training
+(the adapter published with its card) and of a launched command (its processes leave together).
 """
 
 from __future__ import annotations
