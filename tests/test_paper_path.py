@@ -91,6 +91,7 @@ def train(stand_ins: dict[str, Path], accelerate_config: str, run_dir: Path, *op
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = process.communicate(timeout=900)
     assert process.returncode == 0, stdout[-2000:] + stderr[-4000:]
+    assert stdout.count(" steps; last step: reward") == 1, f"the closing line, once for the launch:\n{stdout[-2000:]}"
 
 
 def adapter_tensors(folder: Path) -> dict:

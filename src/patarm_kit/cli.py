@@ -32,7 +32,7 @@ from patarm_kit.report.browse import show_items
 from patarm_kit.report.export import FORMATS, export_rewardbench
 from patarm_kit.report.summary import render_summary, summary_json
 from patarm_kit.report.verify import compare_runs, verify_run
-from patarm_kit.runs.env import launched_processes
+from patarm_kit.runs.env import is_main_process, launched_processes
 from patarm_kit.runs.files import RunError
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.lock import writer_lock
@@ -174,6 +174,13 @@ def _stage_run(run_dir: str, profile: Optional[str], set_: Optional[list[str]], 
                 raise
     leave_process_group()  # launched as several processes: all leave their group together
 
+
+def _say(text: str) -> None:
+    """A training command's closing line, printed once: under `accelerate launch` every process runs the command."""
+    if is_main_process():
+        typer.echo(text)
+
+
 RUN_DIR = typer.Option(..., help="the run folder (results/<run-name>); a new folder starts a new run")
 PROFILE = typer.Option(None, callback=absolute_profile, help="profile of a new run (default cpu); an existing run keeps its own")
 FORCE = typer.Option(False, "--force", help="replace this stage's finished outputs")
@@ -193,14 +200,14 @@ def sft_command(
     with _stage_run(run_dir, profile, set_, "sft") as run:
         warmup = stages.sft(run, force=force, checks=checks)
     result = warmup.result
-    typer.echo(f"{result.steps} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} -> "
-               f"{result.final_loss:.3f}; adapter {result.adapter_dir}")
+    _say(f"{result.steps} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} -> "
+         f"{result.final_loss:.3f}; adapter {result.adapter_dir}")
     for name, facts in (warmup.checks or {"judges": {}})["judges"].items():
         low, high = facts["accuracy_ci95"]
-        typer.echo(f"  {name}: parse rate {facts['parse_rate']:.1%}, all-equal GRPO groups {facts['all_equal_share']:.1%}, "
-                   f"pairwise accuracy {facts['accuracy']:.1%} [{low:.1%}, {high:.1%}], "
-                   f"true facts stated {facts['facts_stated']:.1%}"
-                   + (f", verdicts {facts['verdicts_stated']:.1%}" if facts.get("verdicts_stated") is not None else ""))
+        _say(f"  {name}: parse rate {facts['parse_rate']:.1%}, all-equal GRPO groups {facts['all_equal_share']:.1%}, "
+             f"pairwise accuracy {facts['accuracy']:.1%} [{low:.1%}, {high:.1%}], "
+             f"true facts stated {facts['facts_stated']:.1%}"
+             + (f", verdicts {facts['verdicts_stated']:.1%}" if facts.get("verdicts_stated") is not None else ""))
 
 
 @app.command("train")
@@ -219,8 +226,8 @@ def train_command(
     with _stage_run(run_dir, profile, set_, "par") as run:
         result = stages.par(run, force=force, resume=resume)
     last = result.metrics[-1] if result.metrics else {}
-    typer.echo(f"{result.global_step} steps; last step: reward {last.get('par/reward_mean')}, pair accuracy "
-               f"{last.get('par/pair_accuracy')}; adapter {result.adapter}")
+    _say(f"{result.global_step} steps; last step: reward {last.get('par/reward_mean')}, pair accuracy "
+         f"{last.get('par/pair_accuracy')}; adapter {result.adapter}")
 
 
 @app.command("probe-score")
@@ -263,8 +270,8 @@ def train_bt_command(
 
     with _stage_run(run_dir, profile, set_, "bt") as run:
         result = stages.bt(run, force=force)
-    typer.echo(f"{result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s; loss {result.log[0]['loss']:.3f} -> "
-               f"{result.final_loss:.3f}; train accuracy {result.train_accuracy:.1%}; adapter {result.adapter_dir}")
+    _say(f"{result.steps} steps on {result.pairs} pairs in {result.seconds:.0f} s; loss {result.log[0]['loss']:.3f} -> "
+         f"{result.final_loss:.3f}; train accuracy {result.train_accuracy:.1%}; adapter {result.adapter_dir}")
 
 
 @app.command("policies")
@@ -283,8 +290,8 @@ def policies_command(
         trained = stages.policies(run, force=force)
     for rewarder, result in trained.items():
         last = result.metrics[-1] if result.metrics else {}
-        typer.echo(f"rewarded by {rewarder}: {result.global_step} steps on {result.n_prompts} prompts; "
-                   f"last step's mean reward {last.get('reward')}; adapter {result.adapter}")
+        _say(f"rewarded by {rewarder}: {result.global_step} steps on {result.n_prompts} prompts; "
+             f"last step's mean reward {last.get('reward')}; adapter {result.adapter}")
 
 
 @app.command("downstream")

@@ -295,7 +295,7 @@ def train_par(config: RunConfig, run: Run, start_adapter: Path | None = None, re
         "data_sha256": sha256_of(data_file),
         "n_pairs": len(pairs),
         "par_settings": {k: v for k, v in dataclasses.asdict(config.par).items() if k != "variants"},
-        "num_processes": trainer.args.world_size,
+        "num_processes": trainer.accelerator.num_processes,
         "rollouts": rollout_settings(config, trainer.model.device.type),
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "lora_dropout": lora_dropout_in_use(trainer.model),  # during GRPO (config.lora.dropout is SFT's)

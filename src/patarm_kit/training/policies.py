@@ -150,7 +150,7 @@ def train_policy(config: RunConfig, run: Run, rewarder: str) -> PolicyResult:
         rows_per_step=config.policy.prompts_per_step,
     )
     record = {"config_fingerprint": config.fingerprint(), "rewarder": rewarder, "n_prompts": len(prompts),
-              "num_processes": trainer.args.world_size, "grpo_args": json.loads(trainer.args.to_json_string()),
+              "num_processes": trainer.accelerator.num_processes, "grpo_args": json.loads(trainer.args.to_json_string()),
               "started": now()}
     trainer.train()
     metrics = finish_training(trainer, run, adapter_dir, metrics_path, f"policy-{rewarder}", record,
