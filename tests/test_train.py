@@ -276,6 +276,41 @@ def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path, kill_whe
     assert (run.dir / "par" / "adapter" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.model
+def test_a_training_resumed_from_a_warm_up_with_a_kl_ends_where_the_uninterrupted_one_does(tmp_path):
+    """par.beta > 0 from a warm-up (the cpu-par-experiment's settings): the checkpoint keeps TRL's "ref"
+    copy of the warm-up in a sub-folder beside the trained adapter. Resumed at step 1, training goes
+    on from the trained adapter, not from the warm-up: step 2's KL and the final adapter are bit for
+    bit those of the training that never stopped."""
+    import shutil
+
+    from peft import get_peft_model
+    from safetensors.torch import load_file
+
+    from patarm_kit.judging.models import load_model, lora_config
+    from patarm_kit.training.par import train_par
+
+    overrides = [*TINY_RUN, "par.beta=0.05", "par.learning_rate=0.01"]
+    config = load_config("smoke", dict(o.split("=", 1) for o in overrides))
+    warm_up_config = lora_config(config.lora)
+    warm_up_config.init_lora_weights = False  # a warm-up that has learned something: lora_B is not zero
+    get_peft_model(load_model(config.model)[0], warm_up_config).save_pretrained(tmp_path / "warm-up")
+
+    whole = train_par(config, make_run(tmp_path / "whole", overrides), tmp_path / "warm-up")
+    assert (whole.checkpoints / "checkpoint-1" / "ref" / "adapter_model.safetensors").is_file()
+    stopped = tmp_path / "stopped" / "par-test"
+    shutil.copytree(whole.adapter.parent.parent, stopped)  # as if stopped after checkpoint 1:
+    shutil.rmtree(stopped / "par" / "checkpoints" / "checkpoint-2")
+    shutil.rmtree(stopped / "par" / "adapter")
+
+    resumed = train_par(config, Run.open(stopped), tmp_path / "warm-up", resume=True)
+    assert resumed.resumed_from.name == "checkpoint-1"
+    assert resumed.metrics[1]["kl"] == whole.metrics[1]["kl"] > 0
+    expected, got = (load_file(result.adapter / "adapter_model.safetensors") for result in (whole, resumed))
+    assert expected.keys() == got.keys() and all(expected[name].equal(got[name]) for name in expected)
+
+
 CANARY_ROLLOUTS = [
     # The cpu profile's path: vLLM inside the trainer, weights reloaded in place each step.
     # In the slow tier (make test-all) since make test neared its 15 minutes: ~95 s here.
