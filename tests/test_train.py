@@ -278,11 +278,13 @@ def test_train_resumes_from_the_last_checkpoint_after_sigkill(tmp_path, kill_whe
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_a_training_resumed_from_a_warm_up_with_a_kl_ends_where_the_uninterrupted_one_does(tmp_path):
-    """par.beta > 0 from a warm-up (the cpu-par-experiment's settings): the checkpoint keeps TRL's "ref"
-    copy of the warm-up in a sub-folder beside the trained adapter. Resumed at step 1, training goes
-    on from the trained adapter, not from the warm-up: step 2's KL and the final adapter are bit for
-    bit those of the training that never stopped."""
+@pytest.mark.parametrize("layers", ["8", "null"], ids=["top-8-layers", "all-layers"])
+def test_a_training_resumed_from_a_warm_up_with_a_kl_ends_where_the_uninterrupted_one_does(tmp_path, layers):
+    """par.beta > 0 from a warm-up (cpu-par-experiment's settings, whose LoRA trains in all layers): the
+    checkpoint keeps TRL's "ref" copy of the warm-up in a sub-folder beside the trained adapter.
+    Resumed at step 1, training goes on from the trained adapter, not from the warm-up: step 2's KL
+    and the final adapter are bit for bit those of the training that never stopped. (Before the fix:
+    all layers went on from the warm-up silently; the top 8 refused the checkpoint's optimizer.)"""
     import shutil
 
     from peft import get_peft_model
@@ -291,7 +293,7 @@ def test_a_training_resumed_from_a_warm_up_with_a_kl_ends_where_the_uninterrupte
     from patarm_kit.judging.models import load_model, lora_config
     from patarm_kit.training.par import train_par
 
-    overrides = [*TINY_RUN, "par.beta=0.05", "par.learning_rate=0.01"]
+    overrides = [*TINY_RUN, "par.beta=0.05", "par.learning_rate=0.01", f"par.trainable_layers={layers}"]
     config = load_config("smoke", dict(o.split("=", 1) for o in overrides))
     warm_up_config = lora_config(config.lora)
     warm_up_config.init_lora_weights = False  # a warm-up that has learned something: lora_B is not zero
