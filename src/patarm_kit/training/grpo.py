@@ -277,6 +277,7 @@ def make_grpo_trainer(
     )
     if par.trainable_layers is not None:  # before train() builds the optimizer from what requires grad
         train_top_layers_only(trainer.model, par.trainable_layers)
+    resume_the_trained_adapter(trainer)
     if par.use_vllm:
         serve_weights_out_of_place(trainer.vllm_generation)
     if par.use_vllm and par.vllm_mode == "colocate":
@@ -286,6 +287,27 @@ def make_grpo_trainer(
         if trainer.accelerator.num_processes == 1:
             trainer.add_callback(rollout_engine_release(trainer.vllm_generation, environment_before))
     return trainer
+
+
+def resume_the_trained_adapter(trainer: Any) -> None:
+    """On resume, load the checkpoint's trained adapter, and nothing else, into the model.
+
+    Trained on from a warm-up with par.beta > 0, the model holds two adapters: the trained one and
+    TRL's frozen copy of the warm-up, "ref" (the KL's reference, made again from the warm-up at every
+    start). PEFT saves the trained one at the checkpoint's root and "ref" in a sub-folder, and
+    transformers' Trainer, once it finds a sub-folder, loads the sub-folders alone and marks the
+    active adapter trainable in every layer: a resumed training went on from the warm-up (its first
+    KL was 0) with the checkpoint's optimizer, or, with par.trainable_layers, refused that optimizer.
+    DeepSpeed restores the weights from its own state and does not come here."""
+    load_from_checkpoint = trainer._load_from_checkpoint
+
+    def load_the_trained_adapter(resume_from_checkpoint: str, model: Any = None) -> None:
+        peft_model = trainer.model if model is None else model
+        if len(getattr(peft_model, "peft_config", {})) < 2:
+            return load_from_checkpoint(resume_from_checkpoint, model)
+        peft_model.load_adapter(resume_from_checkpoint, peft_model.active_adapter, is_trainable=True)  # weights only
+
+    trainer._load_from_checkpoint = load_the_trained_adapter
 
 
 def rollout_sampling_seed(seed: int, process_index: int) -> int:
