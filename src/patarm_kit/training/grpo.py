@@ -261,7 +261,8 @@ def make_grpo_trainer(
 
     On top of TRL: only the top `par.trainable_layers` layers train; on CPU the LM head
     projects completion tokens only; vLLM gets the LoRA weights merged out of place (never into
-    the trainer's base), by an in-place reload on CPU; dropout is off (`grpo_args`). PAR
+    the trainer's base), by an in-place reload on CPU; dropout is off (`grpo_args`); a resume loads the
+    trained adapter beside TRL's "ref" copy of the warm-up. PAR
     training, the downstream policies (training/policies.py) and the GRPO canary test build their trainer here.
     """
     from trl import GRPOTrainer
