@@ -150,7 +150,7 @@ def score_difference(hf: Engine, vllm: Engine, prompts: list[str], n: int, seed:
     if not pairs:
         return {"prompts": len(prompts), "scored_prompts": 0}
     differences = np.array([v - h for h, v in pairs])
-    low, high = bootstrap_ci_of(lambda rows: float(differences[rows].mean()), len(differences), n_boot=2000, seed=seed)
+    low, high = bootstrap_ci_of(lambda rows: differences[rows].mean(axis=1), len(differences), n_boot=2000, seed=seed)
     return {
         "prompts": len(prompts), "samples_per_prompt": n, "scored_prompts": len(pairs),
         "hf_mean_score": round(statistics.fmean(h for h, _ in pairs), 3),

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patarm_kit.evaluation.stats import bootstrap_ci, bootstrap_ci_of, paired_bootstrap_diff
+from patarm_kit.evaluation.stats import bootstrap_ci, bootstrap_ci_of, paired_bootstrap_diff, per_resample
 
 OUTCOMES = np.random.default_rng(0).choice([0.0, 0.5, 1.0], size=300, p=[0.3, 0.1, 0.6])
 
@@ -48,17 +48,25 @@ def test_paired_diff_needs_the_same_items():
 
 def test_statistic_version_matches_the_mean_version():
     # same seed, same resampled prompts: the mean as a statistic gives the same interval
-    interval = bootstrap_ci_of(lambda idx: OUTCOMES[idx].mean(), len(OUTCOMES), n_boot=300, seed=2)
+    interval = bootstrap_ci_of(lambda indices: OUTCOMES[indices].mean(axis=1), len(OUTCOMES), n_boot=300, seed=2)
     assert interval == pytest.approx(bootstrap_ci(OUTCOMES, n_boot=300, seed=2))
+    one_row_at_a_time = bootstrap_ci_of(per_resample(lambda row: OUTCOMES[row].mean()), len(OUTCOMES), n_boot=300, seed=2)
+    assert one_row_at_a_time == pytest.approx(interval, abs=1e-12)
+
+
+def test_a_statistic_returns_one_replicate_per_resample():
+    with pytest.raises(ValueError, match="one replicate per resample"):
+        bootstrap_ci_of(lambda indices: OUTCOMES[indices].mean(), len(OUTCOMES), n_boot=50)
 
 
 def test_strata_keep_their_size():
     labels = np.array(["a"] * 5 + ["b"] * 20)
     seen = []
 
-    def count_a(idx: np.ndarray) -> float:
-        seen.append(np.isin(idx, np.flatnonzero(labels == "a")).sum())
-        return 0.0
+    def count_a(indices: np.ndarray) -> np.ndarray:
+        seen.extend(np.isin(indices, np.flatnonzero(labels == "a")).sum(axis=1))
+        assert (labels[indices] == labels).all()  # each stratum keeps its places: what the benches' statistics use
+        return np.zeros(len(indices))
 
     bootstrap_ci_of(count_a, len(labels), n_boot=50, strata=labels)
     assert seen == [5] * 50

@@ -83,7 +83,7 @@ def score_verdicts(rows: Sequence[Mapping[str, Any]], n_boot: int = 1000, seed: 
         metrics[f"inst_level_{rule}"] = float(sums.sum() / counts.sum())
         metrics["ci95"][f"prompt_level_{rule}"] = list(bootstrap_ci(prompt_level, n_boot=n_boot, seed=seed))
         metrics["ci95"][f"inst_level_{rule}"] = list(bootstrap_ci_of(
-            lambda idx: float(sums[idx].sum() / counts[idx].sum()), len(rows), n_boot=n_boot, seed=seed))
+            lambda indices: sums[indices].sum(axis=1) / counts[indices].sum(axis=1), len(rows), n_boot=n_boot, seed=seed))
     by_type: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"strict": [], "loose": []})
     for row in rows:
         for instruction, strict, loose in zip(row["instruction_id_list"], row["strict"], row["loose"]):

@@ -88,7 +88,7 @@ def paired_bootstrap_diff(
 
 
 def bootstrap_ci_of(
-    statistic: Callable[[np.ndarray], float],
+    statistic: Callable[[np.ndarray], np.ndarray],
     n_items: int,
     n_boot: int = 1000,
     seed: int = 0,
@@ -97,13 +97,24 @@ def bootstrap_ci_of(
 ) -> tuple[float, float]:
     """Percentile-bootstrap interval of any statistic of the items.
 
-    `statistic(indices)` computes the statistic on the items at `indices` (a resample of
-    0..n_items-1, repeats allowed); used for scores that are not a plain mean of one value
-    per item, like RM-Bench's 3x3-matrix scores. See `_resample_indices` for `strata`.
+    `statistic(indices)` gets every resample at once, an (n_boot, n_items) array whose rows are
+    item indices (0..n_items-1, repeats allowed), and returns the n_boot replicates: numpy over
+    the whole array instead of a Python loop over 1,000 rows (verify recomputes every interval of
+    a run). Used for scores that are not a plain mean of one value per item, like RM-Bench's
+    3x3-matrix scores; `per_resample` adapts a statistic of one row. See `_resample_indices` for
+    `strata`.
     """
     indices = _resample_indices(n_items, n_boot, seed, strata)
-    replicates = np.array([statistic(row) for row in indices], dtype=float)
+    replicates = np.asarray(statistic(indices), dtype=float)
+    if replicates.shape != (n_boot,):
+        raise ValueError(f"the statistic must return one replicate per resample ({n_boot}), got shape {replicates.shape}")
     return _percentile_interval(replicates, level)
+
+
+def per_resample(statistic: Callable[[np.ndarray], float]) -> Callable[[np.ndarray], np.ndarray]:
+    """A statistic of one resample's indices as `bootstrap_ci_of` takes it (a loop over the rows),
+    for statistics numpy cannot take over the whole array at once (RewardBench 2's Ties)."""
+    return lambda indices: np.array([statistic(row) for row in indices], dtype=float)
 
 
 def p_text(p_value: float, n_boot: int) -> str:

@@ -132,9 +132,8 @@ def _section_intervals(scored: dict, by_subset: dict[str, list[float]], n_boot: 
         strata = np.concatenate([[s] * len(by_subset[s]) for s in present])
         weights = {s: EXAMPLE_COUNTS[s] for s in present}
 
-        def section_score(index: np.ndarray) -> float:
-            picked, picked_strata = values[index], strata[index]
-            return sum(weights[s] * picked[picked_strata == s].mean() for s in present) / sum(weights.values())
+        def section_score(indices: np.ndarray) -> np.ndarray:  # strata keep their places in every resample
+            return sum(weights[s] * values[indices[:, strata == s]].mean(axis=1) for s in present) / sum(weights.values())
 
         facts["ci95"] = list(bootstrap_ci_of(section_score, len(values), n_boot=n_boot, seed=seed, strata=strata))
 

@@ -25,7 +25,7 @@ import numpy as np
 from patarm_kit.data.pairs import PreferencePair
 from patarm_kit.data.sources.reward_bench2 import SUBSETS, TIES
 from patarm_kit.evaluation.benches.base import Benchmark, Scoring, outcome_interval
-from patarm_kit.evaluation.stats import bootstrap_ci_of
+from patarm_kit.evaluation.stats import bootstrap_ci_of, per_resample
 from patarm_kit.judging.judge import EvalError, JudgeRequest, Judgment, requests_for_style_variants, voted_scores
 
 UNSCORED_BEST_OF_4 = 0.25  # the official runner's value for an item none of whose responses was rated
@@ -144,7 +144,7 @@ class RewardBench2(Benchmark):
                 score = ties_score([prompts[i] for i in index])["score"]
                 return float("nan") if score is None else score
 
-            interval = (list(bootstrap_ci_of(statistic, len(prompts), n_boot=rules.n_boot, seed=rules.seed))
+            interval = (list(bootstrap_ci_of(per_resample(statistic), len(prompts), n_boot=rules.n_boot, seed=rules.seed))
                         if facts["score"] is not None else [None, None])
             return {**facts, "n": len(pids), "ci95": interval}
         values = [outcomes[pid] for pid in pids]  # a plain mean: the base class's interval

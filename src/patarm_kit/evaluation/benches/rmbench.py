@@ -99,8 +99,10 @@ def _check_consistency(domains: dict[str, dict], overall: dict[str, float]) -> N
 
 
 def _domain_interval(cube: np.ndarray, key: str, n_boot: int, seed: int) -> list[float]:
-    def statistic(idx: np.ndarray) -> float:
-        return _difficulty_score(cube[idx].mean(axis=0), key)  # one key: the bootstrap's hot loop
+    rows, columns = _DIFFICULTY_CELLS[key]
+
+    def statistic(indices: np.ndarray) -> np.ndarray:  # each resample's mean matrix, then the key's cells
+        return cube[indices].mean(axis=1)[:, rows, columns].mean(axis=1)
 
     return list(bootstrap_ci_of(statistic, len(cube), n_boot=n_boot, seed=seed))
 
@@ -114,8 +116,9 @@ def _add_intervals(cubes: dict[str, np.ndarray], result: dict, n_boot: int, seed
     all_prompts = np.concatenate(list(cubes.values()))
     labels = np.repeat(list(cubes), [len(cube) for cube in cubes.values()])
 
-    def overall_avg(idx: np.ndarray) -> float:
-        return float(np.mean([all_prompts[idx[labels == d]].mean() for d in cubes]))
+    def overall_avg(indices: np.ndarray) -> np.ndarray:  # the mean of the domains' avgs (strata keep their places)
+        domain_avgs = [all_prompts[indices[:, labels == d]].reshape(len(indices), -1).mean(axis=1) for d in cubes]
+        return np.stack(domain_avgs, axis=1).mean(axis=1)
 
     interval = bootstrap_ci_of(overall_avg, len(all_prompts), n_boot=n_boot, seed=seed, strata=labels)
     result["overall"]["ci95"] = {"avg": list(interval)}
