@@ -287,14 +287,19 @@ def test_a_facts_target_changes_with_the_response_and_not_with_the_label():
     assert parse_judgment(labels[follows]).score >= 7 and parse_judgment(labels[ignores]).score <= 4
 
 
-@pytest.mark.parametrize("instruction_id", sorted(sft.facts.INSTRUCTION_FACTS))
-def test_every_instruction_type_has_a_fact_of_the_response(instruction_id, data_dir):
-    """Built on the real verifiable pairs: each type's fact differs between the two sides of most pairs."""
+@pytest.fixture(scope="module")
+def verifiable_pairs(data_dir) -> dict[str, list]:
+    """The real verifiable pairs of both built sources, built once for the module."""
     from patarm_kit.data.loading import load_source
 
-    pairs = []
-    for name in ("verifiable-if", "verifiable-if-transfer"):
-        pairs += [p for p in load_source(name, data_dir, {"train": 0.8, "dev": 0.1, "test": 0.1})[0] if p.subset == instruction_id][:40]
+    return {name: load_source(name, data_dir, {"train": 0.8, "dev": 0.1, "test": 0.1})[0]
+            for name in ("verifiable-if", "verifiable-if-transfer")}
+
+
+@pytest.mark.parametrize("instruction_id", sorted(sft.facts.INSTRUCTION_FACTS))
+def test_every_instruction_type_has_a_fact_of_the_response(instruction_id, verifiable_pairs):
+    """Built on the real verifiable pairs: each type's fact differs between the two sides of most pairs."""
+    pairs = [p for built in verifiable_pairs.values() for p in [p for p in built if p.subset == instruction_id][:40]]
     assert pairs
     differ = 0
     for pair in pairs:
@@ -304,11 +309,10 @@ def test_every_instruction_type_has_a_fact_of_the_response(instruction_id, data_
     assert differ >= 0.9 * len(pairs)
 
 
-def test_facts_targets_fit_the_rollout_budget(tokenizer, data_dir):
-    from patarm_kit.data.loading import load_source
+def test_facts_targets_fit_the_rollout_budget(tokenizer, verifiable_pairs):
     from patarm_kit.judging.judge import requests_for_pairs
 
-    pairs = load_source("verifiable-if", data_dir, {"train": 0.8, "dev": 0.1, "test": 0.1})[0][:200]
+    pairs = verifiable_pairs["verifiable-if"][:200]
     instructions = {p.id: p.instructions for p in pairs}
     lengths = [len(tokenizer(sft.judgment_target(r, RUBRICS[r.task], "facts", 0, instructions[r.pair_id])[0])["input_ids"])
                for r in requests_for_pairs(pairs)]

@@ -61,33 +61,38 @@ def stage_one(request, tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="module")
+def whole_benches(stage_one) -> dict[str, list[PreferencePair]]:
+    """The run's whole (not held-out) benches as their sources give them, loaded once per profile."""
+    return bench_pairs(stage_one.config())
+
+
 def test_every_local_profile_is_tested():
     assert set(PROFILES) - set(LOCAL_PROFILES) == {"qwen3-8b", "qwen3-14b"}  # their sources are hub datasets
 
 
-def test_the_test_split_survives_and_no_dev_pair_sits_on_a_bench_prompt(stage_one):
+def test_the_test_split_survives_and_no_dev_pair_sits_on_a_bench_prompt(stage_one, whole_benches):
     layout = stage_one.layout
     assert layout.pairs("test").stat().st_size and layout.pairs("dev").stat().st_size
-    bench_keys = frozenset().union(*(prompt_keys(p) for ps in bench_pairs(stage_one.config()).values() for p in ps))
+    bench_keys = frozenset().union(*(prompt_keys(p) for ps in whole_benches.values() for p in ps))
     assert not [p.id for p in read_pairs(layout.pairs("dev")) if prompt_keys(p) & bench_keys]
 
 
-def test_no_held_out_pair_shares_a_prompt_with_a_training_pair(stage_one):
-    layout, config = stage_one.layout, stage_one.config()
+def test_no_held_out_pair_shares_a_prompt_with_a_training_pair(stage_one, whole_benches):
+    layout = stage_one.layout
     train_keys = frozenset().union(*(prompt_keys(p) for p in read_pairs(layout.pairs("train"))))
     held_out = {split: read_pairs(layout.pairs(split)) for split in ("dev", "test")}
-    held_out |= {f"bench {name}": pairs for name, pairs in bench_pairs(config).items()}
+    held_out |= {f"bench {name}": pairs for name, pairs in whole_benches.items()}
     held_out |= {path.name: read_pairs(path) for path in layout.pairs_dir.glob("bench-*.jsonl")}
     for name, pairs in held_out.items():
         shared = [p.id for p in pairs if prompt_keys(p) & train_keys]
         assert not shared, f"{name}: {len(shared)} pairs share a prompt with a training pair, e.g. {shared[:3]}"
 
 
-def test_every_bench_of_a_run_judges_the_file_stage_one_wrote_for_it(stage_one):
+def test_every_bench_of_a_run_judges_the_file_stage_one_wrote_for_it(stage_one, whole_benches):
     """One pipe: inside a run a bench reads pairs/bench-<bench>.jsonl: the same pairs its source gives
     outside a run, or for a held-out bench its source's test split after decontamination."""
     config, layout = stage_one.config(), stage_one.layout
-    whole = bench_pairs(config)
     test_ids = {p.id for p in read_pairs(layout.pairs("test"))}
     removed = stage_one.manifest()["stages"]["data"]["facts"]["decontaminated"]
     assert sorted(layout.pairs_dir.glob("bench-*.jsonl")) == sorted(layout.bench_pairs(spec) for spec in run_benches(config))
@@ -95,8 +100,8 @@ def test_every_bench_of_a_run_judges_the_file_stage_one_wrote_for_it(stage_one):
         bench = get_bench(spec)
         inside, outside = bench.load(config, None, layout), bench.load(config, None)
         assert list(inside.files) == [layout.relative(layout.bench_pairs(spec))]
-        if spec in whole:
-            assert inside.pairs == outside.pairs == whole[spec]
+        if spec in whole_benches:
+            assert inside.pairs == outside.pairs == whole_benches[spec]
         else:  # held out: the run's test split of the source (its `limit` drawn), decontaminated
             inside_ids, outside_ids = {p.id for p in inside.pairs}, {p.id for p in outside.pairs}
             assert inside_ids and inside_ids <= test_ids and inside_ids <= outside_ids
