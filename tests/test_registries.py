@@ -143,6 +143,25 @@ def test_a_benchmark_added_in_one_place_works_end_to_end(monkeypatch, tmp_path):
     assert LLMBarNatural().coverage(results[0]) == "LLMBar Natural (n=5, not a benchmark of the paper)"
 
 
+def test_the_suite_runs_each_judge_on_every_bench_before_the_next_and_reports_in_plan_order(monkeypatch, tmp_path):
+    """Judge-major: the shared engine merges and reloads an adapter judge's weights once, not once per bench."""
+    config = load_config("smoke", {"eval.judges": ["length", "random"], "eval.benches": ["rewardbench", "pairs:hh-rlhf"],
+                                   "eval.limit": 2, "eval.n_boot": 20})
+    run = Run.create("run", config, results_dir=tmp_path)
+    stages.data(run)
+    calls = []
+
+    def recorded(config, spec, bench, *args, **kwargs):
+        calls.append((spec.kind, bench))
+        return evaluate(config, spec, bench, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", recorded)
+    results = run_suite(config, run.layout)
+    assert calls == [("length", "rewardbench"), ("length", "pairs:hh-rlhf"), ("random", "rewardbench"), ("random", "pairs:hh-rlhf")]
+    assert [(m["judge"], m["bench"]) for m in results] == [(judge, bench) for judge, bench, _ in suite_plan(config, run.layout)]
+    assert [(m["judge"], m["bench"]) for m in results][:2] == [("length", "rewardbench"), ("random", "rewardbench")]
+
+
 class ShortestJudge(LengthJudge):
     """A judge made in a test: prefers the shorter response."""
 

@@ -264,23 +264,25 @@ def suite_plan(config: RunConfig, layout: RunLayout) -> list[tuple[str, str, Pat
 def run_suite(config: RunConfig, layout: RunLayout, keep_finished: bool = False) -> list[dict[str, Any]]:
     """Every judge of the profile on every benchmark of the profile, into the run's eval files.
 
-    The run's own judges (sft, par, bt) must exist before the first judgment is made.
+    The run's own judges (sft, par, bt) must exist before the first judgment is made. Each judge
+    goes through every bench before the next judge starts, so the shared engine merges and reloads
+    an adapter once per judge, not once per bench; the results come back in `suite_plan`'s order.
     `keep_finished` (resume): an evaluation whose metrics file exists is read back, not judged again.
     """
     plan = suite_plan(config, layout)
     specs = {judge: parse_judge(judge, layout) for judge in config.eval.judges}
     for spec in specs.values():
         spec.check_files()
-    results = []
-    for judge, bench, out in plan:
+    results: dict[Path, dict[str, Any]] = {}
+    for judge, bench, out in sorted(plan, key=lambda step: config.eval.judges.index(step[0])):  # stable: benches in order
         if keep_finished and out.is_file():
             print(f"[eval] {judge} on {bench}: finished before, read back (--resume)", flush=True)
-            results.append(read_json(out))
+            results[out] = read_json(out)
             continue
         print(f"[eval] {judge} on {bench}", flush=True)
-        results.append(evaluate(config, specs[judge], bench, out, config.eval.limit_for(bench), force=keep_finished,
-                                layout=layout))
-    return results
+        results[out] = evaluate(config, specs[judge], bench, out, config.eval.limit_for(bench), force=keep_finished,
+                                layout=layout)
+    return [results[out] for *_, out in plan]
 
 
 def votes_curve_file(config: RunConfig, layout: RunLayout) -> Path | None:
