@@ -36,6 +36,17 @@ def test_materialized_checkpoint_is_plain_safetensors():
 
 
 @pytest.mark.model
+def test_each_caller_gets_a_tokenizer_of_its_own():
+    """Read from disk once per process, handed out as copies: a trainer that changes its tokenizer
+    changes no other stage's."""
+    first = load_tokenizer(ModelConfig())
+    first.padding_side = "right"
+    second = load_tokenizer(ModelConfig())
+    assert second is not first and second.padding_side == "left"
+    assert second("Water it daily.")["input_ids"] == first("Water it daily.")["input_ids"]
+
+
+@pytest.mark.model
 def test_the_bundled_model_converts_quietly_to_the_same_weights(tmp_path, capfd):
     """A new machine converts the bundled GGUF once, in the first notebook it runs: no notes, no bars,
     and the same bytes as the kit's cache (made before the notes were silenced, or by another process)."""

@@ -14,6 +14,7 @@ leaves the old adapter, the new one or none, never half of one.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import os
@@ -245,14 +246,23 @@ def hub_snapshot(repo_id: str, revision: str | None) -> Path:
 
 
 def load_tokenizer(config: ModelConfig) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left
+    """The model's tokenizer, padding on the left (decoder-only batched generation), a copy of
+    one read from disk once per process: the benchmark stage asks for it once per judge and
+    bench, and a trainer given it may change its settings, so no two callers share one."""
+    tokenizer = copy.deepcopy(_read_tokenizer(resolve_model_path(config)))
     if not tokenizer.chat_template:
         raise ModelError(f"{config.name}: the tokenizer has no chat template; the judge prompts need one")
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def _read_tokenizer(model_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
     return tokenizer
 
 
