@@ -299,7 +299,7 @@ def verifiable_pairs(data_dir) -> dict[str, list]:
 @pytest.mark.parametrize("instruction_id", sorted(sft.facts.INSTRUCTION_FACTS))
 def test_every_instruction_type_has_a_fact_of_the_response(instruction_id, verifiable_pairs):
     """Built on the real verifiable pairs: each type's fact differs between the two sides of most pairs."""
-    pairs = [p for built in verifiable_pairs.values() for p in [p for p in built if p.subset == instruction_id][:40]]
+    pairs = [pair for built in verifiable_pairs.values() for pair in [p for p in built if p.subset == instruction_id][:40]]  # 40 a source
     assert pairs
     differ = 0
     for pair in pairs:
