@@ -16,7 +16,9 @@ from patarm_kit.config.loader import load_config
 from patarm_kit.config.schema import ModelConfig
 from patarm_kit.data.pairs import DataError
 from patarm_kit.judging.models import ModelError, adapter_staging, load_model, publish_adapter, save_adapter
+from patarm_kit.runs.files import RunError
 from patarm_kit.runs.layout import RunLayout
+from patarm_kit.runs.run import Run
 from patarm_kit.training.checkpoints import (
     CHECKPOINT_COMPLETE,
     carry_checkpoints,
@@ -75,6 +77,10 @@ def test_a_clean_log_reads_whole_without_warnings(tmp_path, recwarn):
 # ---------------------------------------------------------------- checkpoints
 
 
+def make_run(tmp_path: Path) -> Run:
+    return Run.create("carried", load_config("smoke"), results_dir=tmp_path)
+
+
 def save_checkpoint(checkpoints: Path, step: int, marked: bool = True) -> Path:
     """The files transformers writes into checkpoint-N, then (when `marked`) the kit's marker callback."""
     folder = checkpoints / f"checkpoint-{step}"
@@ -92,7 +98,8 @@ def save_checkpoint(checkpoints: Path, step: int, marked: bool = True) -> Path:
 def test_a_carried_run_keeps_its_latest_checkpoint_whole_and_older_adapters_complete(tmp_path, keep_adapters):
     """Carried across sessions (results/in-progress): the latest checkpoint resumes as before; older
     ones keep their adapter for the learning curve and still count as complete, or go."""
-    layout = RunLayout(tmp_path / "run").for_par("par-shuffled")  # a variant's checkpoints, as a carry meets them
+    run = make_run(tmp_path)
+    layout = run.layout.for_par("par-shuffled")  # a variant's checkpoints, as a carry meets them
     checkpoints = layout.par_checkpoints
     older, latest = save_checkpoint(checkpoints, 32), save_checkpoint(checkpoints, 64)
     (older / "rng_state.pth").write_bytes(b"r" * 10)  # trainer state beside the optimizer's: it goes too
@@ -102,7 +109,8 @@ def test_a_carried_run_keeps_its_latest_checkpoint_whole_and_older_adapters_comp
     staging.mkdir(parents=True)
     whole = {p.name: p.read_bytes() for p in latest.iterdir()}
 
-    carry_checkpoints(layout, keep_adapters)
+    carry_checkpoints(run, "par-shuffled", keep_adapters)
+    assert "left_out" not in run.manifest(), "an unfinished training's stage has recorded none of these files"
     assert not staging.exists() and not list(layout.par_dir.glob(".*")), "half-written files are not carried"
     assert {p.name: p.read_bytes() for p in latest.iterdir()} == whole and latest_checkpoint(checkpoints) == latest
     if keep_adapters:
@@ -114,6 +122,37 @@ def test_a_carried_run_keeps_its_latest_checkpoint_whole_and_older_adapters_comp
         assert marker["carried"] and set(older_marker["files"]) > set(marker["files"])
     else:
         assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-64"]
+
+
+@pytest.mark.parametrize("keep_adapters", [True, False])
+def test_a_finished_training_is_carried_without_optimizer_state_and_its_manifest_says_so(tmp_path, keep_adapters):
+    """Once the adapter is published nothing resumes from a checkpoint: the latest loses its optimizer
+    state too, and since the stage recorded those files, `left_out` names each one with why."""
+    run = make_run(tmp_path)
+    layout = run.layout.for_par("par")
+    checkpoints = layout.par_checkpoints
+    older, latest = save_checkpoint(checkpoints, 32), save_checkpoint(checkpoints, 64)
+    layout.par_adapter.mkdir(parents=True)
+    (layout.par_adapter / "adapter_model.safetensors").write_bytes(b"a" * 100)  # published: the training is done
+
+    deleted = carry_checkpoints(run, "par", keep_adapters)
+    left_out = run.manifest()["left_out"]
+    assert sorted(left_out) == sorted(run.layout.key(p) for p in deleted) and set(left_out.values()) == {"GRPO checkpoints"}
+    if keep_adapters:
+        assert {p.name for p in deleted} == {"optimizer.pt"} and len(deleted) == 2
+        for folder in (older, latest):
+            assert checkpoint_is_complete(folder) and not (folder / "optimizer.pt").exists()
+    else:
+        assert sorted(left_out) == ["par/checkpoints/checkpoint-32", "par/checkpoints/checkpoint-64"]
+        assert not list(checkpoints.iterdir())
+    assert (layout.par_adapter / "adapter_model.safetensors").is_file()
+
+
+def test_a_run_refuses_to_record_a_file_it_must_keep_as_left_out(tmp_path):
+    run = make_run(tmp_path)
+    with pytest.raises(RunError, match=r"eval/x.json is not a file a run may leave out"):
+        run.record_left_out([run.dir / "par/checkpoints/checkpoint-1/optimizer.pt", run.dir / "eval/x.json"])
+    assert "left_out" not in run.manifest(), "nothing is recorded when one path is refused"
 
 
 def test_resume_takes_the_last_complete_checkpoint_and_removes_half_saved_ones(tmp_path):

@@ -345,18 +345,13 @@ def publish(run_dir: Path | str) -> dict[str, str]:
     """Delete the files a committed run leaves out (layout.LOCAL_ONLY) and record each in
     manifest["left_out"] with why, so `verify` knows they are missing on purpose."""
     run = Run.open(run_dir)
-    layout = run.layout
-    left_out = dict(run.manifest().get("left_out", {}))
-    for path in sorted(p for p in run.dir.rglob("*") if p.is_file()):
-        key = layout.key(path)
-        if (why := RunLayout.local_only_reason(key)) is not None:
-            path.unlink()
-            left_out[key] = why
+    deleted = [path for path in sorted(p for p in run.dir.rglob("*") if p.is_file()) if run.layout.is_local_only(run.layout.key(path))]
+    for path in deleted:
+        path.unlink()
     for folder in sorted((p for p in run.dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
         if not any(folder.iterdir()):
             folder.rmdir()
-    write_json(layout.manifest, {**run.manifest(), "left_out": left_out})
-    return left_out
+    return run.record_left_out(deleted)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

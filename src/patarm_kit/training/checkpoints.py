@@ -53,18 +53,22 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def carry_checkpoints(layout: RunLayout, keep_adapters: bool) -> list[Path]:
+def carry_checkpoints(run: Run, training: str, keep_adapters: bool) -> list[Path]:
     """Make a training's checkpoints small enough to commit, for a run made across working sessions
-    on machines that keep only the repository (results/in-progress/README.md). `layout` is the
-    training's own (`RunLayout.for_par`).
+    on machines that keep only the repository (results/in-progress/README.md). `training` names its
+    folder (`par`, `par-shuffled`, ...).
 
     What a stopped training left half-written goes first, as a resume would remove it. The latest
-    complete checkpoint stays whole: `--resume` continues from it bit for bit. Older ones keep their
-    adapter and trainer log where `keep_adapters` (the learning curve judges every PAR checkpoint),
-    with a marker that lists what they keep, so they still count as complete; else they go. Returns
-    what it deleted."""
+    complete checkpoint stays whole, so `--resume` continues from it bit for bit, unless the training
+    is finished (its adapter published: nothing resumes from a checkpoint then). Older ones keep
+    their adapter and trainer log where `keep_adapters` (the learning curve judges every PAR
+    checkpoint), with a marker that lists what they keep, so they still count as complete; else
+    they go. A finished training's stage recorded its checkpoints' files, so what goes is named in
+    the manifest's `left_out`. Returns what it deleted."""
+    layout = run.layout.for_par(training)
+    finished = (layout.par_adapter / ADAPTER_WEIGHTS).is_file()
     deleted = remove_partial_saves(layout)
-    latest = latest_checkpoint(layout.par_checkpoints)
+    latest = None if finished else latest_checkpoint(layout.par_checkpoints)
     kept = {"adapter_config.json", ADAPTER_WEIGHTS, "trainer_state.json", CHECKPOINT_COMPLETE}
     for folder in checkpoint_folders(layout.par_checkpoints):
         if folder == latest:
@@ -80,6 +84,8 @@ def carry_checkpoints(layout: RunLayout, keep_adapters: bool) -> list[Path]:
         marker = read_json(folder / CHECKPOINT_COMPLETE)
         files = {name: size for name, size in marker["files"].items() if (folder / name).is_file()}
         write_json(folder / CHECKPOINT_COMPLETE, {**marker, "files": files, "carried": "optimizer state dropped"})
+    if finished:
+        run.record_left_out(deleted)
     return deleted
 
 
