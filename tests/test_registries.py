@@ -2,6 +2,7 @@
 clear error, and a benchmark or judge added in one place works end to end."""
 
 import json
+import os
 import re
 
 import pytest
@@ -16,7 +17,7 @@ from patarm_kit.evaluation import evaluate as evaluation
 from patarm_kit.evaluation.benches import BENCHMARKS, get_bench
 from patarm_kit.evaluation.benches.base import Benchmark
 from patarm_kit.evaluation.evaluate import evaluate, recompute_metrics, run_suite, suite_plan, summary_row
-from patarm_kit.judging import engine
+from patarm_kit.judging import engine, registry
 from patarm_kit.judging.judge import EvalError
 from patarm_kit.judging.registry import JUDGES, JudgeKind, LengthJudge, build_judge, parse_judge
 from patarm_kit.report.figures import bench_label
@@ -160,6 +161,23 @@ def test_the_suite_runs_each_judge_on_every_bench_before_the_next_and_reports_in
     assert calls == [("length", "rewardbench"), ("length", "pairs:hh-rlhf"), ("random", "rewardbench"), ("random", "pairs:hh-rlhf")]
     assert [(m["judge"], m["bench"]) for m in results] == [(judge, bench) for judge, bench, _ in suite_plan(config, run.layout)]
     assert [(m["judge"], m["bench"]) for m in results][:2] == [("length", "rewardbench"), ("random", "rewardbench")]
+
+
+def test_a_bt_model_loads_once_for_every_bench_and_again_when_retrained(monkeypatch, config, tmp_path):
+    """The suite builds the BT judge once per bench; its model (the slow part) is loaded once."""
+    loads = []
+    monkeypatch.setattr(registry, "BTScorer", lambda adapter, config: loads.append(adapter) or object())
+    monkeypatch.setattr(registry, "_LOADED_BT", {})
+    adapter = tmp_path / "bt" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"w")
+    first = build_judge(f"bt:{adapter}", config, SamplingConfig()).scorer
+    assert build_judge(f"bt:{adapter}", config, SamplingConfig()).scorer is first and len(loads) == 1
+    build_judge(f"bt:{adapter}", load_config("cpu", {"bt.max_length": 64}), SamplingConfig())  # another config
+    assert len(loads) == 2
+    os.utime(adapter / "adapter_model.safetensors", ns=(0, 10**18))  # written again by a new training
+    build_judge(f"bt:{adapter}", config, SamplingConfig())
+    assert len(loads) == 3 and len(registry._LOADED_BT) == 1, "one BT model is kept at a time"
 
 
 class ShortestJudge(LengthJudge):

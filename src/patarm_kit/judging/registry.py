@@ -58,11 +58,26 @@ class BTJudge:
     """A scalar Bradley-Terry reward model: one reward per response."""
 
     def __init__(self, adapter: str, config: RunConfig):
-        self.scorer = BTScorer(adapter, config)
+        self.scorer = loaded_bt_scorer(adapter, config)
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         scores, cut = self.scorer.score(requests), self.scorer.inputs_cut(requests)
         return [plain_judgment(r, s, c) for r, s, c in zip(requests, scores, cut)]
+
+
+_LOADED_BT: dict[tuple[str, int, str], BTScorer] = {}  # the last BT model loaded, by adapter, its files' mtime, config
+
+
+def loaded_bt_scorer(adapter: str, config: RunConfig) -> BTScorer:
+    """The BT model of `adapter`, loaded once for a run of judgments: an evaluation suite judges
+    every bench with it. A retrained adapter (its files written again) or another config loads
+    anew; one model is kept at a time."""
+    written = max((path.stat().st_mtime_ns for path in Path(adapter).glob("*")), default=0)  # none: BTScorer says why
+    key = (str(Path(adapter).resolve()), written, config.fingerprint())
+    if key not in _LOADED_BT:
+        _LOADED_BT.clear()
+        _LOADED_BT[key] = BTScorer(adapter, config)
+    return _LOADED_BT[key]
 
 
 def model_judge(config: RunConfig, sampling: SamplingConfig, adapter: str | None = None) -> Judge:
