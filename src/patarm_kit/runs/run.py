@@ -235,13 +235,13 @@ class Run:
         """Name deleted run files in manifest["left_out"] with why (layout.LOCAL_ONLY), so `verify`
         knows they are missing on purpose; a file no run may leave out is refused first. Returns
         the whole record."""
-        keys = [self.layout.key(path) for path in paths]
-        refused = next((key for key in keys if RunLayout.local_only_reason(key) is None), None)
+        reasons = {key: RunLayout.local_only_reason(key) for key in map(self.layout.key, paths)}
+        refused = next((key for key, why in reasons.items() if why is None), None)
         if refused is not None:
             raise RunError(f"{self.dir}: {refused} is not a file a run may leave out (layout.LOCAL_ONLY)")
         manifest = self.manifest()
         left_out = manifest.setdefault("left_out", {})
-        left_out.update({key: RunLayout.local_only_reason(key) for key in keys})
+        left_out.update(reasons)
         write_json(self.manifest_path, manifest)
         return left_out
 

@@ -53,6 +53,12 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def training_done(run: Run, judge: str = "par") -> bool:
+    """Whether the manifest records PAR training `judge` ("par", "par-<variant>") as finished, its adapter saved."""
+    record = run.manifest().get("training", {}).get(judge, {})
+    return record.get("status") == "done" and (run.layout.for_par(judge).par_adapter / ADAPTER_WEIGHTS).is_file()
+
+
 def carry_checkpoints(run: Run, training: str, keep_adapters: bool) -> list[Path]:
     """Make a training's checkpoints small enough to commit, for a run made across working sessions
     on machines that keep only the repository (results/in-progress/README.md). `training` names its
@@ -60,13 +66,13 @@ def carry_checkpoints(run: Run, training: str, keep_adapters: bool) -> list[Path
 
     What a stopped training left half-written goes first, as a resume would remove it. The latest
     complete checkpoint stays whole, so `--resume` continues from it bit for bit, unless the training
-    is finished (its adapter published: nothing resumes from a checkpoint then). Older ones keep
+    is finished (recorded done, its adapter saved: nothing resumes from a checkpoint then). Older ones keep
     their adapter and trainer log where `keep_adapters` (the learning curve judges every PAR
     checkpoint), with a marker that lists what they keep, so they still count as complete; else
     they go. A finished training's stage recorded its checkpoints' files, so what goes is named in
     the manifest's `left_out`. Returns what it deleted."""
     layout = run.layout.for_par(training)
-    finished = (layout.par_adapter / ADAPTER_WEIGHTS).is_file()
+    finished = training_done(run, training)
     deleted = remove_partial_saves(layout)
     latest = None if finished else latest_checkpoint(layout.par_checkpoints)
     kept = {"adapter_config.json", ADAPTER_WEIGHTS, "trainer_state.json", CHECKPOINT_COMPLETE}

@@ -44,7 +44,7 @@ from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import RunConfig
 from patarm_kit.data.pairs import PreferencePair, read_pairs
 from patarm_kit.judging.judge import Judge, prompt_judge, requests_for_pairs
-from patarm_kit.judging.models import ADAPTER_WEIGHTS, adapter_card, load_model, lora_config
+from patarm_kit.judging.models import adapter_card, load_model, lora_config
 from patarm_kit.judging.prompts import evaluation_text, parse_judgment
 from patarm_kit.runs.env import now, package_versions
 from patarm_kit.runs.files import read_json, sha256_of
@@ -250,12 +250,6 @@ def par_adapter_card(config: RunConfig, record: dict[str, Any]) -> str:
                         f"LoRA adapter for `{config.model.name}`, made by `patarm_kit.training.par` with TRL's GRPOTrainer.",
                         facts, "Load: `patarm_kit.judging.models.load_model(config.model, adapter=<this folder>)`. "
                         "Per-step metrics: `../metrics.jsonl`; settings: the run's manifest.json, `training.par`.")
-
-
-def training_done(run: Run, judge: str = "par") -> bool:
-    """Whether the manifest records PAR training `judge` ("par", "par-<variant>") as finished, its adapter saved."""
-    record = run.manifest().get("training", {}).get(judge, {})
-    return record.get("status") == "done" and (run.layout.for_par(judge).par_adapter / ADAPTER_WEIGHTS).is_file()
 
 
 def recorded_par(run: Run, judge: str = "par") -> ParResult:
