@@ -481,6 +481,8 @@ def test_each_run_seed_draws_its_own_rollouts_with_vllm(tmp_path):
 
         trainer = make_grpo_trainer(config, model, tokenizer, Dataset.from_list([{"prompt": prompt}] * 2), record,
                                     tmp_path / f"seed-{seed}-{len(list(tmp_path.iterdir()))}", peft_config=lora_config(config.lora))
+        # smoke's judge.compile is false, so TRL's engine started eager (grpo.eager_rollout_engine)
+        assert trainer.vllm_generation.llm.llm_engine.vllm_config.model_config.enforce_eager
         trainer.train()
         return drawn
 
@@ -488,3 +490,21 @@ def test_each_run_seed_draws_its_own_rollouts_with_vllm(tmp_path):
     assert len(first) == 8 and len({tuple(ids) for ids in first}) > 1  # a group's rollouts differ
     assert rollouts(1) != first
     assert rollouts(0) == first
+
+
+@pytest.mark.parametrize("compile", [True, False])
+def test_trls_rollout_engine_compiles_only_where_judge_compile_says(compile):
+    """TRL starts its colocated vLLM engine with vLLM's default (compile) and has no switch; while the
+    trainer is made, judge.compile=false adds enforce_eager to TRL's LLM(...) call, and nothing after."""
+    from trl.generation import vllm_generation
+
+    from patarm_kit.training.grpo import eager_rollout_engine
+
+    original = vllm_generation.LLM
+    with eager_rollout_engine(not compile):
+        started = vllm_generation.LLM
+    assert vllm_generation.LLM is original
+    if compile:
+        assert started is original
+    else:
+        assert started.func is original and started.keywords == {"enforce_eager": True}

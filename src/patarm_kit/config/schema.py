@@ -113,7 +113,7 @@ class JudgeConfig:
     engine: str = "vllm"
     kv_cache_gib: int = 1  # vLLM's KV cache; 1 GiB holds ~46k tokens of SmolLM2 (its CPU build would take 92% of memory)
     max_model_len: int = 2048  # vLLM: the longest judge prompt + judgment, in tokens
-    compile: bool = True  # vLLM: torch.compile the model at start-up (~1 min; faster generation); false starts in ~20 s
+    compile: bool = True  # every vLLM engine (judge, PAR rollouts): torch.compile at start (~1 min, faster generation)
     voting: str = "mean"  # "mean" or "majority"
     preview_pairs: int = 4  # notebook 02: training pairs the base judge scores before any training
     preview: SamplingConfig = field(default_factory=lambda: SamplingConfig(n=4, max_new_tokens=160))  # notebook 02

@@ -7,13 +7,14 @@ sampling stream. What is rewarded is the caller's: PAR (training/par.py) or a po
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import statistics
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -272,10 +273,11 @@ def make_grpo_trainer(
     if par.use_vllm:
         engine_environment(config.judge.kv_cache_gib)  # before TRL starts its engine, which reads it
     environment_before = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=reward_funcs, args=grpo_args(config, output_dir, rows_per_step), train_dataset=dataset,
-        processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks),
-    )
+    with eager_rollout_engine(par.use_vllm and not config.judge.compile):
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=reward_funcs, args=grpo_args(config, output_dir, rows_per_step),
+            train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks),
+        )
     if par.trainable_layers is not None:  # before train() builds the optimizer from what requires grad
         train_top_layers_only(trainer.model, par.trainable_layers)
     resume_the_trained_adapter(trainer)
@@ -288,6 +290,26 @@ def make_grpo_trainer(
         if trainer.accelerator.num_processes == 1:
             trainer.add_callback(rollout_engine_release(trainer.vllm_generation, environment_before))
     return trainer
+
+
+@contextlib.contextmanager
+def eager_rollout_engine(eager: bool) -> Iterator[None]:
+    """While TRL's trainer is made, its colocated vLLM engine starts without torch.compile where `eager`.
+
+    TRL starts that engine with vLLM's default, compiling, and has no switch for it; `judge.compile`
+    is the kit's switch for every vLLM engine a run starts. The compile costs ~1 min of CPU per start
+    (57 s of a PAR start in the smoke chain, measured with py-spy), which toy workloads never win back.
+    """
+    if not eager:
+        yield
+        return
+    from functools import partial
+    from unittest import mock
+
+    from trl.generation import vllm_generation
+
+    with mock.patch.object(vllm_generation, "LLM", partial(vllm_generation.LLM, enforce_eager=True)):
+        yield
 
 
 def resume_the_trained_adapter(trainer: Any) -> None:
@@ -340,4 +362,5 @@ def rollout_settings(config: RunConfig, device: str) -> dict[str, Any]:
             "weight_sync": "in-place reload" if device == "cpu" and par.vllm_mode == "colocate" else "TRL",
             "lora_merge": "out of place (fp32 base + delta, cast once; train.served_weights)",
             "sampling_seed": rollout_sampling_seed(config.seed, 0) if par.vllm_mode == "colocate" else None,
-            "importance_sampling": par.vllm_importance_sampling, "kv_cache_gib": config.judge.kv_cache_gib}
+            "importance_sampling": par.vllm_importance_sampling, "kv_cache_gib": config.judge.kv_cache_gib,
+            "compile": config.judge.compile}
