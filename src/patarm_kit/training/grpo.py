@@ -8,6 +8,7 @@ sampling stream. What is rewarded is the caller's: PAR (training/par.py) or a po
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from patarm_kit.config.rules import ConfigError
 from patarm_kit.config.schema import RunConfig
@@ -273,7 +275,7 @@ def make_grpo_trainer(
     if par.use_vllm:
         engine_environment(config.judge.kv_cache_gib)  # before TRL starts its engine, which reads it
     environment_before = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
-    with eager_rollout_engine(par.use_vllm and not config.judge.compile):
+    with eager_rollout_engine(par.use_vllm and par.vllm_mode == "colocate" and not config.judge.compile):
         trainer = GRPOTrainer(
             model=model, reward_funcs=reward_funcs, args=grpo_args(config, output_dir, rows_per_step),
             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks),
@@ -303,12 +305,9 @@ def eager_rollout_engine(eager: bool) -> Iterator[None]:
     if not eager:
         yield
         return
-    from functools import partial
-    from unittest import mock
+    from trl.generation import vllm_generation  # TRL loads with its trainer, as in make_grpo_trainer
 
-    from trl.generation import vllm_generation
-
-    with mock.patch.object(vllm_generation, "LLM", partial(vllm_generation.LLM, enforce_eager=True)):
+    with mock.patch.object(vllm_generation, "LLM", functools.partial(vllm_generation.LLM, enforce_eager=True)):
         yield
 
 
@@ -363,4 +362,4 @@ def rollout_settings(config: RunConfig, device: str) -> dict[str, Any]:
             "lora_merge": "out of place (fp32 base + delta, cast once; train.served_weights)",
             "sampling_seed": rollout_sampling_seed(config.seed, 0) if par.vllm_mode == "colocate" else None,
             "importance_sampling": par.vllm_importance_sampling, "kv_cache_gib": config.judge.kv_cache_gib,
-            "compile": config.judge.compile}
+            "compile": config.judge.compile if par.vllm_mode == "colocate" else None}  # a server: as it was started
