@@ -1,13 +1,18 @@
 """The real SmolLM2-135M loads offline, keeps its chat template and generates; runs keep provenance."""
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from patarm_kit.config.loader import load_config
 from patarm_kit.config.schema import ModelConfig
-from patarm_kit.judging.models import ModelError, load_tokenizer, materialize_bundled
+from patarm_kit.judging.models import ModelError, load_tokenizer, materialize_bundled, merged_weights_folder
 from patarm_kit.runs.files import atomic_write_text
 from patarm_kit.runs.run import Run, RunExistsError
 
@@ -24,6 +29,23 @@ def test_bundled_smollm2_loads_and_generates(smollm):
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     text = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in text
+
+
+def test_merged_weights_left_by_a_killed_process_are_removed_by_the_next_engine(tmp_path, monkeypatch):
+    """A kernel killed before it closed its judge engine leaves ~260 MB of merged weights in /tmp;
+    the next engine removes every such folder whose process is gone, and none of a live one."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os, tempfile; tempfile.tempdir = os.environ['T']; "
+         "from patarm_kit.judging.models import merged_weights_folder as f; d = f(); "
+         "(d / 'model.safetensors').write_bytes(b'x'); print(d); os._exit(9)"],
+        env={**os.environ, "T": str(tmp_path)}, capture_output=True, text=True)
+    left = Path(killed.stdout.strip())
+    assert killed.returncode == 9 and (left / "model.safetensors").exists()
+    live = merged_weights_folder()
+    assert live.name.startswith(f"patarm-merged-{os.getpid()}-") and live.parent == tmp_path
+    assert not left.exists()
+    assert merged_weights_folder().parent == tmp_path and live.exists()  # this process is alive: kept
 
 
 @pytest.mark.model

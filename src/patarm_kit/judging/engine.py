@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from patarm_kit.judging.models import (
     ADAPTER_WEIGHTS,
     check_safetensors_only,
     load_model,
+    merged_weights_folder,
     resolve_model_path,
     write_weights,
 )
@@ -274,7 +274,7 @@ class VLLMEngine:
         self.startup_seconds = time.perf_counter() - started
         self.tokenizer = self.llm.get_tokenizer()
         self.last_reload_seconds: float | None = None
-        self._merged_dir = Path(tempfile.mkdtemp(prefix="patarm-merged-"))  # the merged checkpoint, rewritten per adapter
+        self._merged_dir = merged_weights_folder()  # the merged checkpoint, rewritten per adapter
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int,
                  first_index: int = 0, seeds: Sequence[int] | None = None) -> list[list[Completion]]:
@@ -346,8 +346,8 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Stop the engine's processes and free its memory."""
+        shutil.rmtree(self._merged_dir, ignore_errors=True)  # first: a kernel killed during the shutdown leaves nothing
         self.llm.llm_engine.engine_core.shutdown()  # vLLM's LLM has no close() of its own
-        shutil.rmtree(self._merged_dir, ignore_errors=True)
 
 
 def reload_in_place(llm: Any, **source: Any) -> None:
