@@ -65,19 +65,23 @@ smoke:
 # The notebooks and the tests run at once on two pytest-xdist workers, in one fresh $PATARM_RESULTS_DIR:
 # the notebooks in order on one worker, each test file on whichever worker is free (tests/conftest.py
 # groups them). Each worker's torch and vLLM threads get half the cores (tests/conftest.py).
-PYTEST := PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest notebooks tests --nbval-lax --nbval-kernel-name python3 \
+PYTEST := $(PY) -m pytest notebooks tests --nbval-lax --nbval-kernel-name python3 \
 	--nbval-cell-timeout 1800 -p no:cacheprovider --durations=10 -n 2 --dist loadgroup
+# A tier's runs go to a fresh $PATARM_RESULTS_DIR (~180 MB for `make test`): removed when the tier passes,
+# kept and named when it fails, so that repeated runs do not fill /tmp.
+in_fresh_results = results=$$(mktemp -d -t patarm-tests-XXXXXX); PATARM_RESULTS_DIR=$$results $(1); status=$$?; \
+	if [ $$status = 0 ]; then rm -rf $$results; else echo "the tests' runs are kept in $$results"; fi; exit $$status
 
 test: venv
-	$(PYTEST) -m "not slow"
+	$(call in_fresh_results,$(PYTEST) -m "not slow")
 
 test-all: venv-paper
-	$(PYTEST)
+	$(call in_fresh_results,$(PYTEST))
 
 # The paper-path tier alone (tests/test_paper_path.py): qwen3-8b's settings on stand-ins, trained by
 # accelerate with 2 processes, DeepSpeed ZeRO-2/3 included. One launch at a time: no xdist.
 test-paper: venv-paper
-	PATARM_RESULTS_DIR=$$(mktemp -d) $(PY) -m pytest tests -m paper -p no:cacheprovider --durations=10
+	$(call in_fresh_results,$(PY) -m pytest tests -m paper -p no:cacheprovider --durations=10)
 
 venv-paper: $(VENV)/.patarm-kit-paper
 $(VENV)/.patarm-kit-paper: $(STAMP) requirements-paper.txt
