@@ -275,7 +275,7 @@ def make_grpo_trainer(
     if par.use_vllm:
         engine_environment(config.judge.kv_cache_gib)  # before TRL starts its engine, which reads it
     environment_before = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
-    with eager_rollout_engine(par.use_vllm and par.vllm_mode == "colocate" and not config.judge.compile):
+    with eager_rollout_engine(colocated_rollouts(config) and not config.judge.compile):
         trainer = GRPOTrainer(
             model=model, reward_funcs=reward_funcs, args=grpo_args(config, output_dir, rows_per_step),
             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks),
@@ -285,13 +285,18 @@ def make_grpo_trainer(
     resume_the_trained_adapter(trainer)
     if par.use_vllm:
         serve_weights_out_of_place(trainer.vllm_generation)
-    if par.use_vllm and par.vllm_mode == "colocate":
+    if colocated_rollouts(config):
         seed_rollout_stream(config.seed, trainer.accelerator.process_index)
         if trainer.model.device.type == "cpu":
             sync_by_inplace_reload(trainer.vllm_generation)
         if trainer.accelerator.num_processes == 1:
             trainer.add_callback(rollout_engine_release(trainer.vllm_generation, environment_before))
     return trainer
+
+
+def colocated_rollouts(config: RunConfig) -> bool:
+    """Whether TRL samples the rollouts with a vLLM engine inside the trainer's process (not a server)."""
+    return config.par.use_vllm and config.par.vllm_mode == "colocate"
 
 
 @contextlib.contextmanager
@@ -357,9 +362,10 @@ def rollout_settings(config: RunConfig, device: str) -> dict[str, Any]:
     if not par.use_vllm:
         return {"engine": "transformers", "device": device}
     package, version = vllm_package()
+    colocated = colocated_rollouts(config)
     return {"engine": "vllm", "package": package, "version": version, "device": device, "mode": par.vllm_mode,
-            "weight_sync": "in-place reload" if device == "cpu" and par.vllm_mode == "colocate" else "TRL",
+            "weight_sync": "in-place reload" if device == "cpu" and colocated else "TRL",
             "lora_merge": "out of place (fp32 base + delta, cast once; train.served_weights)",
-            "sampling_seed": rollout_sampling_seed(config.seed, 0) if par.vllm_mode == "colocate" else None,
+            "sampling_seed": rollout_sampling_seed(config.seed, 0) if colocated else None,
             "importance_sampling": par.vllm_importance_sampling, "kv_cache_gib": config.judge.kv_cache_gib,
-            "compile": config.judge.compile if par.vllm_mode == "colocate" else None}  # a server: as it was started
+            "compile": config.judge.compile if colocated else None}  # a server: as it was started
