@@ -138,6 +138,7 @@ def test_vllm_reloads_merged_adapter_in_place_and_restores_the_base(vllm, hf_gre
     vllm.use_adapter(None)
     assert vllm.generate(prompts, GREEDY, 0) == base
     assert vllm.settings()["adapter"] is None and vllm.settings()["prefix_caching"] is True
+    assert vllm.settings()["engine_core"] == "in-process"  # engine_environment: no spawned engine process
 
 
 def test_one_vllm_engine_per_process_serves_every_judge(vllm, model_path, hf_greedy, adapter, data_dir):

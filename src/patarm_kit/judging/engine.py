@@ -251,7 +251,8 @@ class VLLMEngine:
       split over steps ("CPU Generator does not use offset").
     - `kv_cache_gib`: vLLM's CPU build otherwise reserves 92% of the memory for its KV cache
       (1 GiB holds ~46k tokens of SmolLM2).
-    - vLLM starts its workers with `spawn`: a script that makes an engine needs a main guard.
+    - The engine core runs in this process (`engine_environment`); where a caller sets
+      VLLM_ENABLE_V1_MULTIPROCESSING=1, vLLM spawns it, and a script that makes an engine needs a main guard.
     """
 
     name = "vllm"
@@ -336,6 +337,7 @@ class VLLMEngine:
             "dtype": self.dtype,
             "prefix_caching": True,
             "chunked_prefill": False,
+            "engine_core": "in-process" if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0" else "own process",
             "kv_cache_gib": self.kv_cache_gib,
             "max_model_len": self.max_model_len,
             "enforce_eager": self.enforce_eager,
@@ -385,6 +387,9 @@ def engine_environment(kv_cache_gib: int) -> None:
     os.environ.setdefault("VLLM_CACHE_ROOT", str(ENGINE_CACHE))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ENGINE_CACHE / "inductor"))
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)  # read by the CPU build; GPUs use kv_cache_memory_bytes
+    # The engine core runs in the caller's process, not in a spawned one that imports vLLM and loads
+    # the model again: about 15 s of each engine start on this machine (a judging kernel starts one).
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     # vLLM's INFO lines would fill notebook outputs, and on this CPU build its warnings say nothing a
     # reader can act on: Triton, tcmalloc and libiomp are absent (CPU kernels are used), and
     # "RotaryEmbedding / ParallelLMHead: Failed to load weights" names modules with no weights of
