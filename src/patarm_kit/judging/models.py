@@ -28,7 +28,7 @@ from unittest import mock
 
 from patarm_kit.config.loader import REPO_ROOT
 from patarm_kit.config.schema import LoraConfig, ModelConfig
-from patarm_kit.runs.env import is_main_process, wait_for_every_process
+from patarm_kit.runs.env import is_main_process, process_alive, wait_for_every_process
 from patarm_kit.runs.files import atomic_write_text
 
 BUNDLED_MODELS = {
@@ -140,19 +140,9 @@ def merged_weights_folder() -> Path:
     process is gone are removed first: 108 of them had filled 27 GB of this machine's /tmp."""
     for folder in Path(tempfile.gettempdir()).glob(f"{MERGED_PREFIX}*-*"):
         pid = folder.name.removeprefix(MERGED_PREFIX).split("-")[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{MERGED_PREFIX}{os.getpid()}-"))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def gathered_adapter_state(model: Any) -> dict[str, Any] | None:

@@ -75,6 +75,17 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a run lock's holder, a leftover folder's owner)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def is_main_process() -> bool:
     """Whether this is the first (or only) process of a launch (accelerate sets RANK): it alone prints and draws."""
     return os.environ.get("RANK", "0") == "0"

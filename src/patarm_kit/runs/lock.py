@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from patarm_kit.runs.env import is_main_process, now
+from patarm_kit.runs.env import is_main_process, now, process_alive
 from patarm_kit.runs.files import RunError
 from patarm_kit.runs.layout import RunLayout
 from patarm_kit.runs.run import Run
@@ -35,16 +35,6 @@ def _holder(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
         return {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -64,7 +54,7 @@ def writer_lock(run_dir: Path | str) -> Iterator[None]:
             raise RunError(f"{Path(run_dir)}: another command is writing this run (pid {holder.get('pid', '?')}, since "
                            f"{holder.get('started', '?')}: {holder.get('command', '?')}); wait for it to end") from None
         previous = _holder(path)
-        if previous.get("pid") and previous["pid"] != os.getpid() and not _alive(previous["pid"]):
+        if previous.get("pid") and previous["pid"] != os.getpid() and not process_alive(previous["pid"]):
             print(f"[run] {Path(run_dir)}: taking over the writer lock of pid {previous['pid']} "
                   f"({previous.get('command', '?')}, since {previous.get('started', '?')}), which no longer runs",
                   file=sys.stderr, flush=True)
